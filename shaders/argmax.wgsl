@@ -1,0 +1,51 @@
+// Argmax over channels, giving the class map. Ties go to the lowest channel (PyTorch), and a NaN
+// counts as the maximum. Each invocation handles 4 consecutive pixels and writes them as the 4
+// bytes of one u32 (little-endian), so the map reads back at one byte per pixel.
+
+struct Argmax {
+    c: u32, hw: u32, x_off: u32, words: u32,
+    row: u32, _p0: u32, _p1: u32, _p2: u32,
+};
+
+@group(0) @binding(0) var<storage, read_write> src: array<f32>;
+@group(0) @binding(1) var<storage, read_write> classes: array<u32>;
+@group(0) @binding(2) var<uniform> p: Argmax;
+
+override WG: u32 = 64u;
+
+fn is_nan(v: f32) -> bool {
+    // Compare bit patterns: a fast-math compiler may fold `v != v` away.
+    let b = bitcast<u32>(v);
+    return (b & 0x7f800000u) == 0x7f800000u && (b & 0x007fffffu) != 0u;
+}
+
+fn argmax_px(px: u32) -> u32 {
+    var best = 0u;
+    var bv = src[p.x_off + px];
+    var bnan = is_nan(bv);
+    for (var k = 1u; k < p.c; k++) {
+        let v = src[p.x_off + k * p.hw + px];
+        if (!bnan && (v > bv || is_nan(v))) {
+            best = k;
+            bv = v;
+            bnan = is_nan(v);
+        }
+    }
+    return best;
+}
+
+@compute @workgroup_size(WG, 1, 1)
+fn argmax(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let wi = gid.x + gid.y * p.row;
+    if (wi >= p.words) {
+        return;
+    }
+    var word = 0u;
+    for (var j = 0u; j < 4u; j++) {
+        let px = wi * 4u + j;
+        if (px < p.hw) {
+            word |= (argmax_px(px) & 0xffu) << (8u * j);
+        }
+    }
+    classes[wi] = word;
+}

@@ -1,0 +1,254 @@
+// Convolution family: dense/grouped 2-D convolution, depthwise-style convolution (one input channel
+// per group), and transposed convolution. All three share one parameter block and one epilogue:
+// bias, optional addend, fused activation.
+//
+// Each invocation computes a 4 x 4 tile: 4 consecutive output channels (the lanes of a vec4) times
+// 4 consecutive output pixels of one row. Weights are packed by the host as vec4s whose lanes are
+// those 4 output channels, so one weight load feeds 16 multiply-adds.
+//
+// Tensors are NCHW (batch 1) float32 ranges of a storage buffer; `*_off` are element offsets of
+// the first channel of the view inside the bound range.
+
+struct Conv {
+    in_c: u32, in_h: u32, in_w: u32, in_off: u32,
+    out_c: u32, out_h: u32, out_w: u32, out_off: u32,
+    k_h: u32, k_w: u32, stride_h: u32, stride_w: u32,
+    pad_t: u32, pad_l: u32, dil_h: u32, dil_w: u32,
+    // input / output channels per group, and 4-channel blocks per group
+    icpg: u32, ocpg: u32, ocb_pg: u32, act: u32,
+    // offsets (in vec4s) of packed weights, bias and PReLU slopes in `prm`
+    w_off: u32, b_off: u32, s_off: u32,
+    // 0: no addend; 1: addend is in `dst`; 2: in `addsrc`; 3: in `src`
+    add_mode: u32,
+    add_off: u32, _p0: u32, _p1: u32, _p2: u32,
+};
+
+@group(0) @binding(0) var<storage, read_write> src: array<f32>;
+@group(0) @binding(1) var<storage, read> prm: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(3) var<storage, read_write> addsrc: array<f32>;
+@group(0) @binding(4) var<uniform> p: Conv;
+
+override WG_X: u32 = 8u;
+override WG_Y: u32 = 8u;
+
+fn activate(v: vec4<f32>, slope: vec4<f32>) -> vec4<f32> {
+    switch p.act {
+        case 1u: { return max(v, vec4<f32>(0.0)); }
+        case 2u: { return clamp(v, vec4<f32>(0.0), vec4<f32>(6.0)); }
+        case 3u: { return select(v * slope, v, v >= vec4<f32>(0.0)); }
+        case 4u: { return 1.0 / (1.0 + exp(-v)); }
+        case 5u: { return v * clamp(v + 3.0, vec4<f32>(0.0), vec4<f32>(6.0)) / 6.0; }
+        case 6u: { return clamp(v + 3.0, vec4<f32>(0.0), vec4<f32>(6.0)) / 6.0; }
+        default: { return v; }
+    }
+}
+
+fn load_src(base: u32, x: i32, w: u32) -> f32 {
+    if (x >= 0 && u32(x) < w) {
+        return src[base + u32(x)];
+    }
+    return 0.0;
+}
+
+fn addend(i: u32) -> f32 {
+    switch p.add_mode {
+        case 1u: { return dst[p.add_off + i]; }
+        case 2u: { return addsrc[p.add_off + i]; }
+        case 3u: { return src[p.add_off + i]; }
+        default: { return 0.0; }
+    }
+}
+
+// Writes one output pixel for the valid lanes `oc0 .. oc0 + nlanes`.
+fn store_px(v: vec4<f32>, oc0: u32, nlanes: u32, oy: u32, ox: u32, slope: vec4<f32>) {
+    if (ox >= p.out_w) {
+        return;
+    }
+    let hw = p.out_h * p.out_w;
+    let pix = oy * p.out_w + ox;
+    var r = v;
+    if (p.add_mode != 0u) {
+        var a = vec4<f32>(0.0);
+        for (var l = 0u; l < nlanes; l++) {
+            a[l] = addend((oc0 + l) * hw + pix);
+        }
+        r = r + a;
+    }
+    r = activate(r, slope);
+    for (var l = 0u; l < nlanes; l++) {
+        dst[p.out_off + (oc0 + l) * hw + pix] = r[l];
+    }
+}
+
+fn epilogue(a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>, blk: u32, oc0: u32, nlanes: u32, oy: u32, ox0: u32) {
+    let bias = prm[p.b_off + blk];
+    let slope = prm[p.s_off + blk];
+    store_px(a0 + bias, oc0, nlanes, oy, ox0, slope);
+    store_px(a1 + bias, oc0, nlanes, oy, ox0 + 1u, slope);
+    store_px(a2 + bias, oc0, nlanes, oy, ox0 + 2u, slope);
+    store_px(a3 + bias, oc0, nlanes, oy, ox0 + 3u, slope);
+}
+
+// Dense or grouped convolution. gid.x: block of 4 output pixels in a row; gid.y: output row;
+// gid.z: group * ocb_pg + 4-channel block within the group.
+@compute @workgroup_size(WG_X, WG_Y, 1)
+fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let ox0 = gid.x * 4u;
+    let oy = gid.y;
+    if (ox0 >= p.out_w || oy >= p.out_h) {
+        return;
+    }
+    let blk = gid.z;
+    let grp = blk / p.ocb_pg;
+    let ocl = (blk % p.ocb_pg) * 4u;
+    let oc0 = grp * p.ocpg + ocl;
+    let nlanes = min(4u, p.ocpg - ocl);
+
+    let sx = i32(p.stride_w);
+    let ix0 = i32(ox0 * p.stride_w) - i32(p.pad_l);
+    let iy0 = i32(oy * p.stride_h) - i32(p.pad_t);
+    let khw = p.k_h * p.k_w;
+    let plane = p.in_h * p.in_w;
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
+    var wi = p.w_off + blk * p.icpg * khw;
+    for (var ic = 0u; ic < p.icpg; ic++) {
+        let cbase = p.in_off + (grp * p.icpg + ic) * plane;
+        for (var ky = 0u; ky < p.k_h; ky++) {
+            let iy = iy0 + i32(ky * p.dil_h);
+            if (iy < 0 || u32(iy) >= p.in_h) {
+                wi += p.k_w;
+                continue;
+            }
+            let rbase = cbase + u32(iy) * p.in_w;
+            for (var kx = 0u; kx < p.k_w; kx++) {
+                let w = prm[wi];
+                wi += 1u;
+                let ix = ix0 + i32(kx * p.dil_w);
+                a0 += w * load_src(rbase, ix, p.in_w);
+                a1 += w * load_src(rbase, ix + sx, p.in_w);
+                a2 += w * load_src(rbase, ix + 2 * sx, p.in_w);
+                a3 += w * load_src(rbase, ix + 3 * sx, p.in_w);
+            }
+        }
+    }
+    epilogue(a0, a1, a2, a3, blk, oc0, nlanes, oy, ox0);
+}
+
+// Convolution with one input channel per group (depthwise, with any channel multiplier).
+// Lanes are 4 consecutive output channels across groups, each reading its own input channel.
+// gid.z: block of 4 output channels.
+@compute @workgroup_size(WG_X, WG_Y, 1)
+fn conv2d_dw(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let ox0 = gid.x * 4u;
+    let oy = gid.y;
+    if (ox0 >= p.out_w || oy >= p.out_h) {
+        return;
+    }
+    let blk = gid.z;
+    let oc0 = blk * 4u;
+    let nlanes = min(4u, p.out_c - oc0);
+    let plane = p.in_h * p.in_w;
+    // input channel of each lane (clamped for lanes past the end; their results are not stored)
+    let last = p.out_c - 1u;
+    let cb = vec4<u32>(
+        min(oc0, last) / p.ocpg,
+        min(oc0 + 1u, last) / p.ocpg,
+        min(oc0 + 2u, last) / p.ocpg,
+        min(oc0 + 3u, last) / p.ocpg) * plane + vec4<u32>(p.in_off);
+
+    let sx = i32(p.stride_w);
+    let ix0 = i32(ox0 * p.stride_w) - i32(p.pad_l);
+    let iy0 = i32(oy * p.stride_h) - i32(p.pad_t);
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
+    var wi = p.w_off + blk * p.k_h * p.k_w;
+    for (var ky = 0u; ky < p.k_h; ky++) {
+        let iy = iy0 + i32(ky * p.dil_h);
+        if (iy < 0 || u32(iy) >= p.in_h) {
+            wi += p.k_w;
+            continue;
+        }
+        let r = cb + vec4<u32>(u32(iy) * p.in_w);
+        for (var kx = 0u; kx < p.k_w; kx++) {
+            let w = prm[wi];
+            wi += 1u;
+            let ix = ix0 + i32(kx * p.dil_w);
+            a0 += w * vec4<f32>(load_src(r.x, ix, p.in_w), load_src(r.y, ix, p.in_w), load_src(r.z, ix, p.in_w), load_src(r.w, ix, p.in_w));
+            let i1 = ix + sx;
+            a1 += w * vec4<f32>(load_src(r.x, i1, p.in_w), load_src(r.y, i1, p.in_w), load_src(r.z, i1, p.in_w), load_src(r.w, i1, p.in_w));
+            let i2 = ix + 2 * sx;
+            a2 += w * vec4<f32>(load_src(r.x, i2, p.in_w), load_src(r.y, i2, p.in_w), load_src(r.z, i2, p.in_w), load_src(r.w, i2, p.in_w));
+            let i3 = ix + 3 * sx;
+            a3 += w * vec4<f32>(load_src(r.x, i3, p.in_w), load_src(r.y, i3, p.in_w), load_src(r.z, i3, p.in_w), load_src(r.w, i3, p.in_w));
+        }
+    }
+    epilogue(a0, a1, a2, a3, blk, oc0, nlanes, oy, ox0);
+}
+
+// Input contribution of tap (ky, kx) to output pixel (oy, ox) of a transposed convolution:
+// the input pixel i with i * stride + k * dil - pad == o, if any.
+fn convt_src(o: u32, k: u32, stride: u32, dil: u32, pad: u32, n: u32) -> i32 {
+    let t = i32(o + pad) - i32(k * dil);
+    if (t < 0 || (u32(t) % stride) != 0u) {
+        return -1;
+    }
+    let i = u32(t) / stride;
+    if (i >= n) {
+        return -1;
+    }
+    return i32(i);
+}
+
+fn convt_load(cbase: u32, iy: i32, ox: u32, kx: u32) -> f32 {
+    let ix = convt_src(ox, kx, p.stride_w, p.dil_w, p.pad_l, p.in_w);
+    if (iy < 0 || ix < 0) {
+        return 0.0;
+    }
+    return src[cbase + u32(iy) * p.in_w + u32(ix)];
+}
+
+// Transposed convolution in gather form. Same tiling and weight packing as `conv2d`
+// (weights `[in, out/groups, kh, kw]` are packed per group and 4-channel output block).
+@compute @workgroup_size(WG_X, WG_Y, 1)
+fn conv_transpose2d(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let ox0 = gid.x * 4u;
+    let oy = gid.y;
+    if (ox0 >= p.out_w || oy >= p.out_h) {
+        return;
+    }
+    let blk = gid.z;
+    let grp = blk / p.ocb_pg;
+    let ocl = (blk % p.ocb_pg) * 4u;
+    let oc0 = grp * p.ocpg + ocl;
+    let nlanes = min(4u, p.ocpg - ocl);
+    let khw = p.k_h * p.k_w;
+    let plane = p.in_h * p.in_w;
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
+    for (var ic = 0u; ic < p.icpg; ic++) {
+        let cbase = p.in_off + (grp * p.icpg + ic) * plane;
+        let wbase = p.w_off + (blk * p.icpg + ic) * khw;
+        for (var ky = 0u; ky < p.k_h; ky++) {
+            let iy = convt_src(oy, ky, p.stride_h, p.dil_h, p.pad_t, p.in_h);
+            if (iy < 0) {
+                continue;
+            }
+            for (var kx = 0u; kx < p.k_w; kx++) {
+                let w = prm[wbase + ky * p.k_w + kx];
+                a0 += w * convt_load(cbase, iy, ox0, kx);
+                a1 += w * convt_load(cbase, iy, ox0 + 1u, kx);
+                a2 += w * convt_load(cbase, iy, ox0 + 2u, kx);
+                a3 += w * convt_load(cbase, iy, ox0 + 3u, kx);
+            }
+        }
+    }
+    epilogue(a0, a1, a2, a3, blk, oc0, nlanes, oy, ox0);
+}

@@ -1,0 +1,45 @@
+// Element-wise family: per-channel affine map with an optional addend and a fused activation,
+//   y[c, i] = act(scale[c] * (x[c, i] + add[c, i]) + shift[c])
+// which serves as inference batch norm (+ PReLU), element-wise add, and copy. One invocation per
+// element.
+
+struct Affine {
+    c: u32, hw: u32, x_off: u32, y_off: u32,
+    add_off: u32, has_add: u32, act: u32, row: u32, // row: invocations per gid.y step
+    scale_off: u32, shift_off: u32, slope_off: u32, _p0: u32,
+};
+
+@group(0) @binding(0) var<storage, read_write> src: array<f32>;
+@group(0) @binding(1) var<storage, read> prm: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(3) var<storage, read_write> addsrc: array<f32>;
+@group(0) @binding(4) var<uniform> p: Affine;
+
+override WG: u32 = 64u;
+
+fn activate(v: f32, slope: f32) -> f32 {
+    switch p.act {
+        case 1u: { return max(v, 0.0); }
+        case 2u: { return clamp(v, 0.0, 6.0); }
+        case 3u: { return select(v * slope, v, v >= 0.0); }
+        case 4u: { return 1.0 / (1.0 + exp(-v)); }
+        case 5u: { return v * clamp(v + 3.0, 0.0, 6.0) / 6.0; }
+        case 6u: { return clamp(v + 3.0, 0.0, 6.0) / 6.0; }
+        default: { return v; }
+    }
+}
+
+@compute @workgroup_size(WG, 1, 1)
+fn affine(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x + gid.y * p.row;
+    if (i >= p.c * p.hw) {
+        return;
+    }
+    let c = i / p.hw;
+    var v = src[p.x_off + i];
+    if (p.has_add != 0u) {
+        v += addsrc[p.add_off + i];
+    }
+    let slope = prm[p.slope_off + c];
+    dst[p.y_off + i] = activate(prm[p.scale_off + c] * v + prm[p.shift_off + c], slope);
+}

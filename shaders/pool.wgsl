@@ -1,0 +1,66 @@
+// Pooling family: average pooling (PyTorch semantics: padding counted or not, ceil mode) and max
+// pooling over a window with stride and padding. One invocation per output element.
+
+struct Pool {
+    c: u32, in_h: u32, in_w: u32, in_off: u32,
+    out_h: u32, out_w: u32, out_off: u32, mode: u32, // mode 0: avg counting padding, 1: avg without, 2: max
+    k_h: u32, k_w: u32, stride_h: u32, stride_w: u32,
+    pad_h: u32, pad_w: u32, row: u32, _p0: u32, // row: invocations per gid.y step
+};
+
+@group(0) @binding(0) var<storage, read_write> src: array<f32>;
+@group(0) @binding(1) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(2) var<uniform> p: Pool;
+
+override WG: u32 = 64u;
+
+// PyTorch's window: start/end clipped to the input, and the span clipped to the padded input.
+fn window(o: u32, k: u32, s: u32, pad: u32, n: u32) -> vec3<u32> {
+    let start = i32(o * s) - i32(pad);
+    let end_pad = min(start + i32(k), i32(n + pad));
+    let span = u32(end_pad - start);
+    let s0 = u32(max(start, 0));
+    let e0 = u32(max(min(end_pad, i32(n)), 0));
+    return vec3<u32>(s0, e0, span);
+}
+
+@compute @workgroup_size(WG, 1, 1)
+fn pool2d(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x + gid.y * p.row;
+    let ohw = p.out_h * p.out_w;
+    if (i >= p.c * ohw) {
+        return;
+    }
+    let c = i / ohw;
+    let oy = (i % ohw) / p.out_w;
+    let ox = i % p.out_w;
+    let wy = window(oy, p.k_h, p.stride_h, p.pad_h, p.in_h);
+    let wx = window(ox, p.k_w, p.stride_w, p.pad_w, p.in_w);
+    let base = p.in_off + c * p.in_h * p.in_w;
+    var r: f32;
+    if (p.mode == 2u) {
+        var m = -3.40282347e38;
+        var any_nan = false;
+        for (var y = wy.x; y < wy.y; y++) {
+            for (var x = wx.x; x < wx.y; x++) {
+                let v = src[base + y * p.in_w + x];
+                m = max(m, v);
+                any_nan = any_nan || (v != v);
+            }
+        }
+        r = select(m, bitcast<f32>(0x7fc00000u), any_nan);
+    } else {
+        var s = 0.0;
+        for (var y = wy.x; y < wy.y; y++) {
+            for (var x = wx.x; x < wx.y; x++) {
+                s += src[base + y * p.in_w + x];
+            }
+        }
+        var div = f32(wy.z * wx.z);
+        if (p.mode == 1u) {
+            div = f32((wy.y - wy.x) * (wx.y - wx.x));
+        }
+        r = s / div;
+    }
+    dst[p.out_off + i] = r;
+}

@@ -1,0 +1,78 @@
+//! Typed errors of the library. The binary wraps them with `anyhow` context.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in atrous, each variant naming the thing at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not a valid safetensors file: {reason}")]
+    CorruptWeights { path: PathBuf, reason: String },
+    #[error("weights: tensor `{name}` is missing")]
+    MissingTensor { name: String },
+    #[error("weights: tensor `{name}` has shape {got:?}, expected {expected:?}")]
+    ShapeMismatch {
+        name: String,
+        expected: Vec<usize>,
+        got: Vec<usize>,
+    },
+    #[error("weights: tensor `{name}` has dtype {dtype}, expected a float type (F32, F16 or BF16)")]
+    UnsupportedDtype { name: String, dtype: String },
+    #[error("weights: tensor `{name}` holds a non-finite value at index {index}")]
+    NonFinite { name: String, index: usize },
+    #[error("weights: {count} tensor(s) not used by the {arch} builder, e.g. `{first}`: the file does not match the architecture")]
+    UnexpectedTensors {
+        arch: String,
+        count: usize,
+        first: String,
+    },
+    #[error("model metadata `{key}`: {reason}")]
+    Metadata { key: String, reason: String },
+    #[error("unknown model architecture: {0}")]
+    UnknownArchitecture(String),
+    #[error("input size {h}x{w} (HxW) not accepted by {model}: {reason}")]
+    InputSize {
+        model: String,
+        h: usize,
+        w: usize,
+        reason: String,
+    },
+    #[error("invalid operator `{op}`: {reason}")]
+    InvalidOp { op: String, reason: String },
+    #[error("no GPU adapter found for backends {backends}: {hint}")]
+    NoAdapter { backends: String, hint: String },
+    #[error("requesting a device from adapter `{adapter}` failed: {reason}")]
+    RequestDevice { adapter: String, reason: String },
+    #[error("tensor `{name}` needs {bytes} bytes, more than one storage binding allows on this device ({limit} bytes)")]
+    TensorTooLarge { name: String, bytes: u64, limit: u64 },
+    #[error("the plan needs {bytes} bytes of device memory in buffers of at most {limit} bytes, which this device cannot provide")]
+    OutOfDeviceMemory { bytes: u64, limit: u64 },
+    #[error("GPU error during {during}: {reason}")]
+    Gpu { during: String, reason: String },
+    #[error("image {path}: {reason}")]
+    Image { path: PathBuf, reason: String },
+    #[error("input data: {0}")]
+    Input(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+    pub(crate) fn op(op: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidOp {
+            op: op.into(),
+            reason: reason.into(),
+        }
+    }
+}

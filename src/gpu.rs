@@ -1,0 +1,115 @@
+//! The GPU context: an adapter picked from the environment, or a device the caller already has.
+
+use crate::error::{Error, Result};
+
+/// A wgpu device and queue plus what atrous needs to know about them.
+///
+/// Build one with [`Gpu::new`] (atrous picks the adapter) or [`Gpu::from_device`] (an application
+/// hands in the device it already renders with).
+#[derive(Clone)]
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    /// Adapter description, when atrous chose the adapter.
+    pub adapter: Option<wgpu::AdapterInfo>,
+}
+
+/// Environment variables that steer adapter choice.
+pub const ENV_BACKEND: &str = "ATROUS_BACKEND";
+pub const ENV_ADAPTER: &str = "ATROUS_ADAPTER";
+
+impl Gpu {
+    /// Picks an adapter and opens a device on it.
+    ///
+    /// * Backends: `ATROUS_BACKEND` or else `WGPU_BACKEND` (comma list: `vulkan`, `metal`, `dx12`,
+    ///   `gl`, `webgpu`); all native backends by default.
+    /// * Adapter: the first whose name contains `ATROUS_ADAPTER` (or `WGPU_ADAPTER_NAME`),
+    ///   case-insensitively; by default a discrete GPU, then integrated, then virtual, then CPU.
+    ///
+    /// The choice is logged (`log::info!`) and kept in [`Gpu::adapter`].
+    pub fn new() -> Result<Self> {
+        pollster::block_on(Self::new_async())
+    }
+
+    pub async fn new_async() -> Result<Self> {
+        let backends = match std::env::var(ENV_BACKEND).or_else(|_| std::env::var("WGPU_BACKEND")) {
+            Ok(s) => wgpu::Backends::from_comma_list(&s),
+            Err(_) => wgpu::Backends::all(),
+        };
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = backends;
+        let instance = wgpu::Instance::new(desc);
+        let adapters = instance.enumerate_adapters(backends).await;
+        let wanted = std::env::var(ENV_ADAPTER).or_else(|_| std::env::var("WGPU_ADAPTER_NAME")).ok();
+        let listed: Vec<String> = adapters.iter().map(|a| describe(&a.get_info())).collect();
+        let pick = match &wanted {
+            Some(name) => {
+                let n = name.to_lowercase();
+                adapters.into_iter().find(|a| a.get_info().name.to_lowercase().contains(&n)).ok_or_else(|| Error::NoAdapter {
+                    backends: format!("{backends:?}"),
+                    hint: format!("no adapter name contains `{name}` ({ENV_ADAPTER}); found: [{}]", listed.join("; ")),
+                })?
+            }
+            None => {
+                let rank = |t: wgpu::DeviceType| match t {
+                    wgpu::DeviceType::DiscreteGpu => 0,
+                    wgpu::DeviceType::IntegratedGpu => 1,
+                    wgpu::DeviceType::VirtualGpu => 2,
+                    wgpu::DeviceType::Other => 3,
+                    wgpu::DeviceType::Cpu => 4,
+                };
+                // Prefer non-GL backends at equal rank: GL lacks compute features we rely on.
+                let gl = |a: &wgpu::Adapter| (a.get_info().backend == wgpu::Backend::Gl) as u8;
+                adapters.into_iter().min_by_key(|a| (rank(a.get_info().device_type), gl(a))).ok_or_else(|| Error::NoAdapter {
+                    backends: format!("{backends:?}"),
+                    hint: "install a Vulkan driver (on Debian/Ubuntu without a GPU: `apt-get install mesa-vulkan-drivers libvulkan1` for the lavapipe software adapter) and set WGPU_BACKEND=vulkan".into(),
+                })?
+            }
+        };
+        let info = pick.get_info();
+        if !pick.get_downlevel_capabilities().flags.contains(wgpu::DownlevelFlags::COMPUTE_SHADERS) {
+            return Err(Error::NoAdapter { backends: format!("{backends:?}"), hint: format!("adapter {} has no compute shaders", describe(&info)) });
+        }
+        let features = pick.features() & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES);
+        let (device, queue) = pick
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("atrous"),
+                required_features: features,
+                required_limits: pick.limits(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::RequestDevice { adapter: describe(&info), reason: e.to_string() })?;
+        log::info!("atrous: using adapter {}", describe(&info));
+        Ok(Gpu { device, queue, adapter: Some(info) })
+    }
+
+    /// Wraps a device the caller already owns (for example the one its renderer uses).
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
+        Gpu { device, queue, adapter: None }
+    }
+
+    /// One line naming the adapter, for logs and reports.
+    pub fn describe(&self) -> String {
+        match &self.adapter {
+            Some(i) => describe(i),
+            None => "caller-provided device".into(),
+        }
+    }
+
+    pub fn limits(&self) -> wgpu::Limits {
+        self.device.limits()
+    }
+
+    /// Waits for all submitted work.
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| Error::Gpu { during: "waiting for the device".into(), reason: e.to_string() })
+    }
+}
+
+fn describe(i: &wgpu::AdapterInfo) -> String {
+    format!("{} ({:?}, {:?}, driver {} {})", i.name, i.backend, i.device_type, i.driver, i.driver_info)
+}

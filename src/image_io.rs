@@ -1,0 +1,108 @@
+//! Reading images and writing class maps as palette PNGs.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::session::ClassMap;
+
+/// An 8-bit RGB image, row-major.
+#[derive(Clone, Debug)]
+pub struct RgbImage {
+    pub h: usize,
+    pub w: usize,
+    pub data: Vec<u8>,
+}
+
+/// Decodes any image file the `image` crate reads (PNG, JPEG) into RGB8. A missing, unreadable or
+/// corrupt file is an [`Error::Image`] naming it.
+pub fn load_rgb(path: impl AsRef<Path>) -> Result<RgbImage> {
+    let path = path.as_ref();
+    let img_err = |reason: String| Error::Image { path: path.to_path_buf(), reason };
+    let reader = image::ImageReader::open(path).map_err(|e| img_err(e.to_string()))?.with_guessed_format().map_err(|e| img_err(e.to_string()))?;
+    let img = reader.decode().map_err(|e| img_err(e.to_string()))?.to_rgb8();
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    if w == 0 || h == 0 {
+        return Err(img_err("image has no pixels".into()));
+    }
+    Ok(RgbImage { h, w, data: img.into_raw() })
+}
+
+impl RgbImage {
+    /// Bilinear resize (the `image` crate's triangle filter).
+    pub fn resize(&self, h: usize, w: usize) -> RgbImage {
+        if (h, w) == (self.h, self.w) {
+            return self.clone();
+        }
+        let src = image::RgbImage::from_raw(self.w as u32, self.h as u32, self.data.clone()).expect("buffer matches size");
+        let out = image::imageops::resize(&src, w as u32, h as u32, image::imageops::FilterType::Triangle);
+        RgbImage { h, w, data: out.into_raw() }
+    }
+}
+
+impl ClassMap {
+    /// Nearest-neighbour resize (pixel centres), to map a class map back to the image size.
+    pub fn resize_nearest(&self, h: usize, w: usize) -> ClassMap {
+        if (h, w) == (self.h, self.w) {
+            return self.clone();
+        }
+        let mut data = Vec::with_capacity(h * w);
+        for y in 0..h {
+            let sy = ((y * 2 + 1) * self.h / (2 * h)).min(self.h - 1);
+            for x in 0..w {
+                let sx = ((x * 2 + 1) * self.w / (2 * w)).min(self.w - 1);
+                data.push(self.data[sy * self.w + sx]);
+            }
+        }
+        ClassMap { h, w, data }
+    }
+
+    /// Pixels per class.
+    pub fn histogram(&self, classes: usize) -> Vec<u64> {
+        let mut h = vec![0u64; classes.max(256)];
+        for &c in &self.data {
+            h[c as usize] += 1;
+        }
+        h.truncate(classes);
+        h
+    }
+}
+
+/// Writes a class map as an 8-bit indexed PNG whose palette is `palette` (class i -> colour i), so
+/// viewers show colours and tools reading raw indices get class ids.
+pub fn save_palette_png(path: impl AsRef<Path>, map: &ClassMap, palette: &[[u8; 3]]) -> Result<()> {
+    let path = path.as_ref();
+    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), map.w as u32, map.h as u32);
+    enc.set_color(png::ColorType::Indexed);
+    enc.set_depth(png::BitDepth::Eight);
+    let mut plte: Vec<u8> = palette.iter().take(256).flatten().copied().collect();
+    if plte.is_empty() {
+        plte = vec![0, 0, 0];
+    }
+    enc.set_palette(plte);
+    let werr = |e: png::EncodingError| Error::Image { path: path.to_path_buf(), reason: e.to_string() };
+    let mut wr = enc.write_header().map_err(werr)?;
+    wr.write_image_data(&map.data).map_err(werr)?;
+    wr.finish().map_err(werr)?;
+    Ok(())
+}
+
+/// Reads an 8-bit PNG of raw indices without palette expansion (class maps and label masks).
+pub fn load_index_png(path: impl AsRef<Path>) -> Result<ClassMap> {
+    let path = path.as_ref();
+    let img_err = |reason: String| Error::Image { path: path.to_path_buf(), reason };
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut dec = png::Decoder::new(std::io::BufReader::new(file));
+    dec.set_transformations(png::Transformations::IDENTITY);
+    let mut reader = dec.read_info().map_err(|e| img_err(e.to_string()))?;
+    let info = reader.info();
+    let (w, h) = (info.width as usize, info.height as usize);
+    if info.bit_depth != png::BitDepth::Eight || !matches!(info.color_type, png::ColorType::Grayscale | png::ColorType::Indexed) {
+        return Err(img_err(format!("expected an 8-bit grayscale or indexed PNG, got {:?} {:?}", info.color_type, info.bit_depth)));
+    }
+    let mut buf = vec![0u8; reader.output_buffer_size().ok_or_else(|| img_err("image too large".into()))?];
+    let frame = reader.next_frame(&mut buf).map_err(|e| img_err(e.to_string()))?;
+    let stride = frame.line_size;
+    let data = (0..h).flat_map(|y| buf[y * stride..y * stride + w].to_vec()).collect();
+    Ok(ClassMap { h, w, data })
+}

@@ -1,0 +1,28 @@
+//! Wrapper of `shaders/argmax.wgsl`: class map packed 4 pixels per u32.
+
+use super::{grid_1d, Shader};
+
+pub const SHADER: Shader = Shader::Argmax;
+pub const WG: u32 = 64;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct ArgmaxParams {
+    pub c: u32,
+    pub hw: u32,
+    pub x_off: u32,
+    pub words: u32,
+    pub row: u32,
+    pub _pad: [u32; 3],
+}
+
+/// Bytes of the packed class map for `hw` pixels.
+pub fn map_bytes(hw: usize) -> u64 {
+    (hw.div_ceil(4) * 4) as u64
+}
+
+pub fn prepare(c: usize, hw: usize, x_off: u32) -> (ArgmaxParams, [u32; 3]) {
+    let words = hw.div_ceil(4);
+    let (groups, row) = grid_1d(words, WG);
+    (ArgmaxParams { c: c as u32, hw: hw as u32, x_off, words: words as u32, row, _pad: [0; 3] }, groups)
+}

@@ -1,0 +1,210 @@
+//! Wrapper of `shaders/conv.wgsl`: packs weights into 4-output-channel vec4 blocks and fills the
+//! parameter block for `conv2d`, `conv2d_dw` and `conv_transpose2d`.
+
+use super::Shader;
+use crate::error::{Error, Result};
+use crate::graph::{Act, Conv2d, ConvT2d};
+
+pub const SHADER: Shader = Shader::Conv;
+/// Workgroup size of the family (the shader's `WG_X`, `WG_Y` defaults).
+pub const WG: (u32, u32) = (8, 8);
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct ConvParams {
+    pub in_c: u32,
+    pub in_h: u32,
+    pub in_w: u32,
+    pub in_off: u32,
+    pub out_c: u32,
+    pub out_h: u32,
+    pub out_w: u32,
+    pub out_off: u32,
+    pub k_h: u32,
+    pub k_w: u32,
+    pub stride_h: u32,
+    pub stride_w: u32,
+    pub pad_t: u32,
+    pub pad_l: u32,
+    pub dil_h: u32,
+    pub dil_w: u32,
+    pub icpg: u32,
+    pub ocpg: u32,
+    pub ocb_pg: u32,
+    pub act: u32,
+    pub w_off: u32,
+    pub b_off: u32,
+    pub s_off: u32,
+    pub add_mode: u32,
+    pub add_off: u32,
+    pub _pad: [u32; 3],
+}
+
+/// Where a convolution's addend lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddFrom {
+    None,
+    /// In the output binding, at this element offset.
+    Dst(u32),
+    /// In the separate addend binding.
+    Other(u32),
+    /// In the input binding.
+    Src(u32),
+}
+
+/// Everything the session (or a test) needs to bind and dispatch one convolution.
+pub struct Prepared {
+    pub entry: &'static str,
+    pub params: ConvParams,
+    /// Packed parameters: weights, then bias, then PReLU slopes, as vec4s.
+    pub prm: Vec<f32>,
+    pub groups: [u32; 3],
+}
+
+/// Packs `get(oc, ic, ky, kx)` as `[block][ic][ky][kx][lane]` where each block holds 4 output
+/// channels of one group (lanes past the group's end are zero).
+fn pack_blocks(groups: usize, ocpg: usize, icpg: usize, kh: usize, kw: usize, get: impl Fn(usize, usize, usize, usize) -> f32) -> Vec<f32> {
+    let ocb = ocpg.div_ceil(4);
+    let mut out = Vec::with_capacity(groups * ocb * icpg * kh * kw * 4);
+    for g in 0..groups {
+        for b in 0..ocb {
+            for ic in 0..icpg {
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        for l in 0..4 {
+                            let o = b * 4 + l;
+                            out.push(if o < ocpg { get(g * ocpg + o, ic, ky, kx) } else { 0.0 });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Per-channel values (bias or slopes) in the same block order.
+fn pack_channels(groups: usize, ocpg: usize, v: impl Fn(usize) -> f32) -> Vec<f32> {
+    pack_blocks(groups, ocpg, 1, 1, 1, |oc, _, _, _| v(oc))
+}
+
+fn finish(mut params: ConvParams, mut w: Vec<f32>, bias: Vec<f32>, slopes: Vec<f32>) -> (ConvParams, Vec<f32>) {
+    params.w_off = 0;
+    params.b_off = (w.len() / 4) as u32;
+    params.s_off = params.b_off + (bias.len() / 4) as u32;
+    w.extend(bias);
+    w.extend(slopes);
+    (params, w)
+}
+
+fn add_fields(params: &mut ConvParams, add: AddFrom) {
+    let (mode, off) = match add {
+        AddFrom::None => (0, 0),
+        AddFrom::Dst(o) => (1, o),
+        AddFrom::Other(o) => (2, o),
+        AddFrom::Src(o) => (3, o),
+    };
+    params.add_mode = mode;
+    params.add_off = off;
+}
+
+fn check_groups(op: &str, z: usize) -> Result<u32> {
+    if z > super::MAX_GROUPS as usize {
+        return Err(Error::op(op, format!("{z} channel blocks exceed the dispatch limit")));
+    }
+    Ok(z as u32)
+}
+
+/// Prepares a convolution whose input view starts at element `x_off` of its binding and whose
+/// output view starts at `y_off` of its binding.
+pub fn prepare_conv2d(op: &Conv2d, x_off: u32, y_off: u32, add: AddFrom) -> Result<Prepared> {
+    let g = &op.geom;
+    let (oh, ow) = g.out_hw()?;
+    let (icpg, ocpg) = (g.icpg(), g.ocpg());
+    let depthwise = icpg == 1 && g.groups > 1;
+    let mut params = ConvParams {
+        in_c: g.in_c as u32,
+        in_h: g.in_h as u32,
+        in_w: g.in_w as u32,
+        in_off: x_off,
+        out_c: g.out_c as u32,
+        out_h: oh as u32,
+        out_w: ow as u32,
+        out_off: y_off,
+        k_h: g.k_h as u32,
+        k_w: g.k_w as u32,
+        stride_h: g.stride_h as u32,
+        stride_w: g.stride_w as u32,
+        pad_t: g.pad.top as u32,
+        pad_l: g.pad.left as u32,
+        dil_h: g.dil_h as u32,
+        dil_w: g.dil_w as u32,
+        icpg: icpg as u32,
+        ocpg: ocpg as u32,
+        ocb_pg: ocpg.div_ceil(4) as u32,
+        act: op.act.code(),
+        ..Default::default()
+    };
+    add_fields(&mut params, add);
+    let wt = |oc: usize, ic: usize, ky: usize, kx: usize| op.weight[((oc * icpg + ic) * g.k_h + ky) * g.k_w + kx];
+    let bias = |oc: usize| op.bias.as_ref().map_or(0.0, |b| b[oc]);
+    let slope = |oc: usize| slope_of(&op.act, oc);
+    let (entry, w, b, s, z) = if depthwise {
+        // blocks run over all output channels, regardless of group
+        let w = pack_blocks(1, g.out_c, 1, g.k_h, g.k_w, |oc, _, ky, kx| wt(oc, 0, ky, kx));
+        (("conv2d_dw"), w, pack_channels(1, g.out_c, bias), pack_channels(1, g.out_c, slope), g.out_c.div_ceil(4))
+    } else {
+        let w = pack_blocks(g.groups, ocpg, icpg, g.k_h, g.k_w, wt);
+        ("conv2d", w, pack_channels(g.groups, ocpg, bias), pack_channels(g.groups, ocpg, slope), g.groups * ocpg.div_ceil(4))
+    };
+    let z = check_groups("conv2d", z)?;
+    let (params, prm) = finish(params, w, b, s);
+    let groups = [(ow.div_ceil(4) as u32).div_ceil(WG.0), (oh as u32).div_ceil(WG.1), z];
+    Ok(Prepared { entry, params, prm, groups })
+}
+
+pub fn prepare_conv_t2d(op: &ConvT2d, x_off: u32, y_off: u32) -> Result<Prepared> {
+    let g = &op.geom;
+    let (oh, ow) = g.out_hw()?;
+    let (icpg, ocpg) = (g.icpg(), g.ocpg());
+    let params = ConvParams {
+        in_c: g.in_c as u32,
+        in_h: g.in_h as u32,
+        in_w: g.in_w as u32,
+        in_off: x_off,
+        out_c: g.out_c as u32,
+        out_h: oh as u32,
+        out_w: ow as u32,
+        out_off: y_off,
+        k_h: g.k_h as u32,
+        k_w: g.k_w as u32,
+        stride_h: g.stride_h as u32,
+        stride_w: g.stride_w as u32,
+        pad_t: g.pad.top as u32,
+        pad_l: g.pad.left as u32,
+        dil_h: g.dil_h as u32,
+        dil_w: g.dil_w as u32,
+        icpg: icpg as u32,
+        ocpg: ocpg as u32,
+        ocb_pg: ocpg.div_ceil(4) as u32,
+        act: op.act.code(),
+        ..Default::default()
+    };
+    // PyTorch layout [in_c, out_c/groups, kh, kw]
+    let wt = |oc: usize, ic: usize, ky: usize, kx: usize| {
+        let grp = oc / ocpg;
+        let ic_global = grp * icpg + ic;
+        op.weight[((ic_global * ocpg + (oc - grp * ocpg)) * g.k_h + ky) * g.k_w + kx]
+    };
+    let w = pack_blocks(g.groups, ocpg, icpg, g.k_h, g.k_w, wt);
+    let b = pack_channels(g.groups, ocpg, |oc| op.bias.as_ref().map_or(0.0, |b| b[oc]));
+    let s = pack_channels(g.groups, ocpg, |oc| slope_of(&op.act, oc));
+    let z = check_groups("conv_transpose2d", g.groups * ocpg.div_ceil(4))?;
+    let (params, prm) = finish(params, w, b, s);
+    let groups = [(ow.div_ceil(4) as u32).div_ceil(WG.0), (oh as u32).div_ceil(WG.1), z];
+    Ok(Prepared { entry: "conv_transpose2d", params, prm, groups })
+}
+
+fn slope_of(act: &Act, oc: usize) -> f32 {
+    act.slopes().map_or(0.0, |s| s[oc])
+}

@@ -1,0 +1,53 @@
+//! Wrapper of `shaders/eltwise.wgsl` (per-channel affine + addend + activation).
+
+use super::{grid_1d, Shader};
+use crate::graph::Affine;
+
+pub const SHADER: Shader = Shader::Eltwise;
+pub const WG: u32 = 64;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct AffineParams {
+    pub c: u32,
+    pub hw: u32,
+    pub x_off: u32,
+    pub y_off: u32,
+    pub add_off: u32,
+    pub has_add: u32,
+    pub act: u32,
+    pub row: u32,
+    pub scale_off: u32,
+    pub shift_off: u32,
+    pub slope_off: u32,
+    pub _pad: u32,
+}
+
+/// Returns the parameter block, the packed scale/shift/slope array and the grid. `add_off` is the
+/// addend's element offset in its binding, when there is one.
+pub fn prepare(op: &Affine, hw: usize, x_off: u32, y_off: u32, add_off: Option<u32>) -> (AffineParams, Vec<f32>, [u32; 3]) {
+    let c = op.x.c;
+    let (groups, row) = grid_1d(c * hw, WG);
+    let mut prm = Vec::with_capacity(3 * c);
+    prm.extend_from_slice(&op.scale);
+    prm.extend_from_slice(&op.shift);
+    match op.act.slopes() {
+        Some(s) => prm.extend_from_slice(s),
+        None => prm.extend(std::iter::repeat_n(0.0, c)),
+    }
+    let p = AffineParams {
+        c: c as u32,
+        hw: hw as u32,
+        x_off,
+        y_off,
+        add_off: add_off.unwrap_or(0),
+        has_add: add_off.is_some() as u32,
+        act: op.act.code(),
+        row,
+        scale_off: 0,
+        shift_off: c as u32,
+        slope_off: 2 * c as u32,
+        _pad: 0,
+    };
+    (p, prm, groups)
+}

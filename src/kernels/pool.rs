@@ -1,0 +1,60 @@
+//! Wrapper of `shaders/pool.wgsl`.
+
+use super::{grid_1d, Shader};
+use crate::error::Result;
+use crate::graph::Pool2d;
+use crate::shape::PoolKind;
+
+pub const SHADER: Shader = Shader::Pool;
+pub const WG: u32 = 64;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct PoolParams {
+    pub c: u32,
+    pub in_h: u32,
+    pub in_w: u32,
+    pub in_off: u32,
+    pub out_h: u32,
+    pub out_w: u32,
+    pub out_off: u32,
+    pub mode: u32,
+    pub k_h: u32,
+    pub k_w: u32,
+    pub stride_h: u32,
+    pub stride_w: u32,
+    pub pad_h: u32,
+    pub pad_w: u32,
+    pub row: u32,
+    pub _pad: u32,
+}
+
+pub fn prepare(op: &Pool2d, x_off: u32, y_off: u32) -> Result<(PoolParams, [u32; 3])> {
+    let g = &op.geom;
+    let (oh, ow) = g.out_hw()?;
+    let (groups, row) = grid_1d(g.c * oh * ow, WG);
+    let mode = match op.kind {
+        PoolKind::Avg { count_include_pad: true } => 0,
+        PoolKind::Avg { count_include_pad: false } => 1,
+        PoolKind::Max => 2,
+    };
+    let p = PoolParams {
+        c: g.c as u32,
+        in_h: g.in_h as u32,
+        in_w: g.in_w as u32,
+        in_off: x_off,
+        out_h: oh as u32,
+        out_w: ow as u32,
+        out_off: y_off,
+        mode,
+        k_h: g.k_h as u32,
+        k_w: g.k_w as u32,
+        stride_h: g.stride_h as u32,
+        stride_w: g.stride_w as u32,
+        pad_h: g.pad_h as u32,
+        pad_w: g.pad_w as u32,
+        row,
+        _pad: 0,
+    };
+    Ok((p, groups))
+}

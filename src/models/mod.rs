@@ -1,0 +1,218 @@
+//! Model builders: they read tensors by their original names (checking name, shape and dtype), fold
+//! batch norm into the preceding convolution where one exists, and emit a [`Graph`] for an input size.
+
+pub mod espnet;
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::graph::{Act, Graph, View};
+use crate::preprocess::Normalize;
+use crate::weights::Weights;
+
+/// Which input sizes a model accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SizeRule {
+    /// Height and width must be multiples of this.
+    MultipleOf(usize),
+    /// Exactly this (height, width).
+    Fixed(usize, usize),
+}
+
+impl SizeRule {
+    /// The size to run an image of `h x w` at: the image's own size when accepted, else the
+    /// nearest accepted size (the caller resizes the image and maps the class map back).
+    pub fn run_size(&self, h: usize, w: usize) -> (usize, usize) {
+        match *self {
+            SizeRule::MultipleOf(m) => {
+                let r = |v: usize| ((v + m / 2) / m).max(1) * m;
+                (r(h), r(w))
+            }
+            SizeRule::Fixed(fh, fw) => (fh, fw),
+        }
+    }
+    pub fn accepts(&self, h: usize, w: usize) -> bool {
+        match *self {
+            SizeRule::MultipleOf(m) => h % m == 0 && w % m == 0 && h > 0 && w > 0,
+            SizeRule::Fixed(fh, fw) => (h, w) == (fh, fw),
+        }
+    }
+}
+
+/// What a model is: names, classes, palette and its input convention.
+#[derive(Clone, Debug)]
+pub struct ModelInfo {
+    pub name: String,
+    pub architecture: String,
+    pub classes: Vec<String>,
+    /// RGB colour per class.
+    pub palette: Vec<[u8; 3]>,
+    pub normalize: Normalize,
+    pub size: SizeRule,
+    /// Parameters in the file.
+    pub parameters: usize,
+}
+
+enum Arch {
+    Espnet(espnet::EspNetConfig),
+}
+
+/// A loaded model: its weights, checked against the architecture, and the means to build its graph
+/// for any accepted input size.
+pub struct Model {
+    pub info: ModelInfo,
+    weights: Weights,
+    arch: Arch,
+}
+
+impl Model {
+    /// Opens a safetensors file and recognises its architecture from its metadata and tensor
+    /// names. Every tensor is read and checked here, so a bad file fails now, not at first use.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        Self::from_weights(Weights::open(path)?)
+    }
+
+    pub fn from_weights(weights: Weights) -> Result<Self> {
+        let meta = weights.metadata();
+        let (arch, size) = if espnet::recognise(&weights) {
+            (Arch::Espnet(espnet::EspNetConfig::detect(&weights)?), espnet::SIZE)
+        } else {
+            let hint = meta.get("architecture").or_else(|| meta.get("name")).cloned().unwrap_or_else(|| "no `architecture` metadata and no known tensor names".into());
+            return Err(Error::UnknownArchitecture(hint));
+        };
+        let num_classes = match &arch {
+            Arch::Espnet(c) => c.classes,
+        };
+        let classes = match meta.get("classes") {
+            Some(s) => serde_json::from_str::<Vec<String>>(s).map_err(|e| Error::Metadata { key: "classes".into(), reason: e.to_string() })?,
+            None => (0..num_classes).map(|i| format!("class{i}")).collect(),
+        };
+        if classes.len() != num_classes {
+            return Err(Error::Metadata { key: "classes".into(), reason: format!("{} names for {} model outputs", classes.len(), num_classes) });
+        }
+        let palette = match meta.get("palette_rgb") {
+            Some(s) => serde_json::from_str::<Vec<[u8; 3]>>(s).map_err(|e| Error::Metadata { key: "palette_rgb".into(), reason: e.to_string() })?,
+            None => default_palette(num_classes),
+        };
+        if palette.len() < num_classes {
+            return Err(Error::Metadata { key: "palette_rgb".into(), reason: format!("{} colours for {} classes", palette.len(), num_classes) });
+        }
+        let info = ModelInfo {
+            name: meta.get("name").cloned().unwrap_or_else(|| weights.path().file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()),
+            architecture: match &arch {
+                Arch::Espnet(c) => c.describe(),
+            },
+            classes,
+            palette,
+            normalize: Normalize::from_metadata(meta)?,
+            size,
+            parameters: 0,
+        };
+        let mut model = Model { info, weights, arch };
+        // Build once at the smallest accepted size: this reads and checks every tensor.
+        let (h, w) = model.info.size.run_size(1, 1);
+        model.graph(h, w)?;
+        let arch_name = model.info.architecture.clone();
+        model.weights.check_all_used(&arch_name, |_| false)?;
+        model.info.parameters = model.weights.names().map(|n| model.weights.shape(n).map_or(0, |s| s.iter().product::<usize>())).sum();
+        Ok(model)
+    }
+
+    /// The graph for an `h x w` input.
+    pub fn graph(&self, h: usize, w: usize) -> Result<Graph> {
+        if !self.info.size.accepts(h, w) {
+            let reason = match self.info.size {
+                SizeRule::MultipleOf(m) => format!("height and width must be positive multiples of {m}"),
+                SizeRule::Fixed(fh, fw) => format!("the model takes exactly {fh}x{fw}"),
+            };
+            return Err(Error::InputSize { model: self.info.name.clone(), h, w, reason });
+        }
+        let g = match &self.arch {
+            Arch::Espnet(c) => espnet::build(&self.weights, c, h, w)?,
+        };
+        g.validate()?;
+        Ok(g)
+    }
+
+    pub fn weights(&self) -> &Weights {
+        &self.weights
+    }
+}
+
+/// The PASCAL VOC colour map (bit-interleaved), used when a file has no palette.
+pub fn default_palette(n: usize) -> Vec<[u8; 3]> {
+    (0..n.max(256))
+        .map(|i| {
+            let (mut r, mut g, mut b) = (0u8, 0u8, 0u8);
+            let mut c = i;
+            for j in 0..8 {
+                r |= (((c >> 0) & 1) as u8) << (7 - j);
+                g |= (((c >> 1) & 1) as u8) << (7 - j);
+                b |= (((c >> 2) & 1) as u8) << (7 - j);
+                c >>= 3;
+            }
+            [r, g, b]
+        })
+        .collect()
+}
+
+/// Inference batch norm as a per-channel affine map.
+pub(crate) struct BatchNorm {
+    pub scale: Vec<f32>,
+    pub shift: Vec<f32>,
+}
+
+impl BatchNorm {
+    /// Reads `{prefix}.weight`, `.bias`, `.running_mean`, `.running_var`, each `[c]`.
+    pub fn load(w: &Weights, prefix: &str, c: usize, eps: f64) -> Result<Self> {
+        let gamma = w.get(&format!("{prefix}.weight"), &[c])?;
+        let beta = w.get(&format!("{prefix}.bias"), &[c])?;
+        let mean = w.get(&format!("{prefix}.running_mean"), &[c])?;
+        let var = w.get(&format!("{prefix}.running_var"), &[c])?;
+        let mut scale = vec![0f32; c];
+        let mut shift = vec![0f32; c];
+        for i in 0..c {
+            let s = gamma[i] as f64 / (var[i] as f64 + eps).sqrt();
+            scale[i] = s as f32;
+            shift[i] = (beta[i] as f64 - mean[i] as f64 * s) as f32;
+        }
+        Ok(BatchNorm { scale, shift })
+    }
+
+    /// Folds into a preceding convolution with `out_c` output channels (weights laid out with the
+    /// output channel outermost): returns the new weights and bias.
+    pub fn fold_into(&self, weight: &[f32], bias: Option<&[f32]>, out_c: usize) -> (Vec<f32>, Vec<f32>) {
+        let per = weight.len() / out_c;
+        let w = weight.iter().enumerate().map(|(i, &v)| (v as f64 * self.scale[i / per] as f64) as f32).collect();
+        let b = (0..out_c).map(|o| (bias.map_or(0.0, |b| b[o] as f64) * self.scale[o] as f64 + self.shift[o] as f64) as f32).collect();
+        (w, b)
+    }
+
+    /// Like [`fold_into`](Self::fold_into) for a transposed convolution, whose weights are
+    /// `[in, out, kh, kw]` (groups = 1).
+    pub fn fold_into_transposed(&self, weight: &[f32], out_c: usize, khw: usize) -> (Vec<f32>, Vec<f32>) {
+        let w = weight.iter().enumerate().map(|(i, &v)| (v as f64 * self.scale[(i / khw) % out_c] as f64) as f32).collect();
+        (w, self.shift.clone())
+    }
+}
+
+/// Per-channel BN (+ activation) over a channel concatenation of `inputs`, written to `out`: one
+/// affine node per input range, so the concatenation itself is never materialised.
+pub(crate) fn affine_over_concat(g: &mut Graph, name: &str, inputs: &[View], out: View, bn: &BatchNorm, slopes: Option<&[f32]>) -> Result<()> {
+    let total: usize = inputs.iter().map(|v| v.c).sum();
+    if total != out.c || bn.scale.len() != total {
+        return Err(Error::op(name, format!("concatenation of {total} channels into {} with {} norms", out.c, bn.scale.len())));
+    }
+    let mut c0 = 0;
+    for (i, v) in inputs.iter().enumerate() {
+        let r = c0..c0 + v.c;
+        let act = match slopes {
+            Some(s) => Act::PRelu(s[r.clone()].to_vec()),
+            None => Act::None,
+        };
+        let y = View { tensor: out.tensor, c0: out.c0 + c0, c: v.c };
+        g.affine(&format!("{name}[{i}]"), *v, None, y, bn.scale[r.clone()].to_vec(), bn.shift[r].to_vec(), act)?;
+        c0 += v.c;
+    }
+    Ok(())
+}

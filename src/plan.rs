@@ -1,0 +1,170 @@
+//! The memory plan: execution order, each tensor's lifetime, and its place (arena, offset) in
+//! device memory.
+//!
+//! Offsets are chosen greedy-by-size: tensors are placed largest first at the lowest offset that
+//! does not overlap any already-placed tensor whose lifetime intersects. Arenas are capped (by the
+//! device's largest buffer), and a tensor that does not fit an arena opens another, so a plan is
+//! never limited to one buffer; a single tensor must still fit one storage binding.
+
+use crate::error::{Error, Result};
+use crate::graph::Graph;
+
+/// Where a tensor lives and when.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Placement {
+    pub arena: usize,
+    pub offset: u64,
+    /// Size in bytes, rounded up to the alignment.
+    pub bytes: u64,
+    /// First step that writes it and last step that reads it. Step 0 is the upload of the input,
+    /// step `i + 1` is node `i`, and step `nodes + 1` is the argmax that reads the logits.
+    pub first: usize,
+    pub last: usize,
+}
+
+/// Device limits the planner respects.
+#[derive(Clone, Copy, Debug)]
+pub struct PlanLimits {
+    /// Offset alignment of storage bindings.
+    pub align: u64,
+    /// Largest arena buffer.
+    pub max_arena: u64,
+    /// Largest storage binding (one tensor).
+    pub max_binding: u64,
+}
+
+impl PlanLimits {
+    pub fn from_device(l: &wgpu::Limits) -> Self {
+        PlanLimits {
+            align: l.min_storage_buffer_offset_alignment as u64,
+            max_arena: l.max_buffer_size,
+            max_binding: l.max_storage_buffer_binding_size as u64,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Node indices in execution order.
+    pub order: Vec<usize>,
+    /// One entry per graph tensor; `None` for a tensor that no step touches.
+    pub placements: Vec<Option<Placement>>,
+    /// Size of each arena in bytes.
+    pub arenas: Vec<u64>,
+    /// Sum of all tensor sizes (input and logits included): the memory with no reuse at all.
+    pub sum_tensors: u64,
+    /// The largest total size of tensors alive at one step: no placement can use less.
+    pub live_lower_bound: u64,
+    pub limits: PlanLimits,
+}
+
+impl Plan {
+    pub fn new(g: &Graph, limits: PlanLimits) -> Result<Plan> {
+        g.validate()?;
+        let order: Vec<usize> = (0..g.nodes.len()).collect();
+        let nsteps = g.nodes.len() + 2;
+        let mut life: Vec<Option<(usize, usize)>> = vec![None; g.tensors.len()];
+        let mut touch = |t: usize, step: usize| {
+            life[t] = Some(match life[t] {
+                None => (step, step),
+                Some((a, b)) => (a.min(step), b.max(step)),
+            })
+        };
+        touch(g.input, 0);
+        for (pos, &ni) in order.iter().enumerate() {
+            let n = &g.nodes[ni];
+            for r in n.op.reads() {
+                touch(r.tensor, pos + 1);
+            }
+            touch(n.op.writes().tensor, pos + 1);
+        }
+        let logits = g.logits.ok_or_else(|| Error::op("graph", "no logits tensor"))?;
+        touch(logits, nsteps - 1);
+
+        let align = limits.align.max(4);
+        let sizes: Vec<u64> = g.tensors.iter().map(|t| t.bytes().next_multiple_of(align)).collect();
+        for (t, d) in g.tensors.iter().enumerate() {
+            if life[t].is_some() && d.bytes() > limits.max_binding {
+                return Err(Error::TensorTooLarge { name: d.name.clone(), bytes: d.bytes(), limit: limits.max_binding });
+            }
+        }
+
+        let mut idx: Vec<usize> = (0..g.tensors.len()).filter(|&t| life[t].is_some()).collect();
+        idx.sort_by_key(|&t| (std::cmp::Reverse(sizes[t]), life[t].unwrap().0, t));
+        let mut placements: Vec<Option<Placement>> = vec![None; g.tensors.len()];
+        let mut placed: Vec<usize> = vec![];
+        let mut arenas: Vec<u64> = vec![];
+        for &t in &idx {
+            let (first, last) = life[t].unwrap();
+            let size = sizes[t];
+            let mut done = None;
+            for a in 0..=arenas.len() {
+                // intervals in arena `a` that are alive at the same time, sorted by offset
+                let mut busy: Vec<(u64, u64)> = placed
+                    .iter()
+                    .filter_map(|&o| placements[o])
+                    .filter(|p| p.arena == a && p.first <= last && first <= p.last)
+                    .map(|p| (p.offset, p.offset + p.bytes))
+                    .collect();
+                busy.sort();
+                let mut off = 0u64;
+                for (s, e) in busy {
+                    if off + size <= s {
+                        break;
+                    }
+                    off = off.max(e);
+                }
+                if off + size <= limits.max_arena {
+                    done = Some((a, off));
+                    break;
+                }
+            }
+            let (a, off) = done.ok_or(Error::OutOfDeviceMemory { bytes: size, limit: limits.max_arena })?;
+            if a == arenas.len() {
+                arenas.push(0);
+            }
+            arenas[a] = arenas[a].max(off + size);
+            placements[t] = Some(Placement { arena: a, offset: off, bytes: size, first, last });
+            placed.push(t);
+        }
+
+        let mut live = vec![0u64; nsteps];
+        for p in placements.iter().flatten() {
+            for l in &mut live[p.first..=p.last] {
+                *l += p.bytes;
+            }
+        }
+        Ok(Plan {
+            order,
+            arenas,
+            sum_tensors: placements.iter().flatten().map(|p| p.bytes).sum(),
+            live_lower_bound: live.into_iter().max().unwrap_or(0),
+            placements,
+            limits,
+        })
+    }
+
+    /// Total device memory of the arenas.
+    pub fn peak_bytes(&self) -> u64 {
+        self.arenas.iter().sum()
+    }
+
+    /// Checks that no two tensors alive at the same step overlap in memory (a self-test of the
+    /// planner, used by the tests).
+    pub fn verify(&self) -> Result<()> {
+        let ps: Vec<(usize, Placement)> = self.placements.iter().enumerate().filter_map(|(i, p)| p.map(|p| (i, p))).collect();
+        for (i, (ta, a)) in ps.iter().enumerate() {
+            if a.offset % self.limits.align.max(4) != 0 || a.offset + a.bytes > self.arenas[a.arena] {
+                return Err(Error::op("plan", format!("tensor {ta} misplaced: {a:?}")));
+            }
+            for (tb, b) in &ps[i + 1..] {
+                let time = a.first <= b.last && b.first <= a.last;
+                let space = a.arena == b.arena && a.offset < b.offset + b.bytes && b.offset < a.offset + a.bytes;
+                if time && space {
+                    return Err(Error::op("plan", format!("tensors {ta} and {tb} overlap: {a:?} {b:?}")));
+                }
+            }
+        }
+        Ok(())
+    }
+}
