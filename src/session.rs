@@ -6,7 +6,7 @@ use wgpu::util::DeviceExt;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::graph::{Graph, Op, View};
+use crate::graph::{Graph, Node, Op, View};
 use crate::kernels::{self, conv, Dispatch, Kernels, Shader, Slot};
 use crate::plan::{Plan, PlanLimits};
 use crate::preprocess::Normalize;
@@ -24,33 +24,18 @@ pub struct Session {
     pub plan: Plan,
     h: usize,
     w: usize,
+    input_c: usize,
     classes: usize,
     arenas: Vec<wgpu::Buffer>,
-    /// Kept alive for the bind groups.
-    _params: Vec<wgpu::Buffer>,
-    _uniforms: wgpu::Buffer,
+    /// Parameter and uniform buffers, kept with the bind groups that use them.
+    _owned: Vec<wgpu::Buffer>,
     /// One per graph node, in execution order, then the argmax.
     pub dispatches: Vec<Dispatch>,
-    preprocess: Option<(Dispatch, wgpu::Buffer)>,
+    preprocess: Option<(Dispatch, wgpu::Buffer, wgpu::Buffer)>,
     classes_buf: wgpu::Buffer,
     readback: wgpu::Buffer,
     input_at: (usize, u64),
     logits_at: (usize, u64, u64),
-}
-
-struct Uniforms {
-    bytes: Vec<u8>,
-    stride: u64,
-}
-
-impl Uniforms {
-    fn push<T: bytemuck::Pod>(&mut self, p: &T) -> u64 {
-        let off = self.bytes.len() as u64;
-        let mut b = kernels::uniform_bytes(p);
-        b.resize(self.stride as usize, 0);
-        self.bytes.extend(b);
-        off
-    }
 }
 
 impl Session {
@@ -98,56 +83,13 @@ impl Session {
             let p = plan.placements[t].expect("placed tensor");
             Slot { buffer: &arenas[p.arena], offset: p.offset, size: graph.tensors[t].bytes() }
         };
-        let elem = |v: View| -> u32 {
-            let d = &graph.tensors[v.tensor];
-            (v.c0 * d.h * d.w) as u32
-        };
-        let stride = (gpu.limits().min_uniform_buffer_offset_alignment as u64).max(256);
-        let mut uni = Uniforms { bytes: vec![], stride };
-
-        // First pass: parameter buffers and uniform offsets; bind groups need both to exist.
-        enum Pending {
-            Conv(conv::Prepared, u64, usize),
-            Pool(u64, [u32; 3]),
-            Affine(u64, usize, [u32; 3]),
-        }
-        let mut params: Vec<wgpu::Buffer> = vec![];
-        let mut pending = vec![];
+        let mut owned: Vec<wgpu::Buffer> = vec![];
+        let mut dispatches = vec![];
         for &ni in &plan.order {
             let node = &graph.nodes[ni];
-            let p = match &node.op {
-                Op::Conv2d(o) => {
-                    let add = match o.add {
-                        None => conv::AddFrom::None,
-                        Some(a) if a.tensor == o.y.tensor => conv::AddFrom::Dst(elem(a)),
-                        Some(a) if a.tensor == o.x.tensor => conv::AddFrom::Src(elem(a)),
-                        Some(a) => conv::AddFrom::Other(elem(a)),
-                    };
-                    let prep = conv::prepare_conv2d(o, elem(o.x), elem(o.y), add).map_err(|e| Error::op(&node.name, e.to_string()))?;
-                    let u = uni.push(&prep.params);
-                    params.push(dev.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(&node.name), contents: bytemuck::cast_slice(&prep.prm), usage: wgpu::BufferUsages::STORAGE }));
-                    Pending::Conv(prep, u, params.len() - 1)
-                }
-                Op::ConvT2d(o) => {
-                    let prep = conv::prepare_conv_t2d(o, elem(o.x), elem(o.y)).map_err(|e| Error::op(&node.name, e.to_string()))?;
-                    let u = uni.push(&prep.params);
-                    params.push(dev.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(&node.name), contents: bytemuck::cast_slice(&prep.prm), usage: wgpu::BufferUsages::STORAGE }));
-                    Pending::Conv(prep, u, params.len() - 1)
-                }
-                Op::Pool2d(o) => {
-                    let (pp, groups) = kernels::pool::prepare(o, elem(o.x), elem(o.y)).map_err(|e| Error::op(&node.name, e.to_string()))?;
-                    Pending::Pool(uni.push(&pp), groups)
-                }
-                Op::Affine(o) => {
-                    let (h, w) = graph.hw(o.x);
-                    let (ap, mut prm, groups) = kernels::eltwise::prepare(o, h * w, elem(o.x), elem(o.y), o.add.map(elem));
-                    prm.resize(prm.len().next_multiple_of(4), 0.0);
-                    let u = uni.push(&ap);
-                    params.push(dev.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(&node.name), contents: bytemuck::cast_slice(&prm), usage: wgpu::BufferUsages::STORAGE }));
-                    Pending::Affine(u, params.len() - 1, groups)
-                }
-            };
-            pending.push(p);
+            let (d, bufs) = encode_node(dev, &kernels, graph, node, &slot)?;
+            dispatches.push(d);
+            owned.extend(bufs);
         }
         let logits = graph.logits.ok_or_else(|| Error::op("graph", "no logits tensor"))?;
         let ld = &graph.tensors[logits];
@@ -155,73 +97,38 @@ impl Session {
         if ld.c > 256 {
             return Err(Error::op("argmax", format!("{} classes do not fit the 8-bit class map", ld.c)));
         }
-        let (amp, am_groups) = kernels::argmax::prepare(ld.c, hw, 0);
-        let am_u = uni.push(&amp);
         let input = &graph.tensors[graph.input];
-        let pre = normalize.map(|n| {
-            let (pp, groups) = kernels::preprocess::prepare(&n, input.h * input.w, 0);
-            (uni.push(&pp), groups)
-        });
-        let uniforms = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some("atrous uniforms"), contents: &uni.bytes, usage: wgpu::BufferUsages::UNIFORM });
-        let uslot = |off: u64, size: usize| Slot { buffer: &uniforms, offset: off, size: (size as u64).next_multiple_of(16) };
-
-        let mut dispatches = vec![];
-        for (&ni, p) in plan.order.iter().zip(pending) {
-            let node = &graph.nodes[ni];
-            let flops = node.op.flops(graph);
-            let act_bytes: u64 = node.op.reads().iter().chain(std::iter::once(&node.op.writes())).map(|v| (v.c * graph.hw(*v).0 * graph.hw(*v).1 * 4) as u64).sum();
-            let d = match (&node.op, p) {
-                (Op::Conv2d(o), Pending::Conv(prep, u, pi)) => {
-                    let add = match o.add {
-                        Some(a) if a.tensor != o.y.tensor && a.tensor != o.x.tensor => slot(a.tensor),
-                        _ => kernels.dummy(),
-                    };
-                    let slots = [slot(o.x.tensor), Slot::whole(&params[pi]), slot(o.y.tensor), add, uslot(u, std::mem::size_of::<conv::ConvParams>())];
-                    kernels.dispatch(Shader::Conv, prep.entry, &slots, prep.groups, &node.name, flops, act_bytes + params[pi].size())
-                }
-                (Op::ConvT2d(o), Pending::Conv(prep, u, pi)) => {
-                    let slots = [slot(o.x.tensor), Slot::whole(&params[pi]), slot(o.y.tensor), kernels.dummy(), uslot(u, std::mem::size_of::<conv::ConvParams>())];
-                    kernels.dispatch(Shader::Conv, prep.entry, &slots, prep.groups, &node.name, flops, act_bytes + params[pi].size())
-                }
-                (Op::Pool2d(o), Pending::Pool(u, groups)) => {
-                    let slots = [slot(o.x.tensor), slot(o.y.tensor), uslot(u, std::mem::size_of::<kernels::pool::PoolParams>())];
-                    kernels.dispatch(Shader::Pool, "pool2d", &slots, groups, &node.name, flops, act_bytes)
-                }
-                (Op::Affine(o), Pending::Affine(u, pi, groups)) => {
-                    let add = match o.add {
-                        Some(a) => slot(a.tensor),
-                        None => kernels.dummy(),
-                    };
-                    let slots = [slot(o.x.tensor), Slot::whole(&params[pi]), slot(o.y.tensor), add, uslot(u, std::mem::size_of::<kernels::eltwise::AffineParams>())];
-                    kernels.dispatch(Shader::Eltwise, "affine", &slots, groups, &node.name, flops, act_bytes + params[pi].size())
-                }
-                _ => unreachable!("pending entry matches its node"),
-            };
-            dispatches.push(d);
-        }
         let map_bytes = kernels::argmax::map_bytes(hw);
         let classes_buf = dev.create_buffer(&wgpu::BufferDescriptor { label: Some("atrous classes"), size: map_bytes, usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC, mapped_at_creation: false });
+        let (amp, am_groups) = kernels::argmax::prepare(ld.c, hw, 0);
+        let am_u = uniform_buffer(dev, &amp);
         dispatches.push(kernels.dispatch(
             Shader::Argmax,
             "argmax",
-            &[slot(logits), Slot::whole(&classes_buf), uslot(am_u, std::mem::size_of::<kernels::argmax::ArgmaxParams>())],
+            &[slot(logits), Slot::whole(&classes_buf), Slot::whole(&am_u)],
             am_groups,
             "argmax",
             (ld.c * hw) as u64,
             ld.bytes() + map_bytes,
         ));
-        let preprocess = pre.map(|(u, groups)| {
+        owned.push(am_u);
+        if normalize.is_some() && input.c != 3 {
+            return Err(Error::op("preprocess", format!("pixel input needs a 3-channel graph input, this one has {}", input.c)));
+        }
+        let preprocess = normalize.map(|n| {
+            let (pp, groups) = kernels::preprocess::prepare(&n, input.h * input.w, 0);
+            let u = uniform_buffer(dev, &pp);
             let rgba = dev.create_buffer(&wgpu::BufferDescriptor { label: Some("atrous rgba"), size: (input.h * input.w * 4) as u64, usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false });
             let d = kernels.dispatch(
                 Shader::Preprocess,
                 "preprocess",
-                &[Slot::whole(&rgba), slot(graph.input), uslot(u, std::mem::size_of::<kernels::preprocess::PreParams>())],
+                &[Slot::whole(&rgba), slot(graph.input), Slot::whole(&u)],
                 groups,
                 "preprocess",
                 (input.numel() * 3) as u64,
                 (input.h * input.w * 4) as u64 + input.bytes(),
             );
-            (d, rgba)
+            (d, rgba, u)
         });
         let readback = dev.create_buffer(&wgpu::BufferDescriptor { label: Some("atrous readback"), size: map_bytes, usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false });
         let ip = plan.placements[graph.input].expect("input placed");
@@ -230,10 +137,10 @@ impl Session {
             gpu: gpu.clone(),
             h: input.h,
             w: input.w,
+            input_c: input.c,
             classes: ld.c,
             arenas,
-            _params: params,
-            _uniforms: uniforms,
+            _owned: owned,
             dispatches,
             preprocess,
             classes_buf,
@@ -255,6 +162,14 @@ impl Session {
 
     pub fn gpu(&self) -> &Gpu {
         &self.gpu
+    }
+
+    /// Fills every arena with `value` (NaN in tests, so that a value no kernel wrote shows).
+    pub fn fill_arenas(&self, value: f32) {
+        for a in &self.arenas {
+            let v = vec![value; (a.size() / 4) as usize];
+            self.gpu.queue.write_buffer(a, 0, bytemuck::cast_slice(&v));
+        }
     }
 
     /// Runs on an already-normalised NCHW `[3, h, w]` tensor.
@@ -287,8 +202,8 @@ impl Session {
         let mut pre = None;
         match input {
             Input::Tensor(x) => {
-                if x.len() != 3 * hw {
-                    return Err(Error::Input(format!("tensor has {} values, the session expects 3x{}x{} = {}", x.len(), self.h, self.w, 3 * hw)));
+                if x.len() != self.input_c * hw {
+                    return Err(Error::Input(format!("tensor has {} values, the session expects {}x{}x{} = {}", x.len(), self.input_c, self.h, self.w, self.input_c * hw)));
                 }
                 queue.write_buffer(&self.arenas[self.input_at.0], self.input_at.1, bytemuck::cast_slice(x));
             }
@@ -296,7 +211,7 @@ impl Session {
                 if px.len() != 3 * hw {
                     return Err(Error::Input(format!("image has {} bytes, the session expects {}x{} RGB = {}", px.len(), self.h, self.w, 3 * hw)));
                 }
-                let (d, buf) = self.preprocess.as_ref().ok_or_else(|| Error::Input("this session was built without a normalisation, so it takes tensors only".into()))?;
+                let (d, buf, _) = self.preprocess.as_ref().ok_or_else(|| Error::Input("this session was built without a normalisation, so it takes tensors only".into()))?;
                 let rgba: Vec<u8> = px.chunks_exact(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect();
                 queue.write_buffer(buf, 0, &rgba);
                 pre = Some(d);
@@ -350,4 +265,130 @@ pub fn read_buffer(gpu: &Gpu, buf: &wgpu::Buffer) -> Result<Vec<u8>> {
     let out = slice.get_mapped_range().map_err(|e| Error::Gpu { during: "reading the mapped range".into(), reason: e.to_string() })?.to_vec();
     buf.unmap();
     Ok(out)
+}
+
+fn uniform_buffer<T: bytemuck::Pod>(dev: &wgpu::Device, p: &T) -> wgpu::Buffer {
+    dev.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some("atrous params"), contents: &kernels::uniform_bytes(p), usage: wgpu::BufferUsages::UNIFORM })
+}
+
+fn storage_buffer(dev: &wgpu::Device, label: &str, data: &[f32]) -> wgpu::Buffer {
+    let mut v = data.to_vec();
+    v.resize(v.len().next_multiple_of(4).max(4), 0.0);
+    dev.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents: bytemuck::cast_slice(&v), usage: wgpu::BufferUsages::STORAGE })
+}
+
+/// Element offset of a view inside its tensor's binding.
+fn elem(graph: &Graph, v: View) -> u32 {
+    let d = &graph.tensors[v.tensor];
+    (v.c0 * d.h * d.w) as u32
+}
+
+/// Builds the dispatch of one graph node, with `slot` giving each tensor's binding. Returns the
+/// dispatch and the parameter/uniform buffers it binds. Used by [`Session`] and [`OpRunner`].
+pub(crate) fn encode_node<'a>(dev: &wgpu::Device, kernels: &Kernels, graph: &Graph, node: &Node, slot: &dyn Fn(usize) -> Slot<'a>) -> Result<(Dispatch, Vec<wgpu::Buffer>)> {
+    let named = |e: Error| Error::op(&node.name, e.to_string());
+    let flops = node.op.flops(graph);
+    let act_bytes: u64 = node.op.reads().iter().chain(std::iter::once(&node.op.writes())).map(|v| (v.c * graph.hw(*v).0 * graph.hw(*v).1 * 4) as u64).sum();
+    let e = |v: View| elem(graph, v);
+    Ok(match &node.op {
+        Op::Conv2d(o) => {
+            let add = match o.add {
+                None => conv::AddFrom::None,
+                Some(a) if a.tensor == o.y.tensor => conv::AddFrom::Dst(e(a)),
+                Some(a) if a.tensor == o.x.tensor => conv::AddFrom::Src(e(a)),
+                Some(a) => conv::AddFrom::Other(e(a)),
+            };
+            let prep = conv::prepare_conv2d(o, e(o.x), e(o.y), add).map_err(named)?;
+            let prm = storage_buffer(dev, &node.name, &prep.prm);
+            let u = uniform_buffer(dev, &prep.params);
+            let add_slot = match add {
+                conv::AddFrom::Other(_) => slot(o.add.expect("addend").tensor),
+                _ => kernels.dummy(),
+            };
+            let slots = [slot(o.x.tensor), Slot::whole(&prm), slot(o.y.tensor), add_slot, Slot::whole(&u)];
+            let d = kernels.dispatch(Shader::Conv, prep.entry, &slots, prep.groups, &node.name, flops, act_bytes + prm.size());
+            (d, vec![prm, u])
+        }
+        Op::ConvT2d(o) => {
+            let prep = conv::prepare_conv_t2d(o, e(o.x), e(o.y)).map_err(named)?;
+            let prm = storage_buffer(dev, &node.name, &prep.prm);
+            let u = uniform_buffer(dev, &prep.params);
+            let slots = [slot(o.x.tensor), Slot::whole(&prm), slot(o.y.tensor), kernels.dummy(), Slot::whole(&u)];
+            let d = kernels.dispatch(Shader::Conv, prep.entry, &slots, prep.groups, &node.name, flops, act_bytes + prm.size());
+            (d, vec![prm, u])
+        }
+        Op::Pool2d(o) => {
+            let (pp, groups) = kernels::pool::prepare(o, e(o.x), e(o.y)).map_err(named)?;
+            let u = uniform_buffer(dev, &pp);
+            let d = kernels.dispatch(Shader::Pool, "pool2d", &[slot(o.x.tensor), slot(o.y.tensor), Slot::whole(&u)], groups, &node.name, flops, act_bytes);
+            (d, vec![u])
+        }
+        Op::Affine(o) => {
+            let (h, w) = graph.hw(o.x);
+            let (ap, prm, groups) = kernels::eltwise::prepare(o, h * w, e(o.x), e(o.y), o.add.map(e));
+            let prm = storage_buffer(dev, &node.name, &prm);
+            let u = uniform_buffer(dev, &ap);
+            let add = match o.add {
+                Some(a) => slot(a.tensor),
+                None => kernels.dummy(),
+            };
+            if o.add.is_some_and(|a| a.tensor == o.x.tensor) {
+                return Err(Error::op(&node.name, "the addend and the input share a tensor; the affine kernel binds them separately"));
+            }
+            let slots = [slot(o.x.tensor), Slot::whole(&prm), slot(o.y.tensor), add, Slot::whole(&u)];
+            let d = kernels.dispatch(Shader::Eltwise, "affine", &slots, groups, &node.name, flops, act_bytes + prm.size());
+            (d, vec![prm, u])
+        }
+    })
+}
+
+/// Runs single graph nodes on buffers of their own, every tensor separate and the output
+/// pre-filled by the caller: the GPU side of the per-operator tests and benchmarks.
+pub struct OpRunner {
+    gpu: Gpu,
+    kernels: Kernels,
+}
+
+impl OpRunner {
+    pub fn new(gpu: &Gpu) -> Self {
+        OpRunner { gpu: gpu.clone(), kernels: Kernels::new(&gpu.device) }
+    }
+
+    /// Runs `graph.nodes[node]` `iters` times (one submission) and returns the whole tensor it
+    /// writes. `data` holds the initial contents of every tensor the node touches (the output's
+    /// too, normally NaN everywhere except an addend's channels).
+    pub fn run(&self, graph: &Graph, node: usize, data: &std::collections::HashMap<usize, Vec<f32>>, iters: usize) -> Result<Vec<f32>> {
+        let dev = &self.gpu.device;
+        let scope = dev.push_error_scope(wgpu::ErrorFilter::Validation);
+        let n = &graph.nodes[node];
+        let mut bufs: std::collections::HashMap<usize, wgpu::Buffer> = std::collections::HashMap::new();
+        let touched: Vec<usize> = n.op.reads().iter().chain(std::iter::once(&n.op.writes())).map(|v| v.tensor).collect();
+        for &t in &touched {
+            let d = data.get(&t).ok_or_else(|| Error::Input(format!("no data for tensor `{}`", graph.tensors[t].name)))?;
+            if d.len() != graph.tensors[t].numel() {
+                return Err(Error::Input(format!("tensor `{}` needs {} values, got {}", graph.tensors[t].name, graph.tensors[t].numel(), d.len())));
+            }
+            bufs.entry(t).or_insert_with(|| {
+                dev.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(&graph.tensors[t].name), contents: bytemuck::cast_slice(d), usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST })
+            });
+        }
+        let slot = |t: usize| Slot::whole(&bufs[&t]);
+        let (d, _keep) = encode_node(dev, &self.kernels, graph, n, &slot)?;
+        let out_t = n.op.writes().tensor;
+        let out = &bufs[&out_t];
+        let rb = dev.create_buffer(&wgpu::BufferDescriptor { label: Some("op readback"), size: out.size(), usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false });
+        let mut enc = dev.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            for _ in 0..iters.max(1) {
+                d.record(&mut pass);
+            }
+        }
+        enc.copy_buffer_to_buffer(out, 0, &rb, 0, out.size());
+        self.gpu.queue.submit([enc.finish()]);
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu { during: format!("running `{}`", n.name), reason: e.to_string() });
+        }
+        Ok(bytemuck::cast_slice::<u8, f32>(&read_buffer(&self.gpu, &rb)?).to_vec())
+    }
 }
