@@ -127,7 +127,9 @@ fn preprocessing_from_metadata_reproduces_reference_input() {
 }
 
 /// The full 360x480 CamVid frame through the image path (GPU preprocessing): the class histogram
-/// and pixel accuracy must match PyTorch's per-image figures in reference/metrics.
+/// and pixel accuracy must match PyTorch's per-image figures in reference/metrics, and the class
+/// map must agree pixel by pixel (>= 99.9%) with the CPU reference graph, which itself matches
+/// PyTorch's logits on the crops.
 #[test]
 fn espnet_camvid_full_frame_matches_pytorch_per_image_figures() {
     let Some(shared) = common::shared() else { return };
@@ -154,4 +156,11 @@ fn espnet_camvid_full_frame_matches_pytorch_per_image_figures() {
     eprintln!("{name}: histogram L1 distance {l1} of {} pixels; pixel acc {acc:.5} vs PyTorch {want_acc:.5}", map.data.len());
     assert!(l1 as f64 <= 2.0 * 0.001 * map.data.len() as f64, "histograms differ by {l1}: {hist:?} vs {want:?}");
     assert!((acc - want_acc).abs() <= 0.001, "pixel accuracy {acc} vs {want_acc}");
+
+    let x = model.info.normalize.apply(&img.data, img.h, img.w);
+    let cpu = atrous::reference::run_graph(&graph, &x);
+    let cpu_map = atrous::reference::argmax(&cpu[graph.logits.unwrap()], 12, img.h * img.w);
+    let agree = cpu_map.iter().zip(&map.data).filter(|(a, b)| a == b).count();
+    eprintln!("{name}: GPU vs CPU reference class map agreement {agree}/{}", map.data.len());
+    assert!(agree as f64 >= 0.999 * map.data.len() as f64);
 }

@@ -1,0 +1,65 @@
+//! The `atrous segment` command: a CamVid frame and a corrupt file in, a palette PNG out for the
+//! good one (class histogram equal to PyTorch's), the bad one reported, exit code 1.
+
+mod common;
+
+use std::process::Command;
+
+#[test]
+fn segment_writes_palette_masks_and_reports_bad_files() {
+    let Some(shared) = common::shared() else { return };
+    if common::gpu().is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("atrous-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("corrupt.png");
+    std::fs::write(&bad, b"\x89PNG\r\n\x1a\nthis is not a png").unwrap();
+    let out = dir.join("out");
+    let img = shared.join("data/camvid/val/images/0016E5_07959.png");
+    let r = Command::new(env!("CARGO_BIN_EXE_atrous"))
+        .args(["segment", "--model"])
+        .arg(shared.join("models/espnet_camvid.safetensors"))
+        .arg(&img)
+        .arg(&bad)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    eprintln!("{stderr}");
+    assert_eq!(r.status.code(), Some(1), "one input failed, so the exit code is 1");
+    assert!(stderr.contains("FAILED") && stderr.contains("corrupt.png"), "the bad file is reported");
+    assert!(!out.join("corrupt.png").exists());
+    let map = atrous::image_io::load_index_png(out.join("0016E5_07959.png")).unwrap();
+    assert_eq!((map.h, map.w), (360, 480));
+    let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(shared.join("reference/metrics/espnet_camvid_val.json")).unwrap()).unwrap();
+    let want: Vec<u64> = serde_json::from_value(metrics["per_image"]["0016E5_07959.png"]["pred_hist"].clone()).unwrap();
+    let hist = map.histogram(12);
+    let l1: u64 = hist.iter().zip(&want).map(|(a, b)| a.abs_diff(*b)).sum();
+    assert!(l1 as f64 <= 2.0 * 0.001 * 172800.0, "{hist:?} vs {want:?}");
+    // the PNG carries the CamVid palette: class 3 (road) is (128, 64, 128)
+    let decoded = image::open(out.join("0016E5_07959.png")).unwrap().to_rgb8();
+    let i = map.data.iter().position(|&c| c == 3).expect("some road");
+    assert_eq!(decoded.as_raw()[i * 3..i * 3 + 3], [128, 64, 128]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn segment_never_overwrites_an_input() {
+    let Some(shared) = common::shared() else { return };
+    if common::gpu().is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("atrous-cli-ow-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("frame.png");
+    std::fs::copy(shared.join("data/camvid/val/images/0016E5_07959.png"), &src).unwrap();
+    let before = std::fs::read(&src).unwrap();
+    let r = Command::new(env!("CARGO_BIN_EXE_atrous")).args(["segment", "--model"]).arg(shared.join("models/espnet_camvid.safetensors")).arg(&src).arg("--out").arg(&dir).output().unwrap();
+    assert_eq!(r.status.code(), Some(1), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(std::fs::read(&src).unwrap(), before, "input was overwritten");
+    let _ = std::fs::remove_dir_all(&dir);
+}

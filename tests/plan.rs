@@ -1,0 +1,102 @@
+//! The memory plan: no two live tensors overlap, the arena is close to the live-set lower bound,
+//! a plan split over many small arenas computes exactly what the one-arena plan computes, and a
+//! tensor larger than a binding is a typed error.
+
+mod common;
+
+use atrous::error::Error;
+use atrous::graph::Graph;
+use atrous::models::Model;
+use atrous::plan::{Plan, PlanLimits};
+use atrous::session::Session;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, RngSeed, TestRunner};
+
+const BIG: PlanLimits = PlanLimits { align: 256, max_arena: 1 << 40, max_binding: 1 << 40 };
+
+#[test]
+fn espnet_plan_has_no_overlaps_and_reports_its_figures() {
+    let Some(shared) = common::shared() else { return };
+    for name in ["espnet_camvid", "espnet_cityscapes"] {
+        let model = Model::load(shared.join(format!("models/{name}.safetensors"))).unwrap();
+        for (h, w) in [(360, 480), (136, 136), (1024, 2048)] {
+            let g = model.graph(h, w).unwrap();
+            let plan = Plan::new(&g, BIG).unwrap();
+            plan.verify().unwrap();
+            eprintln!(
+                "{name} {h}x{w}: peak arena {} B, sum of all tensors {} B, live-set lower bound {} B (peak/bound {:.4})",
+                plan.peak_bytes(),
+                plan.sum_tensors,
+                plan.live_lower_bound,
+                plan.peak_bytes() as f64 / plan.live_lower_bound as f64
+            );
+            assert!(plan.peak_bytes() >= plan.live_lower_bound);
+            assert!(plan.peak_bytes() < plan.sum_tensors, "no reuse at all");
+            assert!(plan.peak_bytes() as f64 <= 1.10 * plan.live_lower_bound as f64, "peak {} vs bound {}", plan.peak_bytes(), plan.live_lower_bound);
+        }
+    }
+}
+
+/// Random chains of element-wise nodes with random fan-in: the greedy placement never overlaps
+/// two tensors that are alive together, with any arena cap.
+#[test]
+fn random_graphs_place_without_overlap() {
+    let strat = (proptest::collection::vec((0usize..6, any::<bool>()), 1..40), 1u64..=6);
+    let mut tr = TestRunner::new(Config { cases: 200, rng_seed: RngSeed::Fixed(17), failure_persistence: None, ..Config::default() });
+    tr.run(&strat, |(steps, cap)| {
+        let mut g = Graph::new(2, 3, 5);
+        let mut live = vec![g.input];
+        for (i, (back, add)) in steps.iter().enumerate() {
+            let x = live[live.len() - 1 - back.min(&(live.len() - 1))];
+            let xc = g.tensors[x].c;
+            let t = g.tensor(&format!("t{i}"), xc, 3, 5);
+            let addend = if *add && live.len() > 1 { live.iter().copied().find(|&a| a != x && g.tensors[a].c == xc) } else { None };
+            match addend {
+                Some(a) => g.add("add", g.all(x), g.all(a), g.all(t)).unwrap(),
+                None => g.copy("copy", g.all(x), g.all(t)).unwrap(),
+            }
+            live.push(t);
+        }
+        g.set_logits(*live.last().unwrap());
+        let biggest = g.tensors.iter().map(|t| t.bytes().next_multiple_of(256)).max().unwrap();
+        let limits = PlanLimits { align: 256, max_arena: biggest * cap, max_binding: 1 << 30 };
+        let plan = Plan::new(&g, limits).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        plan.verify().map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert!(plan.arenas.iter().all(|&a| a <= limits.max_arena));
+        prop_assert!(plan.peak_bytes() >= plan.live_lower_bound);
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn tensor_larger_than_a_binding_is_a_typed_error() {
+    let Some(shared) = common::shared() else { return };
+    let model = Model::load(shared.join("models/espnet_camvid.safetensors")).unwrap();
+    let g = model.graph(136, 136).unwrap();
+    let e = Plan::new(&g, PlanLimits { align: 256, max_arena: 1 << 40, max_binding: 64 * 1024 }).err().unwrap();
+    assert!(matches!(e, Error::TensorTooLarge { .. }), "{e}");
+}
+
+/// Many small arenas (each about the size of the largest tensor) give bit-identical results to
+/// the single-arena plan: the session binds tensors wherever the plan puts them.
+#[test]
+fn split_arenas_give_identical_results() {
+    let Some(shared) = common::shared() else { return };
+    let Some(gpu) = common::gpu() else { return };
+    let model = Model::load(shared.join("models/espnet_camvid.safetensors")).unwrap();
+    let t = common::read_tensors(&shared.join("reference/espnet_camvid/camvid_val_0016E5_07959.safetensors"));
+    let g = model.graph(136, 136).unwrap();
+    let mut one = Session::new(&gpu, &g, None).unwrap();
+    let biggest = g.tensors.iter().map(|t| t.bytes().next_multiple_of(256)).max().unwrap();
+    let align = gpu.limits().min_storage_buffer_offset_alignment as u64;
+    let mut many = Session::with_limits(&gpu, &g, None, PlanLimits { align, max_arena: biggest, max_binding: biggest }).unwrap();
+    eprintln!("one arena: {:?}; split: {} arenas", one.plan.arenas, many.plan.arenas.len());
+    assert_eq!(one.plan.arenas.len(), 1);
+    assert!(many.plan.arenas.len() >= 3);
+    many.fill_arenas(f32::NAN);
+    let (m1, l1) = one.run_tensor_logits(&t["input"].1).unwrap();
+    let (m2, l2) = many.run_tensor_logits(&t["input"].1).unwrap();
+    assert_eq!(m1, m2);
+    assert!(l1.iter().zip(&l2).all(|(a, b)| a.to_bits() == b.to_bits()), "logits differ");
+}

@@ -1,0 +1,152 @@
+//! Bad model files give typed errors that name the problem: a truncated or corrupt file, a missing
+//! tensor, a wrong shape, a wrong dtype, a non-finite value, a tensor the architecture does not
+//! use. The files are altered in memory from `../shared/models/espnet_camvid.safetensors`.
+
+mod common;
+
+use std::collections::HashMap;
+
+use atrous::error::Error;
+use atrous::models::Model;
+use atrous::weights::Weights;
+use safetensors::tensor::TensorView;
+use safetensors::Dtype;
+
+struct Owned {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+fn original() -> Option<(Vec<u8>, HashMap<String, Owned>, HashMap<String, String>)> {
+    let shared = common::shared()?;
+    let bytes = std::fs::read(shared.join("models/espnet_camvid.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let tensors = st.iter().map(|(n, t)| (n.to_string(), Owned { dtype: t.dtype(), shape: t.shape().to_vec(), data: t.data().to_vec() })).collect();
+    let meta = common::metadata(&shared.join("models/espnet_camvid.safetensors"));
+    Some((bytes, tensors, meta))
+}
+
+fn serialize(tensors: &HashMap<String, Owned>, meta: &HashMap<String, String>) -> Vec<u8> {
+    let views: Vec<(String, TensorView)> = tensors.iter().map(|(n, o)| (n.clone(), TensorView::new(o.dtype, o.shape.clone(), &o.data).unwrap())).collect();
+    safetensors::serialize(views, Some(meta.clone())).unwrap()
+}
+
+fn load(bytes: Vec<u8>) -> Result<Model, Error> {
+    Model::from_weights(Weights::from_bytes(bytes, "altered.safetensors")?)
+}
+
+#[test]
+fn unaltered_file_loads() {
+    let Some((bytes, tensors, meta)) = original() else { return };
+    let m = load(bytes).unwrap();
+    assert_eq!(m.info.classes.len(), 12);
+    // re-serialising without changes also loads (the alteration helper itself is sound)
+    load(serialize(&tensors, &meta)).unwrap();
+}
+
+#[test]
+fn truncated_file_is_corrupt() {
+    let Some((bytes, _, _)) = original() else { return };
+    for cut in [bytes.len() - 1, bytes.len() / 2, 100, 7, 0] {
+        let e = load(bytes[..cut].to_vec()).err().expect("truncated file must fail");
+        assert!(matches!(e, Error::CorruptWeights { .. }), "cut at {cut}: {e}");
+        assert!(e.to_string().contains("altered.safetensors"), "{e}");
+    }
+}
+
+#[test]
+fn garbage_header_is_corrupt() {
+    let Some((mut bytes, _, _)) = original() else { return };
+    bytes[9] = b'#';
+    let e = load(bytes).err().unwrap();
+    assert!(matches!(e, Error::CorruptWeights { .. }), "{e}");
+}
+
+#[test]
+fn missing_tensor_is_named() {
+    let Some((_, mut tensors, meta)) = original() else { return };
+    tensors.remove("encoder.level3.4.d8.conv.weight");
+    let e = load(serialize(&tensors, &meta)).err().unwrap();
+    assert!(matches!(&e, Error::MissingTensor { name } if name == "encoder.level3.4.d8.conv.weight"), "{e}");
+}
+
+#[test]
+fn wrong_shape_is_named() {
+    let Some((_, mut tensors, meta)) = original() else { return };
+    let t = tensors.get_mut("encoder.level2_0.d4.conv.weight").unwrap();
+    t.shape = vec![12, 12, 9, 1];
+    let e = load(serialize(&tensors, &meta)).err().unwrap();
+    match &e {
+        Error::ShapeMismatch { name, expected, got } => {
+            assert_eq!(name, "encoder.level2_0.d4.conv.weight");
+            assert_eq!(expected, &vec![12, 12, 3, 3]);
+            assert_eq!(got, &vec![12, 12, 9, 1]);
+        }
+        _ => panic!("{e}"),
+    }
+}
+
+#[test]
+fn wrong_dtype_is_named() {
+    let Some((_, mut tensors, meta)) = original() else { return };
+    let t = tensors.get_mut("up_l2.1.bn.running_var").unwrap();
+    t.dtype = Dtype::I32;
+    let e = load(serialize(&tensors, &meta)).err().unwrap();
+    assert!(matches!(&e, Error::UnsupportedDtype { name, .. } if name == "up_l2.1.bn.running_var"), "{e}");
+}
+
+#[test]
+fn half_precision_is_accepted_and_converted() {
+    let Some((_, mut tensors, meta)) = original() else { return };
+    let t = tensors.get_mut("conv.act.weight").unwrap();
+    let v: Vec<f32> = bytemuck::pod_collect_to_vec(&t.data);
+    t.data = v.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect();
+    t.dtype = Dtype::F16;
+    load(serialize(&tensors, &meta)).unwrap();
+}
+
+#[test]
+fn non_finite_value_is_named() {
+    let Some((_, mut tensors, meta)) = original() else { return };
+    let t = tensors.get_mut("encoder.b2.bn.weight").unwrap();
+    t.data[8..12].copy_from_slice(&f32::NAN.to_le_bytes());
+    let e = load(serialize(&tensors, &meta)).err().unwrap();
+    assert!(matches!(&e, Error::NonFinite { name, index: 2 } if name == "encoder.b2.bn.weight"), "{e}");
+}
+
+#[test]
+fn unexpected_tensor_is_named() {
+    let Some((_, mut tensors, meta)) = original() else { return };
+    tensors.insert("encoder.level3.8.extra".into(), Owned { dtype: Dtype::F32, shape: vec![1], data: vec![0; 4] });
+    let e = load(serialize(&tensors, &meta)).err().unwrap();
+    assert!(matches!(&e, Error::UnexpectedTensors { first, .. } if first == "encoder.level3.8.extra"), "{e}");
+}
+
+#[test]
+fn bad_metadata_is_named() {
+    let Some((_, tensors, mut meta)) = original() else { return };
+    meta.insert("num_classes".into(), "11".into());
+    let e = load(serialize(&tensors, &meta)).err().unwrap();
+    assert!(matches!(&e, Error::Metadata { key, .. } if key == "num_classes"), "{e}");
+    let (_, tensors, mut meta) = original().unwrap();
+    meta.remove("input");
+    let e = load(serialize(&tensors, &meta)).err().unwrap();
+    assert!(matches!(&e, Error::Metadata { key, .. } if key == "input"), "{e}");
+}
+
+#[test]
+fn unknown_architecture_is_an_error() {
+    let Some((_, mut tensors, meta)) = original() else { return };
+    tensors.retain(|n, _| !n.starts_with("encoder."));
+    let e = load(serialize(&tensors, &meta)).err().unwrap();
+    assert!(matches!(e, Error::UnknownArchitecture(_)), "{e}");
+}
+
+#[test]
+fn wrong_input_size_is_an_error() {
+    let Some((bytes, _, _)) = original() else { return };
+    let m = load(bytes).unwrap();
+    let e = m.graph(100, 64).err().unwrap();
+    assert!(matches!(e, Error::InputSize { h: 100, w: 64, .. }), "{e}");
+}
