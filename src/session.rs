@@ -354,10 +354,10 @@ impl OpRunner {
         OpRunner { gpu: gpu.clone(), kernels: Kernels::new(&gpu.device) }
     }
 
-    /// Runs `graph.nodes[node]` `iters` times (one submission) and returns the whole tensor it
-    /// writes. `data` holds the initial contents of every tensor the node touches (the output's
-    /// too, normally NaN everywhere except an addend's channels).
-    pub fn run(&self, graph: &Graph, node: usize, data: &std::collections::HashMap<usize, Vec<f32>>, iters: usize) -> Result<Vec<f32>> {
+    /// Uploads the node's tensors and builds its dispatch. `data` holds the initial contents of
+    /// every tensor the node touches (the output's too, normally NaN everywhere except an
+    /// addend's channels).
+    pub fn prepare(&self, graph: &Graph, node: usize, data: &std::collections::HashMap<usize, Vec<f32>>) -> Result<PreparedOp> {
         let dev = &self.gpu.device;
         let scope = dev.push_error_scope(wgpu::ErrorFilter::Validation);
         let n = &graph.nodes[node];
@@ -373,22 +373,56 @@ impl OpRunner {
             });
         }
         let slot = |t: usize| Slot::whole(&bufs[&t]);
-        let (d, _keep) = encode_node(dev, &self.kernels, graph, n, &slot)?;
-        let out_t = n.op.writes().tensor;
-        let out = &bufs[&out_t];
-        let rb = dev.create_buffer(&wgpu::BufferDescriptor { label: Some("op readback"), size: out.size(), usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false });
+        let (dispatch, keep) = encode_node(dev, &self.kernels, graph, n, &slot)?;
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu { during: format!("preparing `{}`", n.name), reason: e.to_string() });
+        }
+        let out = n.op.writes().tensor;
+        Ok(PreparedOp { gpu: self.gpu.clone(), dispatch, output: bufs.remove(&out).expect("output buffer"), _keep: (bufs.into_values().collect(), keep) })
+    }
+
+    /// Runs `graph.nodes[node]` once and returns the whole tensor it writes.
+    pub fn run(&self, graph: &Graph, node: usize, data: &std::collections::HashMap<usize, Vec<f32>>) -> Result<Vec<f32>> {
+        let op = self.prepare(graph, node, data)?;
+        op.submit(1)?;
+        op.read_output()
+    }
+}
+
+/// One operator with its own buffers, ready to dispatch (tests and benchmarks).
+pub struct PreparedOp {
+    gpu: Gpu,
+    pub dispatch: Dispatch,
+    output: wgpu::Buffer,
+    _keep: (Vec<wgpu::Buffer>, Vec<wgpu::Buffer>),
+}
+
+impl PreparedOp {
+    /// Records the dispatch `iters` times in one pass, submits and waits.
+    pub fn submit(&self, iters: usize) -> Result<()> {
+        let dev = &self.gpu.device;
+        let scope = dev.push_error_scope(wgpu::ErrorFilter::Validation);
         let mut enc = dev.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
             for _ in 0..iters.max(1) {
-                d.record(&mut pass);
+                self.dispatch.record(&mut pass);
             }
         }
-        enc.copy_buffer_to_buffer(out, 0, &rb, 0, out.size());
         self.gpu.queue.submit([enc.finish()]);
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Gpu { during: format!("running `{}`", n.name), reason: e.to_string() });
+            return Err(Error::Gpu { during: format!("running `{}`", self.dispatch.label), reason: e.to_string() });
         }
+        self.gpu.wait()
+    }
+
+    /// Reads the whole output tensor back.
+    pub fn read_output(&self) -> Result<Vec<f32>> {
+        let dev = &self.gpu.device;
+        let rb = dev.create_buffer(&wgpu::BufferDescriptor { label: Some("op readback"), size: self.output.size(), usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false });
+        let mut enc = dev.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(&self.output, 0, &rb, 0, self.output.size());
+        self.gpu.queue.submit([enc.finish()]);
         Ok(bytemuck::cast_slice::<u8, f32>(&read_buffer(&self.gpu, &rb)?).to_vec())
     }
 }

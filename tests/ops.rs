@@ -114,7 +114,7 @@ fn run_conv(r: &OpRunner, case: &ConvCase) -> Result<(), String> {
     if let Some(ta) = ta {
         data.insert(ta, rng.vec(g.tensors[ta].numel()));
     }
-    let got = r.run(&g, 0, &data, 1).map_err(|e| e.to_string())?;
+    let got = r.run(&g, 0, &data).map_err(|e| e.to_string())?;
 
     let hw = g0.in_h * g0.in_w;
     let xin = &xdata[x.c0 * hw..(x.c0 + x.c) * hw];
@@ -229,7 +229,7 @@ fn run_convt(r: &OpRunner, case: &ConvTCase) -> Result<(), String> {
     g.conv_transpose2d("convt", x, y, g0, weight.clone(), bias.clone(), act.clone()).map_err(|e| e.to_string())?;
     let xdata = rng.vec(g.tensors[tx].numel());
     let ydata = vec![f32::NAN; g.tensors[ty].numel()];
-    let got = r.run(&g, 0, &HashMap::from([(tx, xdata.clone()), (ty, ydata.clone())]), 1).map_err(|e| e.to_string())?;
+    let got = r.run(&g, 0, &HashMap::from([(tx, xdata.clone()), (ty, ydata.clone())])).map_err(|e| e.to_string())?;
     let hw = g0.in_h * g0.in_w;
     let xin = &xdata[hw..(1 + g0.in_c) * hw];
     let want = reference::conv_transpose2d(xin, &g0, &weight, bias.as_deref(), &act);
@@ -278,7 +278,7 @@ fn run_pool(r: &OpRunner, geom: Pool2dGeom, kind: PoolKind, seed: u64) -> Result
     g.pool2d("pool", x, y, geom, kind).map_err(|e| e.to_string())?;
     let xdata = rng.vec(g.tensors[tx].numel());
     let ydata = vec![f32::NAN; g.tensors[ty].numel()];
-    let got = r.run(&g, 0, &HashMap::from([(tx, xdata.clone()), (ty, ydata.clone())]), 1).map_err(|e| e.to_string())?;
+    let got = r.run(&g, 0, &HashMap::from([(tx, xdata.clone()), (ty, ydata.clone())])).map_err(|e| e.to_string())?;
     let hw = geom.in_h * geom.in_w;
     let xin = &xdata[2 * hw..];
     let want = reference::pool2d(xin, &geom, kind);
@@ -323,7 +323,7 @@ fn run_affine(r: &OpRunner, c: usize, h: usize, w: usize, with_add: bool, act: u
     g.affine("affine", x, add, y, scale.clone(), shift.clone(), act.clone()).map_err(|e| e.to_string())?;
     let hw = h * w;
     let data = HashMap::from([(tx, rng.vec((c + 3) * hw)), (ty, vec![f32::NAN; (c + 1) * hw]), (ta, rng.vec(c * hw))]);
-    let got = r.run(&g, 0, &data, 1).map_err(|e| e.to_string())?;
+    let got = r.run(&g, 0, &data).map_err(|e| e.to_string())?;
     let xin = &data[&tx][3 * hw..];
     let want = reference::affine(xin, with_add.then(|| data[&ta].as_slice()), hw, &scale, &shift, &act);
     let mut expected = vec![f32::NAN; (c + 1) * hw];
