@@ -63,3 +63,20 @@ fn segment_never_overwrites_an_input() {
     assert_eq!(std::fs::read(&src).unwrap(), before, "input was overwritten");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn no_matching_adapter_is_a_clear_error() {
+    let Some(shared) = common::shared() else { return };
+    let r = Command::new(env!("CARGO_BIN_EXE_atrous"))
+        .env("ATROUS_ADAPTER", "no-such-adapter-anywhere")
+        .args(["segment", "--model"])
+        .arg(shared.join("models/espnet_camvid.safetensors"))
+        .arg(shared.join("data/camvid/val/images/0016E5_07959.png"))
+        .arg("--out")
+        .arg(std::env::temp_dir().join("atrous-no-adapter"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no GPU adapter") && stderr.contains("no-such-adapter-anywhere"), "{stderr}");
+}

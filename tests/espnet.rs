@@ -164,3 +164,25 @@ fn espnet_camvid_full_frame_matches_pytorch_per_image_figures() {
     eprintln!("{name}: GPU vs CPU reference class map agreement {agree}/{}", map.data.len());
     assert!(agree as f64 >= 0.999 * map.data.len() as f64);
 }
+
+/// An application's own device (here made with plain wgpu calls) runs the model through
+/// `Gpu::from_device`, with the same result.
+#[test]
+fn caller_provided_device_runs_the_model() {
+    let Some(shared) = common::shared() else { return };
+    if common::gpu().is_none() {
+        return;
+    }
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default())).expect("an adapter (common::gpu found one)");
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
+    let gpu = atrous::gpu::Gpu::from_device(device, queue);
+    assert_eq!(gpu.describe(), "caller-provided device");
+    let model = Model::load(shared.join("models/espnet_camvid.safetensors")).unwrap();
+    let case = &reference_cases(&shared, "espnet_camvid")[0];
+    let t = common::read_tensors(case);
+    let mut s = Session::new(&gpu, &model.graph(136, 136).unwrap(), None).unwrap();
+    let map = s.run_tensor(&t["input"].1).unwrap();
+    let agree = map.data.iter().zip(&t["argmax"].1).filter(|(a, b)| **a as f32 == **b).count();
+    assert!(agree as f64 >= 0.999 * map.data.len() as f64, "{agree}");
+}
