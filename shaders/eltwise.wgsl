@@ -1,12 +1,15 @@
-// Element-wise family: per-channel affine map with an optional addend and a fused activation,
-//   y[c, i] = act(scale[c] * (x[c, i] + add[c, i]) + shift[c])
-// which serves as inference batch norm (+ PReLU), element-wise add, and copy. One invocation per
-// element.
+// Element-wise family, one invocation per output element:
+//   affine: y[c, i] = act(scale[c] * (x[c, i] + add[c, i]) + shift[c])
+//           (inference batch norm + PReLU, element-wise add, copy)
+//   mul:    y[c, i] = x[c, i] * s[c, i]   or   x[c, i] * s[c]   (squeeze-excitation scaling)
+//   gather: y[c, i] = x[perm[c], i]                             (channel shuffle)
+// The second operand (addend, multiplier) is read from `addsrc`; `prm` holds per-channel values
+// (and the permutation, as exactly representable float indices).
 
 struct Affine {
     c: u32, hw: u32, x_off: u32, y_off: u32,
     add_off: u32, has_add: u32, act: u32, row: u32, // row: invocations per gid.y step
-    scale_off: u32, shift_off: u32, slope_off: u32, _p0: u32,
+    scale_off: u32, shift_off: u32, slope_off: u32, per_channel: u32,
 };
 
 @group(0) @binding(0) var<storage, read_write> src: array<f32>;
@@ -42,4 +45,28 @@ fn affine(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let slope = prm[p.slope_off + c];
     dst[p.y_off + i] = activate(prm[p.scale_off + c] * v + prm[p.shift_off + c], slope);
+}
+
+@compute @workgroup_size(WG, 1, 1)
+fn mul(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x + gid.y * p.row;
+    if (i >= p.c * p.hw) {
+        return;
+    }
+    var j = i;
+    if (p.per_channel != 0u) {
+        j = i / p.hw;
+    }
+    dst[p.y_off + i] = src[p.x_off + i] * addsrc[p.add_off + j];
+}
+
+@compute @workgroup_size(WG, 1, 1)
+fn gather(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x + gid.y * p.row;
+    if (i >= p.c * p.hw) {
+        return;
+    }
+    let c = i / p.hw;
+    let src_c = u32(prm[p.scale_off + c]);
+    dst[p.y_off + i] = src[p.x_off + src_c * p.hw + i % p.hw];
 }

@@ -1,5 +1,7 @@
-// Pooling family: average pooling (PyTorch semantics: padding counted or not, ceil mode) and max
-// pooling over a window with stride and padding. One invocation per output element.
+// Pooling family: average pooling (PyTorch semantics: padding counted or not, ceil mode), max
+// pooling over a window with stride and padding, and adaptive average pooling (PyTorch's windows
+// [floor(i*n/m), ceil((i+1)*n/m)); global average pooling is the 1x1 case). One invocation per
+// output element.
 
 struct Pool {
     c: u32, in_h: u32, in_w: u32, in_off: u32,
@@ -63,4 +65,28 @@ fn pool2d(@builtin(global_invocation_id) gid: vec3<u32>) {
         r = s / div;
     }
     dst[p.out_off + i] = r;
+}
+
+@compute @workgroup_size(WG, 1, 1)
+fn adaptive_avg_pool2d(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x + gid.y * p.row;
+    let ohw = p.out_h * p.out_w;
+    if (i >= p.c * ohw) {
+        return;
+    }
+    let c = i / ohw;
+    let oy = (i % ohw) / p.out_w;
+    let ox = i % p.out_w;
+    let y0 = oy * p.in_h / p.out_h;
+    let y1 = ((oy + 1u) * p.in_h + p.out_h - 1u) / p.out_h;
+    let x0 = ox * p.in_w / p.out_w;
+    let x1 = ((ox + 1u) * p.in_w + p.out_w - 1u) / p.out_w;
+    let base = p.in_off + c * p.in_h * p.in_w;
+    var s = 0.0;
+    for (var y = y0; y < y1; y++) {
+        for (var x = x0; x < x1; x++) {
+            s += src[base + y * p.in_w + x];
+        }
+    }
+    dst[p.out_off + i] = s / f32((y1 - y0) * (x1 - x0));
 }

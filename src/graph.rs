@@ -143,12 +143,50 @@ pub struct Affine {
     pub act: Act,
 }
 
+/// Bilinear resize to the output view's size. `align_corners` as in PyTorch (and TFLite's
+/// `align_corners=True, half_pixel_centers=False`).
+#[derive(Clone, Debug)]
+pub struct Resize {
+    pub x: View,
+    pub y: View,
+    pub align_corners: bool,
+}
+
+/// Adaptive average pooling to the output view's size (PyTorch's windows: output `i` of `m`
+/// averages input `[floor(i*n/m), ceil((i+1)*n/m))`). Global average pooling is the 1x1 case.
+#[derive(Clone, Debug)]
+pub struct AdaptiveAvgPool {
+    pub x: View,
+    pub y: View,
+}
+
+/// `y = x * s`, with `s` either the same shape as `x` or one value per channel (`1 x 1` spatial):
+/// squeeze-excitation and attention scaling.
+#[derive(Clone, Debug)]
+pub struct Mul {
+    pub x: View,
+    pub s: View,
+    pub y: View,
+}
+
+/// `y[c] = x[perm[c]]`: channel shuffle and any other channel permutation or gather.
+#[derive(Clone, Debug)]
+pub struct Gather {
+    pub x: View,
+    pub y: View,
+    pub perm: Vec<usize>,
+}
+
 #[derive(Clone, Debug)]
 pub enum Op {
     Conv2d(Conv2d),
     ConvT2d(ConvT2d),
     Pool2d(Pool2d),
     Affine(Affine),
+    Resize(Resize),
+    AdaptiveAvgPool(AdaptiveAvgPool),
+    Mul(Mul),
+    Gather(Gather),
 }
 
 impl Op {
@@ -158,6 +196,10 @@ impl Op {
             Op::ConvT2d(_) => "conv_transpose2d",
             Op::Pool2d(_) => "pool2d",
             Op::Affine(_) => "affine",
+            Op::Resize(_) => "resize",
+            Op::AdaptiveAvgPool(_) => "adaptive_avg_pool2d",
+            Op::Mul(_) => "mul",
+            Op::Gather(_) => "gather",
         }
     }
     /// Views read, in binding order.
@@ -167,6 +209,10 @@ impl Op {
             Op::ConvT2d(o) => vec![o.x],
             Op::Pool2d(o) => vec![o.x],
             Op::Affine(o) => std::iter::once(o.x).chain(o.add).collect(),
+            Op::Resize(o) => vec![o.x],
+            Op::AdaptiveAvgPool(o) => vec![o.x],
+            Op::Mul(o) => vec![o.x, o.s],
+            Op::Gather(o) => vec![o.x],
         }
     }
     pub fn writes(&self) -> View {
@@ -175,6 +221,10 @@ impl Op {
             Op::ConvT2d(o) => o.y,
             Op::Pool2d(o) => o.y,
             Op::Affine(o) => o.y,
+            Op::Resize(o) => o.y,
+            Op::AdaptiveAvgPool(o) => o.y,
+            Op::Mul(o) => o.y,
+            Op::Gather(o) => o.y,
         }
     }
     /// Floating-point operations (a multiply-add counts 2).
@@ -190,6 +240,19 @@ impl Op {
                 let t = &g.tensors[o.y.tensor];
                 (o.y.c * t.h * t.w) as u64 * if o.add.is_some() { 3 } else { 2 }
             }
+            Op::Resize(o) => {
+                let t = &g.tensors[o.y.tensor];
+                (o.y.c * t.h * t.w) as u64 * 6
+            }
+            Op::AdaptiveAvgPool(o) => {
+                let t = &g.tensors[o.x.tensor];
+                (o.x.c * t.h * t.w) as u64
+            }
+            Op::Mul(o) => {
+                let t = &g.tensors[o.y.tensor];
+                (o.y.c * t.h * t.w) as u64
+            }
+            Op::Gather(_) => 0,
         }
     }
 }
@@ -367,6 +430,57 @@ impl Graph {
         Ok(())
     }
 
+    /// Bilinear resize of `x` to the size of `y`.
+    pub fn resize(&mut self, name: &str, x: View, y: View, align_corners: bool) -> Result<()> {
+        self.check_view(name, x)?;
+        self.check_view(name, y)?;
+        self.distinct(name, x, y)?;
+        if x.c != y.c {
+            return Err(Error::op(name, format!("{} channels resized into {}", x.c, y.c)));
+        }
+        self.nodes.push(Node { name: name.to_string(), op: Op::Resize(Resize { x, y, align_corners }) });
+        Ok(())
+    }
+
+    /// Adaptive average pooling of `x` to the size of `y`.
+    pub fn adaptive_avg_pool(&mut self, name: &str, x: View, y: View) -> Result<()> {
+        self.check_view(name, x)?;
+        self.check_view(name, y)?;
+        self.distinct(name, x, y)?;
+        if x.c != y.c {
+            return Err(Error::op(name, format!("{} channels pooled into {}", x.c, y.c)));
+        }
+        self.nodes.push(Node { name: name.to_string(), op: Op::AdaptiveAvgPool(AdaptiveAvgPool { x, y }) });
+        Ok(())
+    }
+
+    /// `y = x * s` where `s` has `x`'s shape or is `c x 1 x 1`.
+    pub fn mul(&mut self, name: &str, x: View, s: View, y: View) -> Result<()> {
+        for v in [x, s, y] {
+            self.check_view(name, v)?;
+        }
+        self.distinct(name, x, y)?;
+        self.distinct(name, s, y)?;
+        self.check_same_shape(name, x, y)?;
+        if s.c != x.c || (self.hw(s) != self.hw(x) && self.hw(s) != (1, 1)) {
+            return Err(Error::op(name, format!("multiplier {}x{:?} does not broadcast to {}x{:?}", s.c, self.hw(s), x.c, self.hw(x))));
+        }
+        self.nodes.push(Node { name: name.to_string(), op: Op::Mul(Mul { x, s, y }) });
+        Ok(())
+    }
+
+    /// `y[c] = x[perm[c]]`.
+    pub fn gather(&mut self, name: &str, x: View, y: View, perm: Vec<usize>) -> Result<()> {
+        self.check_view(name, x)?;
+        self.check_view(name, y)?;
+        self.distinct(name, x, y)?;
+        if self.hw(x) != self.hw(y) || perm.len() != y.c || perm.iter().any(|&p| p >= x.c) {
+            return Err(Error::op(name, format!("permutation of {} entries from {} channels into {}", perm.len(), x.c, y.c)));
+        }
+        self.nodes.push(Node { name: name.to_string(), op: Op::Gather(Gather { x, y, perm }) });
+        Ok(())
+    }
+
     /// `y = x` (channel-range copy).
     pub fn copy(&mut self, name: &str, x: View, y: View) -> Result<()> {
         self.affine(name, x, None, y, vec![1.0; x.c], vec![0.0; x.c], Act::None)
@@ -412,6 +526,7 @@ impl Graph {
                 Op::ConvT2d(o) => o.weight.len() + o.bias.as_ref().map_or(0, |b| b.len()) + o.act.slopes().map_or(0, |s| s.len()),
                 Op::Pool2d(_) => 0,
                 Op::Affine(o) => 2 * o.scale.len() + o.act.slopes().map_or(0, |s| s.len()),
+                Op::Resize(_) | Op::AdaptiveAvgPool(_) | Op::Mul(_) | Op::Gather(_) => 0,
             })
             .sum()
     }

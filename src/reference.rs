@@ -136,6 +136,71 @@ pub fn affine(x: &[f32], add: Option<&[f32]>, hw: usize, scale: &[f32], shift: &
         .collect()
 }
 
+/// Bilinear resize `[c, ih, iw]` to `[c, oh, ow]`, PyTorch's arithmetic (float32 source
+/// coordinates, as its CPU kernel for float tensors).
+pub fn resize_bilinear(x: &[f32], c: usize, ih: usize, iw: usize, oh: usize, ow: usize, align_corners: bool) -> Vec<f32> {
+    let coord = |o: usize, n_in: usize, n_out: usize| -> (usize, usize, f32) {
+        let src = if align_corners {
+            if n_out > 1 {
+                o as f32 * ((n_in - 1) as f32 / (n_out - 1) as f32)
+            } else {
+                0.0
+            }
+        } else {
+            ((o as f32 + 0.5) * (n_in as f32 / n_out as f32) - 0.5).max(0.0)
+        };
+        let i0 = (src.floor() as usize).min(n_in - 1);
+        let i1 = (i0 + 1).min(n_in - 1);
+        (i0, i1, src - i0 as f32)
+    };
+    let mut y = vec![0f32; c * oh * ow];
+    for ch in 0..c {
+        for oy in 0..oh {
+            let (y0, y1, ly) = coord(oy, ih, oh);
+            for ox in 0..ow {
+                let (x0, x1, lx) = coord(ox, iw, ow);
+                let at = |yy: usize, xx: usize| x[(ch * ih + yy) * iw + xx] as f64;
+                let (ly, lx) = (ly as f64, lx as f64);
+                let v = (1.0 - ly) * ((1.0 - lx) * at(y0, x0) + lx * at(y0, x1)) + ly * ((1.0 - lx) * at(y1, x0) + lx * at(y1, x1));
+                y[(ch * oh + oy) * ow + ox] = v as f32;
+            }
+        }
+    }
+    y
+}
+
+/// Adaptive average pooling `[c, ih, iw]` to `[c, oh, ow]`.
+pub fn adaptive_avg_pool(x: &[f32], c: usize, ih: usize, iw: usize, oh: usize, ow: usize) -> Vec<f32> {
+    let mut y = vec![0f32; c * oh * ow];
+    for ch in 0..c {
+        for oy in 0..oh {
+            let (y0, y1) = (oy * ih / oh, ((oy + 1) * ih).div_ceil(oh));
+            for ox in 0..ow {
+                let (x0, x1) = (ox * iw / ow, ((ox + 1) * iw).div_ceil(ow));
+                let mut s = 0f64;
+                for yy in y0..y1 {
+                    for xx in x0..x1 {
+                        s += x[(ch * ih + yy) * iw + xx] as f64;
+                    }
+                }
+                y[(ch * oh + oy) * ow + ox] = (s / ((y1 - y0) * (x1 - x0)) as f64) as f32;
+            }
+        }
+    }
+    y
+}
+
+/// `x * s` over `[c, hw]`, `s` either `[c, hw]` or `[c]`.
+pub fn mul(x: &[f32], s: &[f32], hw: usize) -> Vec<f32> {
+    let per_channel = s.len() * hw == x.len() && hw != 1;
+    x.iter().enumerate().map(|(i, &v)| v * if per_channel { s[i / hw] } else { s[i] }).collect()
+}
+
+/// `y[c] = x[perm[c]]` over `[c, hw]`.
+pub fn gather(x: &[f32], perm: &[usize], hw: usize) -> Vec<f32> {
+    perm.iter().flat_map(|&p| x[p * hw..(p + 1) * hw].iter().copied()).collect()
+}
+
 /// Argmax over channels of `[c, hw]`: the first maximum wins (PyTorch), and NaN counts as the maximum.
 pub fn argmax(x: &[f32], c: usize, hw: usize) -> Vec<u8> {
     (0..hw)
@@ -158,6 +223,11 @@ pub fn argmax(x: &[f32], c: usize, hw: usize) -> Vec<u8> {
 pub fn run_graph(g: &Graph, input: &[f32]) -> Vec<Vec<f32>> {
     let mut t: Vec<Vec<f32>> = g.tensors.iter().map(|d| vec![f32::NAN; d.numel()]).collect();
     t[g.input].copy_from_slice(input);
+    run_graph_from(g, t)
+}
+
+/// Runs every node of `g` over the given initial tensor contents.
+pub fn run_graph_from(g: &Graph, mut t: Vec<Vec<f32>>) -> Vec<Vec<f32>> {
     for n in &g.nodes {
         let read = |t: &Vec<Vec<f32>>, v: crate::graph::View| -> Vec<f32> {
             let d = &g.tensors[v.tensor];
@@ -175,6 +245,22 @@ pub fn run_graph(g: &Graph, input: &[f32]) -> Vec<Vec<f32>> {
                 let (h, w) = g.hw(o.x);
                 let add = o.add.map(|a| read(&t, a));
                 affine(&read(&t, o.x), add.as_deref(), h * w, &o.scale, &o.shift, &o.act)
+            }
+            Op::Resize(o) => {
+                let ((ih, iw), (oh, ow)) = (g.hw(o.x), g.hw(o.y));
+                resize_bilinear(&read(&t, o.x), o.x.c, ih, iw, oh, ow, o.align_corners)
+            }
+            Op::AdaptiveAvgPool(o) => {
+                let ((ih, iw), (oh, ow)) = (g.hw(o.x), g.hw(o.y));
+                adaptive_avg_pool(&read(&t, o.x), o.x.c, ih, iw, oh, ow)
+            }
+            Op::Mul(o) => {
+                let (h, w) = g.hw(o.x);
+                mul(&read(&t, o.x), &read(&t, o.s), h * w)
+            }
+            Op::Gather(o) => {
+                let (h, w) = g.hw(o.x);
+                gather(&read(&t, o.x), &o.perm, h * w)
             }
         };
         let y = n.op.writes();

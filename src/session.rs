@@ -339,6 +339,40 @@ pub(crate) fn encode_node<'a>(dev: &wgpu::Device, kernels: &Kernels, graph: &Gra
             let d = kernels.dispatch(Shader::Eltwise, "affine", &slots, groups, &node.name, flops, act_bytes + prm.size());
             (d, vec![prm, u])
         }
+        Op::Resize(o) => {
+            let (rp, groups) = kernels::resize::prepare(o, graph.hw(o.x), graph.hw(o.y), e(o.x), e(o.y));
+            let u = uniform_buffer(dev, &rp);
+            let d = kernels.dispatch(Shader::Resize, "bilinear", &[slot(o.x.tensor), slot(o.y.tensor), Slot::whole(&u)], groups, &node.name, flops, act_bytes);
+            (d, vec![u])
+        }
+        Op::AdaptiveAvgPool(o) => {
+            let (pp, groups) = kernels::pool::prepare_adaptive(o, graph.hw(o.x), graph.hw(o.y), e(o.x), e(o.y));
+            let u = uniform_buffer(dev, &pp);
+            let d = kernels.dispatch(Shader::Pool, "adaptive_avg_pool2d", &[slot(o.x.tensor), slot(o.y.tensor), Slot::whole(&u)], groups, &node.name, flops, act_bytes);
+            (d, vec![u])
+        }
+        Op::Mul(o) => {
+            if o.s.tensor == o.x.tensor {
+                return Err(Error::op(&node.name, "the multiplier and the input share a tensor; the mul kernel binds them separately"));
+            }
+            let (h, w) = graph.hw(o.x);
+            let (sh, sw) = graph.hw(o.s);
+            let (mp, groups) = kernels::eltwise::prepare_mul(o, h * w, sh * sw, e(o.x), e(o.y), e(o.s));
+            let u = uniform_buffer(dev, &mp);
+            let prm = storage_buffer(dev, &node.name, &[]);
+            let slots = [slot(o.x.tensor), Slot::whole(&prm), slot(o.y.tensor), slot(o.s.tensor), Slot::whole(&u)];
+            let d = kernels.dispatch(Shader::Eltwise, "mul", &slots, groups, &node.name, flops, act_bytes);
+            (d, vec![prm, u])
+        }
+        Op::Gather(o) => {
+            let (h, w) = graph.hw(o.x);
+            let (gp, prm, groups) = kernels::eltwise::prepare_gather(o, h * w, e(o.x), e(o.y));
+            let prm = storage_buffer(dev, &node.name, &prm);
+            let u = uniform_buffer(dev, &gp);
+            let slots = [slot(o.x.tensor), Slot::whole(&prm), slot(o.y.tensor), kernels.dummy(), Slot::whole(&u)];
+            let d = kernels.dispatch(Shader::Eltwise, "gather", &slots, groups, &node.name, flops, act_bytes);
+            (d, vec![prm, u])
+        }
     })
 }
 

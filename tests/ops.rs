@@ -413,3 +413,86 @@ fn preprocess_matches_cpu_reference() {
         }
     }
 }
+
+/// Builds a one-node graph with `make`, runs it on the GPU and compares with the CPU reference
+/// graph (`reference::run_graph`) on the node's output tensor, NaN outside the written range.
+fn run_single(r: &OpRunner, g: &Graph, seed: u64, tol: impl Fn(usize, f32) -> f32) -> Result<(), String> {
+    let mut rng = Rng(seed);
+    let n = &g.nodes[0];
+    let out = n.op.writes();
+    let mut data = HashMap::new();
+    for v in n.op.reads() {
+        data.entry(v.tensor).or_insert_with(|| rng.vec(g.tensors[v.tensor].numel()));
+    }
+    data.insert(out.tensor, vec![f32::NAN; g.tensors[out.tensor].numel()]);
+    let got = r.run(g, 0, &data).map_err(|e| e.to_string())?;
+    // CPU: the same node through the reference interpreter, starting from the same data
+    let mut t: Vec<Vec<f32>> = g.tensors.iter().map(|d| vec![f32::NAN; d.numel()]).collect();
+    for (k, v) in &data {
+        t[*k] = v.clone();
+    }
+    let mut single = g.clone();
+    single.input = n.op.reads()[0].tensor;
+    let want = reference::run_graph_from(&single, t);
+    let expected = &want[out.tensor];
+    let tols: Vec<f32> = expected.iter().enumerate().map(|(i, v)| if v.is_nan() { 0.0 } else { tol(i, *v) }).collect();
+    compare(&format!("{} {:?}", n.name, n.op.kind()), &got, expected, &tols)
+}
+
+#[test]
+fn resize_bilinear_random_cases() {
+    let Some(r) = runner() else { return };
+    let strat = (1usize..=5, 1usize..=19, 1usize..=19, 1usize..=41, 1usize..=41, any::<bool>(), any::<u64>());
+    let mut tr = TestRunner::new(config(48, 0x2E51));
+    let case = |c: usize, ih: usize, iw: usize, oh: usize, ow: usize, align: bool, seed: u64| {
+        let mut g = Graph::new(c + 1, ih, iw);
+        let y = g.tensor("y", c + 2, oh, ow);
+        let x = g.slice(g.input, 1, c);
+        g.resize("resize", x, g.slice(y, 1, c), align).unwrap();
+        // four float32 products of values in [-1, 1] with weights summing to 1
+        run_single(&r, &g, seed, |_, _| 4e-6)
+    };
+    tr.run(&strat, |(c, ih, iw, oh, ow, align, seed)| case(c, ih, iw, oh, ow, align, seed).map_err(TestCaseError::fail)).unwrap();
+    // broadcast of a 1x1 map (ASPP pooling branch, TFLite image pooling) and DeepLab's 33 -> 257
+    case(3, 1, 1, 17, 23, false, 1).unwrap();
+    case(3, 1, 1, 33, 33, true, 2).unwrap();
+    case(2, 33, 33, 257, 257, true, 3).unwrap();
+    case(2, 7, 9, 97, 131, false, 4).unwrap();
+}
+
+#[test]
+fn adaptive_avg_pool_random_cases() {
+    let Some(r) = runner() else { return };
+    let strat = (1usize..=5, 1usize..=23, 1usize..=23, 1usize..=9, 1usize..=9, any::<u64>());
+    let mut tr = TestRunner::new(config(40, 0xADA9));
+    let case = |c: usize, ih: usize, iw: usize, oh: usize, ow: usize, seed: u64| {
+        let mut g = Graph::new(c, ih, iw);
+        let y = g.tensor("y", c + 1, oh, ow);
+        g.adaptive_avg_pool("pool", g.all(g.input), g.slice(y, 0, c), ).unwrap();
+        let k = (ih.div_ceil(oh) + 1) * (iw.div_ceil(ow) + 1);
+        run_single(&r, &g, seed, move |_, _| 1e-6 + 2.0 * k as f32 * EPS)
+    };
+    tr.run(&strat, |(c, ih, iw, oh, ow, seed)| case(c, ih, iw, oh, ow, seed).map_err(TestCaseError::fail)).unwrap();
+    // global pooling of a large map; ESPNetv2's pyramid (overlapping windows, 24 -> 5)
+    case(4, 65, 129, 1, 1, 5).unwrap();
+    case(3, 24, 24, 5, 5, 6).unwrap();
+}
+
+#[test]
+fn mul_and_gather_cases() {
+    let Some(r) = runner() else { return };
+    for (i, &(c, h, w, per_channel)) in [(5usize, 7usize, 9usize, true), (6, 5, 3, false), (13, 1, 1, true), (3, 11, 2, true)].iter().enumerate() {
+        let mut g = Graph::new(c, h, w);
+        let s = if per_channel { g.tensor("s", c + 1, 1, 1) } else { g.tensor("s", c, h, w) };
+        let y = g.tensor("y", c, h, w);
+        g.mul("mul", g.all(g.input), g.slice(s, 0, c), g.all(y)).unwrap();
+        run_single(&r, &g, i as u64, |_, v| 2.0 * EPS * v.abs()).unwrap();
+    }
+    // ESPNetv2's channel shuffle: [5, 10] -> transpose -> [10, 5]
+    let (groups, per) = (5, 10);
+    let perm: Vec<usize> = (0..groups * per).map(|c| (c % groups) * per + c / groups).collect();
+    let mut g = Graph::new(50, 6, 7);
+    let y = g.tensor("y", 52, 6, 7);
+    g.gather("shuffle", g.all(g.input), g.slice(y, 1, 50), perm).unwrap();
+    run_single(&r, &g, 9, |_, _| 0.0).unwrap();
+}

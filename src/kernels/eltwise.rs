@@ -1,7 +1,8 @@
-//! Wrapper of `shaders/eltwise.wgsl` (per-channel affine + addend + activation).
+//! Wrapper of `shaders/eltwise.wgsl`: per-channel affine (+ addend, activation), broadcast
+//! multiply, channel gather.
 
 use super::{grid_1d, Shader};
-use crate::graph::Affine;
+use crate::graph::{Affine, Gather, Mul};
 
 pub const SHADER: Shader = Shader::Eltwise;
 pub const WG: u32 = 64;
@@ -20,7 +21,7 @@ pub struct AffineParams {
     pub scale_off: u32,
     pub shift_off: u32,
     pub slope_off: u32,
-    pub _pad: u32,
+    pub per_channel: u32,
 }
 
 /// Returns the parameter block, the packed scale/shift/slope array and the grid. `add_off` is the
@@ -47,7 +48,23 @@ pub fn prepare(op: &Affine, hw: usize, x_off: u32, y_off: u32, add_off: Option<u
         scale_off: 0,
         shift_off: c as u32,
         slope_off: 2 * c as u32,
-        _pad: 0,
+        per_channel: 0,
     };
     (p, prm, groups)
+}
+
+/// `mul`: `s_off` is the multiplier's element offset in its binding.
+pub fn prepare_mul(op: &Mul, hw: usize, s_hw: usize, x_off: u32, y_off: u32, s_off: u32) -> (AffineParams, [u32; 3]) {
+    let c = op.x.c;
+    let (groups, row) = grid_1d(c * hw, WG);
+    let p = AffineParams { c: c as u32, hw: hw as u32, x_off, y_off, add_off: s_off, has_add: 1, row, per_channel: (s_hw == 1 && hw != 1) as u32, ..Default::default() };
+    (p, groups)
+}
+
+/// `gather`: the permutation goes into the parameter array as float indices (exact below 2^24).
+pub fn prepare_gather(op: &Gather, hw: usize, x_off: u32, y_off: u32) -> (AffineParams, Vec<f32>, [u32; 3]) {
+    let c = op.y.c;
+    let (groups, row) = grid_1d(c * hw, WG);
+    let p = AffineParams { c: c as u32, hw: hw as u32, x_off, y_off, row, ..Default::default() };
+    (p, op.perm.iter().map(|&i| i as f32).collect(), groups)
 }

@@ -6,6 +6,7 @@ pub mod conv;
 pub mod eltwise;
 pub mod pool;
 pub mod preprocess;
+pub mod resize;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,6 +19,7 @@ pub enum Shader {
     Eltwise,
     Argmax,
     Preprocess,
+    Resize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,7 +33,7 @@ enum Bind {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 5] = [Shader::Conv, Shader::Pool, Shader::Eltwise, Shader::Argmax, Shader::Preprocess];
+    pub const ALL: [Shader; 6] = [Shader::Conv, Shader::Pool, Shader::Eltwise, Shader::Argmax, Shader::Preprocess, Shader::Resize];
 
     pub fn file(self) -> &'static str {
         match self {
@@ -40,6 +42,7 @@ impl Shader {
             Shader::Eltwise => "eltwise.wgsl",
             Shader::Argmax => "argmax.wgsl",
             Shader::Preprocess => "preprocess.wgsl",
+            Shader::Resize => "resize.wgsl",
         }
     }
 
@@ -50,6 +53,7 @@ impl Shader {
             Shader::Eltwise => include_str!("../../shaders/eltwise.wgsl"),
             Shader::Argmax => include_str!("../../shaders/argmax.wgsl"),
             Shader::Preprocess => include_str!("../../shaders/preprocess.wgsl"),
+            Shader::Resize => include_str!("../../shaders/resize.wgsl"),
         }
     }
 
@@ -57,7 +61,7 @@ impl Shader {
         use Bind::*;
         match self {
             Shader::Conv | Shader::Eltwise => &[Storage, StorageRead, Storage, Storage, Uniform],
-            Shader::Pool | Shader::Argmax | Shader::Preprocess => &[Storage, Storage, Uniform],
+            Shader::Pool | Shader::Argmax | Shader::Preprocess | Shader::Resize => &[Storage, Storage, Uniform],
         }
     }
 }

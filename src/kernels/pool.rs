@@ -2,7 +2,7 @@
 
 use super::{grid_1d, Shader};
 use crate::error::Result;
-use crate::graph::Pool2d;
+use crate::graph::{AdaptiveAvgPool, Pool2d};
 use crate::shape::PoolKind;
 
 pub const SHADER: Shader = Shader::Pool;
@@ -57,4 +57,11 @@ pub fn prepare(op: &Pool2d, x_off: u32, y_off: u32) -> Result<(PoolParams, [u32;
         _pad: 0,
     };
     Ok((p, groups))
+}
+
+/// Adaptive average pooling from `ih x iw` to `oh x ow`.
+pub fn prepare_adaptive(op: &AdaptiveAvgPool, (ih, iw): (usize, usize), (oh, ow): (usize, usize), x_off: u32, y_off: u32) -> (PoolParams, [u32; 3]) {
+    let (groups, row) = grid_1d(op.x.c * oh * ow, WG);
+    let p = PoolParams { c: op.x.c as u32, in_h: ih as u32, in_w: iw as u32, in_off: x_off, out_h: oh as u32, out_w: ow as u32, out_off: y_off, row, ..Default::default() };
+    (p, groups)
 }

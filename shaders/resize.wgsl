@@ -1,0 +1,55 @@
+// Resize family: bilinear interpolation with PyTorch's source-coordinate rules,
+//   align_corners = true:  src = dst * (in - 1) / (out - 1)
+//   align_corners = false: src = max((dst + 0.5) * in / out - 0.5, 0)
+// (TFLite's align_corners=true, half_pixel_centers=false is the first rule). The upper neighbour
+// is clamped to the last row/column. The scales are computed by the host in float32, as PyTorch
+// does for float tensors. One invocation per output element.
+
+struct Resize {
+    c: u32, in_h: u32, in_w: u32, in_off: u32,
+    out_h: u32, out_w: u32, out_off: u32, align: u32,
+    row: u32, scale_h: f32, scale_w: f32, _p0: u32,
+};
+
+@group(0) @binding(0) var<storage, read_write> src: array<f32>;
+@group(0) @binding(1) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(2) var<uniform> p: Resize;
+
+override WG: u32 = 64u;
+
+// (lower index, upper index, weight of the upper one)
+fn source(o: u32, scale: f32, n: u32) -> vec3<f32> {
+    var s: f32;
+    if (p.align != 0u) {
+        s = scale * f32(o);
+    } else {
+        s = max(scale * (f32(o) + 0.5) - 0.5, 0.0);
+    }
+    let i0 = min(u32(s), n - 1u);
+    let i1 = min(i0 + 1u, n - 1u);
+    return vec3<f32>(f32(i0), f32(i1), s - f32(i0));
+}
+
+@compute @workgroup_size(WG, 1, 1)
+fn bilinear(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x + gid.y * p.row;
+    let ohw = p.out_h * p.out_w;
+    if (i >= p.c * ohw) {
+        return;
+    }
+    let c = i / ohw;
+    let oy = (i % ohw) / p.out_w;
+    let ox = i % p.out_w;
+    let sy = source(oy, p.scale_h, p.in_h);
+    let sx = source(ox, p.scale_w, p.in_w);
+    let base = p.in_off + c * p.in_h * p.in_w;
+    let r0 = base + u32(sy.x) * p.in_w;
+    let r1 = base + u32(sy.y) * p.in_w;
+    let x0 = u32(sx.x);
+    let x1 = u32(sx.y);
+    let ly = sy.z;
+    let lx = sx.z;
+    let top = (1.0 - lx) * src[r0 + x0] + lx * src[r0 + x1];
+    let bot = (1.0 - lx) * src[r1 + x0] + lx * src[r1 + x1];
+    dst[p.out_off + i] = (1.0 - ly) * top + ly * bot;
+}
