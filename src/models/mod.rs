@@ -2,6 +2,8 @@
 //! batch norm into the preceding convolution where one exists, and emit a [`Graph`] for an input size.
 
 pub mod espnet;
+pub(crate) mod net;
+pub mod torchvision;
 
 use std::path::Path;
 
@@ -55,6 +57,7 @@ pub struct ModelInfo {
 
 enum Arch {
     Espnet(espnet::EspNetConfig),
+    Torchvision(torchvision::TvConfig),
 }
 
 /// A loaded model: its weights, checked against the architecture, and the means to build its graph
@@ -76,15 +79,19 @@ impl Model {
         let meta = weights.metadata();
         let (arch, size) = if espnet::recognise(&weights) {
             (Arch::Espnet(espnet::EspNetConfig::detect(&weights)?), espnet::SIZE)
+        } else if let Some(c) = torchvision::TvConfig::detect(&weights)? {
+            (Arch::Torchvision(c), torchvision::SIZE)
         } else {
             let hint = meta.get("architecture").or_else(|| meta.get("name")).cloned().unwrap_or_else(|| "no `architecture` metadata and no known tensor names".into());
             return Err(Error::UnknownArchitecture(hint));
         };
         let num_classes = match &arch {
             Arch::Espnet(c) => c.classes,
+            Arch::Torchvision(c) => c.classes,
         };
         let classes = match meta.get("classes") {
             Some(s) => serde_json::from_str::<Vec<String>>(s).map_err(|e| Error::Metadata { key: "classes".into(), reason: e.to_string() })?,
+            None if num_classes == VOC_CLASSES.len() => VOC_CLASSES.iter().map(|s| s.to_string()).collect(),
             None => (0..num_classes).map(|i| format!("class{i}")).collect(),
         };
         if classes.len() != num_classes {
@@ -101,6 +108,7 @@ impl Model {
             name: meta.get("name").cloned().unwrap_or_else(|| weights.path().file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()),
             architecture: match &arch {
                 Arch::Espnet(c) => c.describe(),
+                Arch::Torchvision(c) => c.describe(),
             },
             classes,
             palette,
@@ -129,6 +137,7 @@ impl Model {
         }
         let g = match &self.arch {
             Arch::Espnet(c) => espnet::build(&self.weights, c, h, w)?,
+            Arch::Torchvision(c) => torchvision::build(&self.weights, c, h, w)?,
         };
         g.validate()?;
         Ok(g)
@@ -138,6 +147,12 @@ impl Model {
         &self.weights
     }
 }
+
+/// PASCAL VOC class names (also torchvision's `COCO_WITH_VOC_LABELS`), the default for 21-class
+/// files without a `classes` entry.
+pub const VOC_CLASSES: [&str; 21] = [
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+];
 
 /// The PASCAL VOC colour map (bit-interleaved), used when a file has no palette.
 pub fn default_palette(n: usize) -> Vec<[u8; 3]> {

@@ -87,3 +87,69 @@ pub fn metadata(path: &std::path::Path) -> std::collections::HashMap<String, Str
     let (_, m) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
     m.metadata().clone().unwrap_or_default()
 }
+
+/// `[1, h, w, c]` to `[c, h, w]`.
+pub fn nhwc_to_nchw(x: &[f32], h: usize, w: usize, c: usize) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    for y in 0..h {
+        for xx in 0..w {
+            for ch in 0..c {
+                out[(ch * h + y) * w + xx] = x[(y * w + xx) * c + ch];
+            }
+        }
+    }
+    out
+}
+
+/// Figures of one model run against one reference case.
+pub struct RefResult {
+    pub h: usize,
+    pub w: usize,
+    pub pixels: usize,
+    pub agree: usize,
+    pub max_abs: f32,
+    pub max_logit: f32,
+    /// Pixels whose two best reference logits are closer than 1e-3 (near-ties that may flip).
+    pub near_ties: usize,
+}
+
+/// Runs `model` on a reference case's `input` tensor (NCHW, or NHWC when `nhwc`) and compares
+/// logits and class map with the case's `logits` and `argmax`.
+pub fn run_reference_case(gpu: &Gpu, model: &atrous::models::Model, case: &std::path::Path, nhwc: bool) -> RefResult {
+    let t = read_tensors(case);
+    let (ishape, input) = &t["input"];
+    let (h, w, input) = if nhwc { (ishape[1], ishape[2], nhwc_to_nchw(input, ishape[1], ishape[2], ishape[3])) } else { (ishape[2], ishape[3], input.clone()) };
+    let (lshape, ref_logits) = &t["logits"];
+    let ref_logits = if nhwc { nhwc_to_nchw(ref_logits, lshape[1], lshape[2], lshape[3]) } else { ref_logits.clone() };
+    let graph = model.graph(h, w).unwrap();
+    let mut s = atrous::session::Session::new(gpu, &graph, None).unwrap();
+    s.fill_arenas(f32::NAN);
+    let (map, logits) = s.run_tensor_logits(&input).unwrap();
+    assert!(logits.iter().all(|v| v.is_finite()), "{}: non-finite logits", case.display());
+    let c = logits.len() / (h * w);
+    let max_abs = logits.iter().zip(&ref_logits).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let max_logit = ref_logits.iter().map(|v| v.abs()).fold(0f32, f32::max);
+    let ref_argmax = &t["argmax"].1;
+    let agree = map.data.iter().zip(ref_argmax).filter(|(a, b)| **a as f32 == **b).count();
+    let hw = h * w;
+    let near_ties = (0..hw)
+        .filter(|&p| {
+            let mut v: Vec<f32> = (0..c).map(|k| ref_logits[k * hw + p]).collect();
+            v.sort_by(|a, b| b.partial_cmp(a).unwrap());
+            c > 1 && v[0] - v[1] < 1e-3
+        })
+        .count();
+    RefResult { h, w, pixels: hw, agree, max_abs, max_logit, near_ties }
+}
+
+pub fn reference_cases(shared: &std::path::Path, dir: &str, prefix: &str) -> Vec<PathBuf> {
+    let d = shared.join("reference").join(dir);
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&d)
+        .unwrap_or_else(|e| panic!("{}: {e}", d.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors") && p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+        .collect();
+    v.sort();
+    assert!(!v.is_empty(), "no reference cases in {} starting with `{prefix}`", d.display());
+    v
+}

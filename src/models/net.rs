@@ -1,0 +1,149 @@
+//! A small graph-building helper shared by the model builders: convolutions read by weight name
+//! (PyTorch layout) with optional bias, batch norm folded in, activation and addend.
+
+use crate::error::Result;
+use crate::graph::{Act, Graph, View};
+use crate::models::BatchNorm;
+use crate::shape::{Conv2dGeom, Pad};
+use crate::weights::Weights;
+
+/// A convolution to add: weight tensor name and hyper-parameters. Padding defaults to PyTorch's
+/// `dil * (k - 1) / 2` on every side.
+#[derive(Clone, Debug)]
+pub(crate) struct Conv<'s> {
+    pub weight: &'s str,
+    pub out_c: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub dil: usize,
+    pub groups: usize,
+    pub pad: Option<Pad>,
+    pub bias: Option<String>,
+    pub bn: Option<String>,
+    pub act: Act,
+}
+
+impl<'s> Conv<'s> {
+    pub fn new(weight: &'s str, out_c: usize, k: usize) -> Self {
+        Conv { weight, out_c, k, stride: 1, dil: 1, groups: 1, pad: None, bias: None, bn: None, act: Act::None }
+    }
+    pub fn stride(mut self, s: usize) -> Self {
+        self.stride = s;
+        self
+    }
+    pub fn dil(mut self, d: usize) -> Self {
+        self.dil = d;
+        self
+    }
+    pub fn groups(mut self, g: usize) -> Self {
+        self.groups = g;
+        self
+    }
+    pub fn pad(mut self, p: Pad) -> Self {
+        self.pad = Some(p);
+        self
+    }
+    /// Bias tensor name.
+    pub fn bias(mut self, name: impl Into<String>) -> Self {
+        self.bias = Some(name.into());
+        self
+    }
+    /// Batch-norm prefix (`{prefix}.weight`, `.bias`, `.running_mean`, `.running_var`), folded in.
+    pub fn bn(mut self, prefix: impl Into<String>) -> Self {
+        self.bn = Some(prefix.into());
+        self
+    }
+    pub fn act(mut self, a: Act) -> Self {
+        self.act = a;
+        self
+    }
+}
+
+pub(crate) struct Net<'a> {
+    pub g: Graph,
+    pub w: &'a Weights,
+    /// Batch-norm epsilon for the `bn` folds that follow.
+    pub eps: f64,
+}
+
+impl<'a> Net<'a> {
+    pub fn new(w: &'a Weights, c: usize, h: usize, wd: usize, eps: f64) -> Self {
+        Net { g: Graph::new(c, h, wd), w, eps }
+    }
+
+    pub fn input(&self) -> View {
+        self.g.all(self.g.input)
+    }
+
+    pub fn tensor(&mut self, name: &str, c: usize, h: usize, w: usize) -> View {
+        let t = self.g.tensor(name, c, h, w);
+        self.g.all(t)
+    }
+
+    pub fn geom(&self, x: View, c: &Conv) -> Conv2dGeom {
+        let (h, w) = self.g.hw(x);
+        Conv2dGeom {
+            in_c: x.c,
+            in_h: h,
+            in_w: w,
+            out_c: c.out_c,
+            k_h: c.k,
+            k_w: c.k,
+            stride_h: c.stride,
+            stride_w: c.stride,
+            dil_h: c.dil,
+            dil_w: c.dil,
+            pad: c.pad.unwrap_or(Pad::same(c.dil * (c.k - 1) / 2)),
+            groups: c.groups,
+        }
+    }
+
+    /// Adds the convolution, writing into `into` or a new tensor named after the weight; returns
+    /// the output view.
+    pub fn conv(&mut self, x: View, c: Conv, into: Option<View>, add: Option<View>) -> Result<View> {
+        let geom = self.geom(x, &c);
+        let weight = self.w.get(c.weight, &geom.weight_shape())?;
+        let bias = match &c.bias {
+            Some(b) => Some(self.w.get(b, &[c.out_c])?),
+            None => None,
+        };
+        let (weight, bias) = match &c.bn {
+            Some(p) => {
+                let bn = BatchNorm::load(self.w, p, c.out_c, self.eps)?;
+                let (w, b) = bn.fold_into(&weight, bias.as_deref(), c.out_c);
+                (w, Some(b))
+            }
+            None => (weight, bias),
+        };
+        self.conv_with(c.weight.trim_end_matches(".weight"), x, geom, weight, bias, c.act, into, add)
+    }
+
+    /// Adds a convolution with weights already in PyTorch layout.
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv_with(&mut self, name: &str, x: View, geom: Conv2dGeom, weight: Vec<f32>, bias: Option<Vec<f32>>, act: Act, into: Option<View>, add: Option<View>) -> Result<View> {
+        let (oh, ow) = geom.out_hw()?;
+        let y = match into {
+            Some(v) => v,
+            None => self.tensor(name, geom.out_c, oh, ow),
+        };
+        self.g.conv2d(name, x, y, geom, weight, bias, act, add)?;
+        Ok(y)
+    }
+
+    /// Global average pooling to `c x 1 x 1`.
+    pub fn global_pool(&mut self, name: &str, x: View) -> Result<View> {
+        let y = self.tensor(name, x.c, 1, 1);
+        self.g.adaptive_avg_pool(name, x, y)?;
+        Ok(y)
+    }
+
+    /// Bilinear resize to `h x w`, into a new tensor or `into`.
+    pub fn resize(&mut self, name: &str, x: View, h: usize, w: usize, align_corners: bool, into: Option<View>) -> Result<View> {
+        let y = match into {
+            Some(v) => v,
+            None => self.tensor(name, x.c, h, w),
+        };
+        self.g.resize(name, x, y, align_corners)?;
+        Ok(y)
+    }
+}
