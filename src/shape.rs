@@ -96,6 +96,14 @@ impl Conv2dGeom {
     }
 }
 
+/// TensorFlow "SAME" padding (before, after) along one axis: the output is `ceil(n / s)` and any
+/// odd pixel of padding goes after.
+pub fn tf_same_pad(n: usize, k: usize, s: usize, dil: usize) -> (usize, usize) {
+    let out = n.div_ceil(s);
+    let total = ((out - 1) * s + (k - 1) * dil + 1).saturating_sub(n);
+    (total / 2, total - total / 2)
+}
+
 /// `floor((n + p0 + p1 - dil*(k-1) - 1) / s) + 1`, or None when the kernel does not fit.
 pub fn conv_out(n: usize, k: usize, s: usize, dil: usize, p0: usize, p1: usize) -> Option<usize> {
     let span = dil * (k - 1) + 1;
@@ -263,6 +271,18 @@ mod tests {
         assert_eq!(pool_out(6, 3, 2, 0, true), Some(3));
         assert_eq!(pool_out(7, 2, 2, 0, true), Some(4));
         assert_eq!(pool_out(5, 2, 2, 1, true), Some(3));
+    }
+
+    #[test]
+    fn tf_same_padding() {
+        // 257 -> 129 with a 3x3 stride-2 kernel: 1 before, 1 after.
+        assert_eq!(tf_same_pad(257, 3, 2, 1), (1, 1));
+        // even input: the extra pixel goes after.
+        assert_eq!(tf_same_pad(256, 3, 2, 1), (0, 1));
+        // stride 1, dilation 4: 4 each side.
+        assert_eq!(tf_same_pad(33, 3, 1, 4), (4, 4));
+        let (a, b) = tf_same_pad(256, 3, 2, 1);
+        assert_eq!(conv_out(256, 3, 2, 1, a, b), Some(128));
     }
 
     #[test]

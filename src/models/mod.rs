@@ -1,6 +1,7 @@
 //! Model builders: they read tensors by their original names (checking name, shape and dtype), fold
 //! batch norm into the preceding convolution where one exists, and emit a [`Graph`] for an input size.
 
+pub mod deeplab_tflite;
 pub mod espnet;
 pub(crate) mod net;
 pub mod torchvision;
@@ -58,6 +59,7 @@ pub struct ModelInfo {
 enum Arch {
     Espnet(espnet::EspNetConfig),
     Torchvision(torchvision::TvConfig),
+    DeepLabTflite { classes: usize },
 }
 
 /// A loaded model: its weights, checked against the architecture, and the means to build its graph
@@ -79,6 +81,8 @@ impl Model {
         let meta = weights.metadata();
         let (arch, size) = if espnet::recognise(&weights) {
             (Arch::Espnet(espnet::EspNetConfig::detect(&weights)?), espnet::SIZE)
+        } else if deeplab_tflite::recognise(&weights) {
+            (Arch::DeepLabTflite { classes: deeplab_tflite::classes(&weights)? }, deeplab_tflite::SIZE)
         } else if let Some(c) = torchvision::TvConfig::detect(&weights)? {
             (Arch::Torchvision(c), torchvision::SIZE)
         } else {
@@ -88,6 +92,7 @@ impl Model {
         let num_classes = match &arch {
             Arch::Espnet(c) => c.classes,
             Arch::Torchvision(c) => c.classes,
+            Arch::DeepLabTflite { classes } => *classes,
         };
         let classes = match meta.get("classes") {
             Some(s) => serde_json::from_str::<Vec<String>>(s).map_err(|e| Error::Metadata { key: "classes".into(), reason: e.to_string() })?,
@@ -109,6 +114,7 @@ impl Model {
             architecture: match &arch {
                 Arch::Espnet(c) => c.describe(),
                 Arch::Torchvision(c) => c.describe(),
+                Arch::DeepLabTflite { classes } => format!("DeepLabV3 MobileNetV2-0.5 OS8, TFLite layout ({classes} classes)"),
             },
             classes,
             palette,
@@ -138,6 +144,7 @@ impl Model {
         let g = match &self.arch {
             Arch::Espnet(c) => espnet::build(&self.weights, c, h, w)?,
             Arch::Torchvision(c) => torchvision::build(&self.weights, c, h, w)?,
+            Arch::DeepLabTflite { .. } => deeplab_tflite::build(&self.weights, h, w)?,
         };
         g.validate()?;
         Ok(g)
