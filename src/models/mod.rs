@@ -3,6 +3,7 @@
 
 pub mod deeplab_tflite;
 pub mod espnet;
+pub mod espnetv2;
 pub(crate) mod net;
 pub mod torchvision;
 
@@ -60,6 +61,7 @@ enum Arch {
     Espnet(espnet::EspNetConfig),
     Torchvision(torchvision::TvConfig),
     DeepLabTflite { classes: usize },
+    EspNetV2(espnetv2::EspNetV2Config),
 }
 
 /// A loaded model: its weights, checked against the architecture, and the means to build its graph
@@ -81,6 +83,8 @@ impl Model {
         let meta = weights.metadata();
         let (arch, size) = if espnet::recognise(&weights) {
             (Arch::Espnet(espnet::EspNetConfig::detect(&weights)?), espnet::SIZE)
+        } else if espnetv2::recognise(&weights) {
+            (Arch::EspNetV2(espnetv2::EspNetV2Config::detect(&weights)?), espnetv2::SIZE)
         } else if deeplab_tflite::recognise(&weights) {
             (Arch::DeepLabTflite { classes: deeplab_tflite::classes(&weights)? }, deeplab_tflite::SIZE)
         } else if let Some(c) = torchvision::TvConfig::detect(&weights)? {
@@ -93,6 +97,7 @@ impl Model {
             Arch::Espnet(c) => c.classes,
             Arch::Torchvision(c) => c.classes,
             Arch::DeepLabTflite { classes } => *classes,
+            Arch::EspNetV2(c) => c.classes,
         };
         let classes = match meta.get("classes") {
             Some(s) => serde_json::from_str::<Vec<String>>(s).map_err(|e| Error::Metadata { key: "classes".into(), reason: e.to_string() })?,
@@ -115,6 +120,7 @@ impl Model {
                 Arch::Espnet(c) => c.describe(),
                 Arch::Torchvision(c) => c.describe(),
                 Arch::DeepLabTflite { classes } => format!("DeepLabV3 MobileNetV2-0.5 OS8, TFLite layout ({classes} classes)"),
+                Arch::EspNetV2(c) => c.describe(),
             },
             classes,
             palette,
@@ -145,6 +151,7 @@ impl Model {
             Arch::Espnet(c) => espnet::build(&self.weights, c, h, w)?,
             Arch::Torchvision(c) => torchvision::build(&self.weights, c, h, w)?,
             Arch::DeepLabTflite { .. } => deeplab_tflite::build(&self.weights, h, w)?,
+            Arch::EspNetV2(c) => espnetv2::build(&self.weights, c, h, w)?,
         };
         g.validate()?;
         Ok(g)

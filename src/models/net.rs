@@ -39,10 +39,6 @@ impl<'s> Conv<'s> {
         self.groups = g;
         self
     }
-    pub fn pad(mut self, p: Pad) -> Self {
-        self.pad = Some(p);
-        self
-    }
     /// Bias tensor name.
     pub fn bias(mut self, name: impl Into<String>) -> Self {
         self.bias = Some(name.into());
