@@ -201,6 +201,19 @@ pub fn gather(x: &[f32], perm: &[usize], hw: usize) -> Vec<f32> {
     perm.iter().flat_map(|&p| x[p * hw..(p + 1) * hw].iter().copied()).collect()
 }
 
+/// Softmax over channels of `[c, hw]`.
+pub fn softmax(x: &[f32], c: usize, hw: usize) -> Vec<f32> {
+    let mut y = vec![0f32; c * hw];
+    for p in 0..hw {
+        let m = (0..c).map(|k| x[k * hw + p] as f64).fold(f64::NEG_INFINITY, f64::max);
+        let s: f64 = (0..c).map(|k| (x[k * hw + p] as f64 - m).exp()).sum();
+        for k in 0..c {
+            y[k * hw + p] = ((x[k * hw + p] as f64 - m).exp() / s) as f32;
+        }
+    }
+    y
+}
+
 /// Argmax over channels of `[c, hw]`: the first maximum wins (PyTorch), and NaN counts as the maximum.
 pub fn argmax(x: &[f32], c: usize, hw: usize) -> Vec<u8> {
     (0..hw)

@@ -36,6 +36,9 @@ pub struct Session {
     readback: wgpu::Buffer,
     input_at: (usize, u64),
     logits_at: (usize, u64, u64),
+    /// Softmax dispatch and its output buffer, once enabled.
+    probs: Option<(Dispatch, wgpu::Buffer, wgpu::Buffer)>,
+    kernels: Kernels,
 }
 
 impl Session {
@@ -148,6 +151,8 @@ impl Session {
             input_at: (ip.arena, ip.offset),
             logits_at: (lp.arena, lp.offset, ld.bytes()),
             plan,
+            probs: None,
+            kernels,
         })
     }
 
@@ -174,27 +179,59 @@ impl Session {
 
     /// Runs on an already-normalised NCHW `[3, h, w]` tensor.
     pub fn run_tensor(&mut self, x: &[f32]) -> Result<ClassMap> {
-        Ok(self.run_inner(Input::Tensor(x), false)?.0)
+        Ok(self.run_inner(Input::Tensor(x), Extra::None)?.0)
     }
 
     /// Runs on a normalised tensor and also reads back the logits (`[classes, h, w]`).
     pub fn run_tensor_logits(&mut self, x: &[f32]) -> Result<(ClassMap, Vec<f32>)> {
-        let (m, l) = self.run_inner(Input::Tensor(x), true)?;
+        let (m, l) = self.run_inner(Input::Tensor(x), Extra::Logits)?;
         Ok((m, l.expect("logits requested")))
     }
 
     /// Runs on 8-bit RGB pixels (row-major, 3 bytes per pixel) of exactly the planned size; the
     /// normalisation runs on the GPU.
     pub fn run_rgb(&mut self, rgb: &[u8]) -> Result<ClassMap> {
-        Ok(self.run_inner(Input::Rgb(rgb), false)?.0)
+        Ok(self.run_inner(Input::Rgb(rgb), Extra::None)?.0)
     }
 
     pub fn run_rgb_logits(&mut self, rgb: &[u8]) -> Result<(ClassMap, Vec<f32>)> {
-        let (m, l) = self.run_inner(Input::Rgb(rgb), true)?;
+        let (m, l) = self.run_inner(Input::Rgb(rgb), Extra::Logits)?;
         Ok((m, l.expect("logits requested")))
     }
 
-    fn run_inner(&mut self, input: Input<'_>, want_logits: bool) -> Result<(ClassMap, Option<Vec<f32>>)> {
+    /// Runs on 8-bit RGB pixels and also reads back per-class probabilities (softmax over the
+    /// logits, `[classes, h, w]`), computed on the GPU.
+    pub fn run_rgb_probabilities(&mut self, rgb: &[u8]) -> Result<(ClassMap, Vec<f32>)> {
+        self.enable_probabilities()?;
+        let (m, l) = self.run_inner(Input::Rgb(rgb), Extra::Probabilities)?;
+        Ok((m, l.expect("probabilities requested")))
+    }
+
+    /// Like [`run_rgb_probabilities`](Self::run_rgb_probabilities) for a normalised tensor.
+    pub fn run_tensor_probabilities(&mut self, x: &[f32]) -> Result<(ClassMap, Vec<f32>)> {
+        self.enable_probabilities()?;
+        let (m, l) = self.run_inner(Input::Tensor(x), Extra::Probabilities)?;
+        Ok((m, l.expect("probabilities requested")))
+    }
+
+    /// Creates the softmax dispatch and its output buffer (once).
+    fn enable_probabilities(&mut self) -> Result<()> {
+        if self.probs.is_some() {
+            return Ok(());
+        }
+        let dev = &self.gpu.device;
+        let hw = self.h * self.w;
+        let bytes = self.logits_at.2;
+        let out = dev.create_buffer(&wgpu::BufferDescriptor { label: Some("atrous probabilities"), size: bytes, usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC, mapped_at_creation: false });
+        let (sp, groups) = kernels::softmax::prepare(self.classes, hw, 0, 0);
+        let u = uniform_buffer(dev, &sp);
+        let logits = Slot { buffer: &self.arenas[self.logits_at.0], offset: self.logits_at.1, size: bytes };
+        let d = self.kernels.dispatch(Shader::Softmax, "softmax", &[logits, Slot::whole(&out), Slot::whole(&u)], groups, "softmax", (self.classes * hw * 4) as u64, 2 * bytes);
+        self.probs = Some((d, out, u));
+        Ok(())
+    }
+
+    fn run_inner(&mut self, input: Input<'_>, extra: Extra) -> Result<(ClassMap, Option<Vec<f32>>)> {
         let hw = self.h * self.w;
         let dev = self.gpu.device.clone();
         let queue = &self.gpu.queue;
@@ -217,7 +254,7 @@ impl Session {
                 pre = Some(d);
             }
         }
-        let logits_rb = want_logits.then(|| dev.create_buffer(&wgpu::BufferDescriptor { label: Some("atrous logits readback"), size: self.logits_at.2, usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false }));
+        let extra_rb = (extra != Extra::None).then(|| dev.create_buffer(&wgpu::BufferDescriptor { label: Some("atrous logits readback"), size: self.logits_at.2, usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false }));
         let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("atrous run") });
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("atrous"), timestamp_writes: None });
@@ -227,10 +264,15 @@ impl Session {
             for d in &self.dispatches {
                 d.record(&mut pass);
             }
+            if extra == Extra::Probabilities {
+                self.probs.as_ref().expect("enabled").0.record(&mut pass);
+            }
         }
         enc.copy_buffer_to_buffer(&self.classes_buf, 0, &self.readback, 0, self.readback.size());
-        if let Some(rb) = &logits_rb {
-            enc.copy_buffer_to_buffer(&self.arenas[self.logits_at.0], self.logits_at.1, rb, 0, self.logits_at.2);
+        match (&extra_rb, extra) {
+            (Some(rb), Extra::Logits) => enc.copy_buffer_to_buffer(&self.arenas[self.logits_at.0], self.logits_at.1, rb, 0, self.logits_at.2),
+            (Some(rb), Extra::Probabilities) => enc.copy_buffer_to_buffer(&self.probs.as_ref().expect("enabled").1, 0, rb, 0, self.logits_at.2),
+            _ => {}
         }
         queue.submit([enc.finish()]);
         if let Some(e) = pollster::block_on(scope.pop()) {
@@ -238,12 +280,19 @@ impl Session {
         }
         let bytes = read_buffer(&self.gpu, &self.readback)?;
         let map = ClassMap { h: self.h, w: self.w, data: bytes[..hw].to_vec() };
-        let logits = match logits_rb {
+        let logits = match extra_rb {
             Some(rb) => Some(bytemuck::cast_slice::<u8, f32>(&read_buffer(&self.gpu, &rb)?).to_vec()),
             None => None,
         };
         Ok((map, logits))
     }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Extra {
+    None,
+    Logits,
+    Probabilities,
 }
 
 enum Input<'a> {

@@ -496,3 +496,23 @@ fn mul_and_gather_cases() {
     g.gather("shuffle", g.all(g.input), g.slice(y, 1, 50), perm).unwrap();
     run_single(&r, &g, 9, |_, _| 0.0).unwrap();
 }
+
+#[test]
+fn softmax_probabilities_match_reference() {
+    let Some(gpu) = common::gpu() else { return };
+    let mut rng = Rng(21);
+    for &(c, h, w, scale) in &[(21usize, 5usize, 7usize, 1.0f32), (12, 3, 3, 80.0), (1, 2, 3, 1.0)] {
+        let x: Vec<f32> = rng.vec(c * h * w).into_iter().map(|v| v * scale).collect();
+        let mut g = Graph::new(c, h, w);
+        let t = g.tensor("logits", c, h, w);
+        g.copy("copy", g.all(g.input), g.all(t)).unwrap();
+        g.set_logits(t);
+        let mut s = Session::new(&gpu, &g, None).unwrap();
+        let (map, probs) = s.run_tensor_probabilities(&x).unwrap();
+        let want = reference::softmax(&x, c, h * w);
+        for (i, (a, b)) in probs.iter().zip(&want).enumerate() {
+            assert!((a - b).abs() <= 2e-6, "c={c} scale={scale} element {i}: gpu {a} cpu {b}");
+        }
+        assert_eq!(map.data, reference::argmax(&x, c, h * w));
+    }
+}

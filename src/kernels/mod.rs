@@ -7,6 +7,7 @@ pub mod eltwise;
 pub mod pool;
 pub mod preprocess;
 pub mod resize;
+pub mod softmax;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,6 +21,7 @@ pub enum Shader {
     Argmax,
     Preprocess,
     Resize,
+    Softmax,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,7 +35,7 @@ enum Bind {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 6] = [Shader::Conv, Shader::Pool, Shader::Eltwise, Shader::Argmax, Shader::Preprocess, Shader::Resize];
+    pub const ALL: [Shader; 7] = [Shader::Conv, Shader::Pool, Shader::Eltwise, Shader::Argmax, Shader::Preprocess, Shader::Resize, Shader::Softmax];
 
     pub fn file(self) -> &'static str {
         match self {
@@ -43,6 +45,7 @@ impl Shader {
             Shader::Argmax => "argmax.wgsl",
             Shader::Preprocess => "preprocess.wgsl",
             Shader::Resize => "resize.wgsl",
+            Shader::Softmax => "softmax.wgsl",
         }
     }
 
@@ -54,6 +57,7 @@ impl Shader {
             Shader::Argmax => include_str!("../../shaders/argmax.wgsl"),
             Shader::Preprocess => include_str!("../../shaders/preprocess.wgsl"),
             Shader::Resize => include_str!("../../shaders/resize.wgsl"),
+            Shader::Softmax => include_str!("../../shaders/softmax.wgsl"),
         }
     }
 
@@ -61,7 +65,7 @@ impl Shader {
         use Bind::*;
         match self {
             Shader::Conv | Shader::Eltwise => &[Storage, StorageRead, Storage, Storage, Uniform],
-            Shader::Pool | Shader::Argmax | Shader::Preprocess | Shader::Resize => &[Storage, Storage, Uniform],
+            Shader::Pool | Shader::Argmax | Shader::Preprocess | Shader::Resize | Shader::Softmax => &[Storage, Storage, Uniform],
         }
     }
 }

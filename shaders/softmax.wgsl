@@ -1,0 +1,33 @@
+// Softmax over channels, for a probability output: y[c, p] = exp(x[c, p] - m) / sum_k exp(x[k, p] - m)
+// with m the pixel's maximum (so large logits do not overflow). One invocation per pixel.
+
+struct Softmax {
+    c: u32, hw: u32, x_off: u32, y_off: u32,
+    row: u32, _p0: u32, _p1: u32, _p2: u32,
+};
+
+@group(0) @binding(0) var<storage, read_write> src: array<f32>;
+@group(0) @binding(1) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(2) var<uniform> p: Softmax;
+
+override WG: u32 = 64u;
+
+@compute @workgroup_size(WG, 1, 1)
+fn softmax(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let px = gid.x + gid.y * p.row;
+    if (px >= p.hw) {
+        return;
+    }
+    var m = src[p.x_off + px];
+    for (var k = 1u; k < p.c; k++) {
+        m = max(m, src[p.x_off + k * p.hw + px]);
+    }
+    var s = 0.0;
+    for (var k = 0u; k < p.c; k++) {
+        s += exp(src[p.x_off + k * p.hw + px] - m);
+    }
+    let inv = 1.0 / s;
+    for (var k = 0u; k < p.c; k++) {
+        dst[p.y_off + k * p.hw + px] = exp(src[p.x_off + k * p.hw + px] - m) * inv;
+    }
+}

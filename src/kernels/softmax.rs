@@ -1,0 +1,22 @@
+//! Wrapper of `shaders/softmax.wgsl` (per-pixel softmax over channels).
+
+use super::{grid_1d, Shader};
+
+pub const SHADER: Shader = Shader::Softmax;
+pub const WG: u32 = 64;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct SoftmaxParams {
+    pub c: u32,
+    pub hw: u32,
+    pub x_off: u32,
+    pub y_off: u32,
+    pub row: u32,
+    pub _pad: [u32; 3],
+}
+
+pub fn prepare(c: usize, hw: usize, x_off: u32, y_off: u32) -> (SoftmaxParams, [u32; 3]) {
+    let (groups, row) = grid_1d(hw, WG);
+    (SoftmaxParams { c: c as u32, hw: hw as u32, x_off, y_off, row, _pad: [0; 3] }, groups)
+}
