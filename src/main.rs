@@ -129,7 +129,7 @@ fn segment_one(model: &Model, gpu: &Gpu, sessions: &mut HashMap<(usize, usize), 
         }
     }
     let img = image_io::load_rgb(f)?;
-    let (h, w) = model.info.size.run_size(img.h, img.w);
+    let (h, w) = model.info.run_size(img.h, img.w);
     let run: RgbImage = if (h, w) != (img.h, img.w) {
         log::info!("{}: {}x{} resized to {}x{} (model accepts {:?})", f.display(), img.w, img.h, w, h, model.info.size);
         img.resize(h, w)
@@ -153,7 +153,7 @@ fn inspect(model_path: &Path, size: Option<&str>) -> Result<()> {
     let model = Model::load(model_path).with_context(|| format!("loading model {}", model_path.display()))?;
     let (h, w) = match size {
         Some(s) => parse_size(s)?,
-        None => model.info.size.run_size(1, 1),
+        None => model.info.run_size(512, 512),
     };
     let g = model.graph(h, w)?;
     let limits = atrous::plan::PlanLimits { align: 256, max_arena: u64::MAX, max_binding: u64::MAX };

@@ -80,3 +80,39 @@ fn no_matching_adapter_is_a_clear_error() {
     assert_eq!(r.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("no GPU adapter") && stderr.contains("no-such-adapter-anywhere"), "{stderr}");
 }
+
+/// `atrous segment` runs every model file in ../shared with no flags: normalisation, size rule and
+/// palette all come from the file. The image is a VOC photo scaled to 131x97 (odd, not square):
+/// models with a fixed or preferred size get it resized and their class map mapped back.
+#[test]
+fn segment_works_with_every_shared_model_without_flags() {
+    let Some(shared) = common::shared() else { return };
+    if common::gpu().is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("atrous-cli-all-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let img = image::open(shared.join("data/voc/images/vainf_23.png")).unwrap().resize_exact(131, 97, image::imageops::FilterType::Triangle).to_rgb8();
+    let src = dir.join("photo.png");
+    img.save(&src).unwrap();
+    let mut models: Vec<std::path::PathBuf> = vec![];
+    for d in ["models", "models/torchvision"] {
+        for e in std::fs::read_dir(shared.join(d)).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "safetensors") {
+                models.push(p);
+            }
+        }
+    }
+    models.sort();
+    assert!(models.len() >= 7, "{models:?}");
+    for m in &models {
+        let out = dir.join(m.file_stem().unwrap());
+        let r = Command::new(env!("CARGO_BIN_EXE_atrous")).args(["segment", "--model"]).arg(m).arg(&src).arg("--out").arg(&out).output().unwrap();
+        assert!(r.status.success(), "{}: {}", m.display(), String::from_utf8_lossy(&r.stderr));
+        let map = atrous::image_io::load_index_png(out.join("photo.png")).unwrap();
+        assert_eq!((map.h, map.w), (97, 131), "{}", m.display());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

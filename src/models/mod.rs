@@ -53,8 +53,38 @@ pub struct ModelInfo {
     pub palette: Vec<[u8; 3]>,
     pub normalize: Normalize,
     pub size: SizeRule,
+    /// The size upstream runs every image at, when it resizes (ESPNetv2 VOC: 384x384); images
+    /// are then resized to it and the class map is mapped back.
+    pub run_size: Option<(usize, usize)>,
     /// Parameters in the file.
     pub parameters: usize,
+}
+
+impl ModelInfo {
+    /// The (height, width) to run an `h x w` image at.
+    pub fn run_size(&self, h: usize, w: usize) -> (usize, usize) {
+        match self.run_size {
+            Some(s) if self.size.accepts(s.0, s.1) => s,
+            _ => self.size.run_size(h, w),
+        }
+    }
+}
+
+/// `atrous_run_size` metadata (`[h, w]`), else the phrase "resizes every image to AxB" in the
+/// `input.size` description of the shared model files.
+fn run_size_from_metadata(meta: &std::collections::HashMap<String, String>) -> Result<Option<(usize, usize)>> {
+    if let Some(s) = meta.get("atrous_run_size") {
+        let v: [usize; 2] = serde_json::from_str(s).map_err(|e| Error::Metadata { key: "atrous_run_size".into(), reason: e.to_string() })?;
+        return Ok(Some((v[0], v[1])));
+    }
+    let size = meta.get("input").and_then(|i| serde_json::from_str::<serde_json::Value>(i).ok()).and_then(|v| v.get("size").and_then(|s| s.as_str()).map(str::to_string));
+    let Some(text) = size else { return Ok(None) };
+    let Some(rest) = text.split("resizes every image to ").nth(1) else { return Ok(None) };
+    let dims: Vec<usize> = rest.split(|c: char| !c.is_ascii_digit()).filter(|t| !t.is_empty()).take(2).filter_map(|t| t.parse().ok()).collect();
+    Ok(match dims[..] {
+        [a, b] => Some((a, b)),
+        _ => None,
+    })
 }
 
 enum Arch {
@@ -126,6 +156,7 @@ impl Model {
             palette,
             normalize: Normalize::from_metadata(meta)?,
             size,
+            run_size: run_size_from_metadata(meta)?,
             parameters: 0,
         };
         let mut model = Model { info, weights, arch };
