@@ -263,6 +263,30 @@ pub struct Node {
     pub op: Op,
 }
 
+impl Node {
+    /// Shapes and hyper-parameters, e.g. `25x45x60 -> 25x45x60 k3x3 s1 d16 g1`.
+    pub fn describe(&self, g: &Graph) -> String {
+        let shape = |v: View| {
+            let (h, w) = g.hw(v);
+            format!("{}x{}x{}", v.c, h, w)
+        };
+        let io = format!("{} -> {}", shape(self.op.reads()[0]), shape(self.op.writes()));
+        match &self.op {
+            Op::Conv2d(o) => {
+                let c = &o.geom;
+                let add = if o.add.is_some() { " +add" } else { "" };
+                format!("{io} k{}x{} s{} d{} g{}{add}", c.k_h, c.k_w, c.stride_h, c.dil_h, c.groups)
+            }
+            Op::ConvT2d(o) => format!("{io} k{}x{} s{} g{}", o.geom.k_h, o.geom.k_w, o.geom.stride_h, o.geom.groups),
+            Op::Pool2d(o) => format!("{io} {:?} k{} s{}", o.kind, o.geom.k_h, o.geom.stride_h),
+            Op::Affine(o) => format!("{io}{}", if o.add.is_some() { " +add" } else { "" }),
+            Op::Resize(o) => format!("{io} align_corners={}", o.align_corners),
+            Op::AdaptiveAvgPool(_) | Op::Gather(_) => io,
+            Op::Mul(o) => format!("{io} by {}", shape(o.s)),
+        }
+    }
+}
+
 /// A network for one input size: tensors, nodes in execution order, the input and the logits.
 #[derive(Clone, Debug)]
 pub struct Graph {

@@ -33,13 +33,31 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Describe a model: architecture, classes, parameters, FLOPs and the memory plan.
+    /// Describe a model: architecture, classes, parameters, FLOPs per layer and the memory plan.
     Inspect {
         #[arg(long)]
         model: PathBuf,
-        /// Input size WxH (default: the model's native or smallest accepted size).
+        /// Input size WxH (default: the model's run size, or 512x512).
         #[arg(long)]
         size: Option<String>,
+        /// JSON on stdout instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Time a model: per-kernel GPU times (timestamp queries), GFLOP/s and GB/s, end-to-end
+    /// latency and images/s.
+    Bench {
+        #[arg(long)]
+        model: PathBuf,
+        /// Input size WxH (default: the model's run size, or 512x512).
+        #[arg(long)]
+        size: Option<String>,
+        /// Timed iterations (after 2 warm-up runs).
+        #[arg(long, default_value_t = 10)]
+        iters: usize,
+        /// JSON lines on stdout (one per dispatch, per kernel, and the end-to-end figures).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -48,7 +66,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Segment { model, inputs, out } => segment(&model, &inputs, &out),
-        Cmd::Inspect { model, size } => inspect(&model, size.as_deref()).map(|_| ExitCode::SUCCESS),
+        Cmd::Inspect { model, size, json } => inspect(&model, size.as_deref(), json).map(|_| ExitCode::SUCCESS),
+        Cmd::Bench { model, size, iters, json } => bench(&model, size.as_deref(), iters, json).map(|_| ExitCode::SUCCESS),
     };
     match r {
         Ok(code) => code,
@@ -149,20 +168,120 @@ fn segment_one(model: &Model, gpu: &Gpu, sessions: &mut HashMap<(usize, usize), 
     Ok(dst)
 }
 
-fn inspect(model_path: &Path, size: Option<&str>) -> Result<()> {
+fn model_size(model: &Model, size: Option<&str>) -> Result<(usize, usize)> {
+    match size {
+        Some(s) => parse_size(s),
+        None => Ok(model.info.run_size(512, 512)),
+    }
+}
+
+fn inspect(model_path: &Path, size: Option<&str>, json: bool) -> Result<()> {
     let model = Model::load(model_path).with_context(|| format!("loading model {}", model_path.display()))?;
-    let (h, w) = match size {
-        Some(s) => parse_size(s)?,
-        None => model.info.run_size(512, 512),
-    };
+    let (h, w) = model_size(&model, size)?;
     let g = model.graph(h, w)?;
     let limits = atrous::plan::PlanLimits { align: 256, max_arena: u64::MAX, max_binding: u64::MAX };
     let plan = atrous::plan::Plan::new(&g, limits)?;
+    let layers: Vec<serde_json::Value> = g
+        .nodes
+        .iter()
+        .map(|n| serde_json::json!({"name": n.name, "op": n.op.kind(), "shape": n.describe(&g), "flops": n.op.flops(&g)}))
+        .collect();
+    if json {
+        let v = serde_json::json!({
+            "model": model.info.name,
+            "architecture": model.info.architecture,
+            "classes": model.info.classes,
+            "parameters": model.info.parameters,
+            "input": {"width": w, "height": h, "size_rule": format!("{:?}", model.info.size), "normalize": model.info.normalize},
+            "flops": g.flops(),
+            "layers": layers,
+            "memory": {"peak_arena_bytes": plan.peak_bytes(), "sum_of_tensors_bytes": plan.sum_tensors, "live_set_lower_bound_bytes": plan.live_lower_bound, "arenas": plan.arenas},
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
     println!("model: {} ({})", model.info.name, model.info.architecture);
-    println!("classes: {}", model.info.classes.join(", "));
+    println!("classes ({}): {}", model.info.classes.len(), model.info.classes.join(", "));
     println!("parameters in file: {}", model.info.parameters);
     println!("input: {w}x{h} (WxH), size rule {:?}, normalisation {:?}", model.info.size, model.info.normalize);
-    println!("graph: {} nodes, {} tensors, {:.3} GFLOP", g.nodes.len(), g.tensors.len(), g.flops() as f64 / 1e9);
-    println!("memory plan: peak arena {} B, sum of all tensors {} B, live-set lower bound {} B", plan.peak_bytes(), plan.sum_tensors, plan.live_lower_bound);
+    println!();
+    println!("{:<48} {:<18} {:<52} {:>12}", "layer", "op", "shape", "MFLOP");
+    for n in &g.nodes {
+        println!("{:<48} {:<18} {:<52} {:>12.3}", n.name, n.op.kind(), n.describe(&g), n.op.flops(&g) as f64 / 1e6);
+    }
+    println!();
+    println!("total: {} nodes, {} tensors, {:.3} GFLOP", g.nodes.len(), g.tensors.len(), g.flops() as f64 / 1e9);
+    println!("memory plan: peak arena {} B, sum of all tensors {} B, live-set lower bound {} B (peak/bound {:.4})", plan.peak_bytes(), plan.sum_tensors, plan.live_lower_bound, plan.peak_bytes() as f64 / plan.live_lower_bound.max(1) as f64);
+    Ok(())
+}
+
+fn bench(model_path: &Path, size: Option<&str>, iters: usize, json: bool) -> Result<()> {
+    use atrous::session::{median, percentile};
+    let iters = iters.max(1);
+    let model = Model::load(model_path).with_context(|| format!("loading model {}", model_path.display()))?;
+    let (h, w) = model_size(&model, size)?;
+    let gpu = Gpu::new().context("opening a GPU")?;
+    let g = model.graph(h, w)?;
+    let mut s = Session::new(&gpu, &g, Some(model.info.normalize))?;
+    eprintln!("bench {} at {w}x{h} on {}: {:.3} GFLOP per image, {} dispatches", model.info.name, gpu.describe(), g.flops() as f64 / 1e9, s.dispatches.len());
+    // a deterministic, textured test image
+    let rgb: Vec<u8> = (0..h * w * 3).map(|i| ((i * 2654435761usize) >> 13) as u8).collect();
+    for _ in 0..2 {
+        s.run_rgb(&rgb)?;
+    }
+    let mut e2e = vec![];
+    for _ in 0..iters {
+        let t0 = Instant::now();
+        s.run_rgb(&rgb)?;
+        e2e.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    let prof = s.profile(iters)?;
+    let clock = if prof.timestamps { "gpu_timestamps" } else { "wall_clock" };
+    let gflops = |flops: u64, ns: f64| if ns > 0.0 { flops as f64 / ns } else { 0.0 };
+    let gbs = |bytes: u64, ns: f64| if ns > 0.0 { bytes as f64 / ns } else { 0.0 };
+    // per kernel (entry point): dispatch count and summed median times
+    let mut kernels: Vec<(&str, usize, f64, u64, u64)> = vec![];
+    for d in &prof.dispatches {
+        let ns = d.median_ns();
+        match kernels.iter_mut().find(|k| k.0 == d.entry) {
+            Some(k) => {
+                k.1 += 1;
+                k.2 += ns;
+                k.3 += d.flops;
+                k.4 += d.bytes;
+            }
+            None => kernels.push((d.entry, 1, ns, d.flops, d.bytes)),
+        }
+    }
+    kernels.sort_by(|a, b| b.2.total_cmp(&a.2));
+    let total_ns: f64 = prof.dispatches.iter().map(|d| d.median_ns()).sum();
+    let (mn, med, p95) = (e2e.iter().cloned().fold(f64::INFINITY, f64::min), median(&e2e), percentile(&e2e, 0.95));
+    if json {
+        for d in &prof.dispatches {
+            let ns = d.median_ns();
+            println!("{}", serde_json::json!({"type": "dispatch", "name": d.label, "kernel": d.entry, "shape": d.shape, "clock": clock, "median_us": ns / 1e3, "flops": d.flops, "bytes": d.bytes, "gflops": gflops(d.flops, ns), "gbps": gbs(d.bytes, ns)}));
+        }
+        for k in &kernels {
+            println!("{}", serde_json::json!({"type": "kernel", "kernel": k.0, "dispatches": k.1, "clock": clock, "total_us": k.2 / 1e3, "share": k.2 / total_ns, "flops": k.3, "bytes": k.4, "gflops": gflops(k.3, k.2), "gbps": gbs(k.4, k.2)}));
+        }
+        println!("{}", serde_json::json!({"type": "end_to_end", "model": model.info.name, "width": w, "height": h, "adapter": gpu.describe(), "iters": iters, "min_ms": mn, "median_ms": med, "p95_ms": p95, "images_per_s": 1e3 / med, "gpu_sum_of_dispatches_ms": total_ns / 1e6, "flops": g.flops(), "device_bytes": s.device_bytes()}));
+        return Ok(());
+    }
+    println!("per dispatch ({clock}, median of {iters}):");
+    println!("{:<44} {:<20} {:<52} {:>10} {:>9} {:>8}", "node", "kernel", "shape", "us", "GFLOP/s", "GB/s");
+    for d in &prof.dispatches {
+        let ns = d.median_ns();
+        println!("{:<44} {:<20} {:<52} {:>10.1} {:>9.2} {:>8.2}", d.label, d.entry, d.shape, ns / 1e3, gflops(d.flops, ns), gbs(d.bytes, ns));
+    }
+    println!();
+    println!("per kernel:");
+    println!("{:<22} {:>10} {:>12} {:>7} {:>9} {:>8}", "kernel", "dispatches", "total ms", "share", "GFLOP/s", "GB/s");
+    for k in &kernels {
+        println!("{:<22} {:>10} {:>12.3} {:>6.1}% {:>9.2} {:>8.2}", k.0, k.1, k.2 / 1e6, 100.0 * k.2 / total_ns, gflops(k.3, k.2), gbs(k.4, k.2));
+    }
+    println!();
+    println!("sum of dispatch medians: {:.3} ms ({:.2} GFLOP/s over {:.3} GFLOP)", total_ns / 1e6, gflops(g.flops(), total_ns), g.flops() as f64 / 1e9);
+    println!("end to end (upload, one submission, class map readback), {iters} runs: min {mn:.2} ms, median {med:.2} ms, p95 {p95:.2} ms, {:.2} images/s", 1e3 / med);
+    println!("device memory held by the session: {} B", s.device_bytes());
     Ok(())
 }

@@ -90,7 +90,8 @@ impl Session {
         let mut dispatches = vec![];
         for &ni in &plan.order {
             let node = &graph.nodes[ni];
-            let (d, bufs) = encode_node(dev, &kernels, graph, node, &slot)?;
+            let (mut d, bufs) = encode_node(dev, &kernels, graph, node, &slot)?;
+            d.shape = node.describe(graph);
             dispatches.push(d);
             owned.extend(bufs);
         }
@@ -167,6 +168,85 @@ impl Session {
 
     pub fn gpu(&self) -> &Gpu {
         &self.gpu
+    }
+
+    /// Device memory held by this session's buffers (arenas, parameters, uniforms, staging), in
+    /// bytes. The weights are part of it: each session uploads its own.
+    pub fn device_bytes(&self) -> u64 {
+        let mut b: u64 = self.arenas.iter().map(|a| a.size()).sum();
+        b += self._owned.iter().map(|a| a.size()).sum::<u64>();
+        b += self.classes_buf.size() + self.readback.size();
+        if let Some((_, rgba, u)) = &self.preprocess {
+            b += rgba.size() + u.size();
+        }
+        if let Some((_, p, u)) = &self.probs {
+            b += p.size() + u.size();
+        }
+        b
+    }
+
+    /// Times every dispatch of the graph `iters` times. With the adapter's timestamp queries each
+    /// dispatch runs in a compute pass of its own whose begin and end are timestamped (GPU time);
+    /// without them each dispatch is submitted alone and timed by the wall clock.
+    pub fn profile(&mut self, iters: usize) -> Result<Profile> {
+        let dev = self.gpu.device.clone();
+        let queue = self.gpu.queue.clone();
+        let n = self.dispatches.len();
+        let mut nanos: Vec<Vec<f64>> = vec![Vec::with_capacity(iters); n];
+        let timestamps = dev.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+        let scope = dev.push_error_scope(wgpu::ErrorFilter::Validation);
+        if timestamps {
+            let period = queue.get_timestamp_period() as f64;
+            const PER_SET: usize = 2048;
+            for start in (0..n).step_by(PER_SET) {
+                let m = (n - start).min(PER_SET);
+                let qs = dev.create_query_set(&wgpu::QuerySetDescriptor { label: Some("atrous profile"), ty: wgpu::QueryType::Timestamp, count: 2 * m as u32 });
+                let resolve = dev.create_buffer(&wgpu::BufferDescriptor { label: Some("atrous timestamps"), size: 16 * m as u64, usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC, mapped_at_creation: false });
+                let rb = dev.create_buffer(&wgpu::BufferDescriptor { label: Some("atrous timestamps readback"), size: 16 * m as u64, usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false });
+                for _ in 0..iters {
+                    let mut enc = dev.create_command_encoder(&Default::default());
+                    for (i, d) in self.dispatches[start..start + m].iter().enumerate() {
+                        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                            label: Some(&d.label),
+                            timestamp_writes: Some(wgpu::ComputePassTimestampWrites { query_set: &qs, beginning_of_pass_write_index: Some(2 * i as u32), end_of_pass_write_index: Some(2 * i as u32 + 1) }),
+                        });
+                        d.record(&mut pass);
+                    }
+                    enc.resolve_query_set(&qs, 0..2 * m as u32, &resolve, 0);
+                    enc.copy_buffer_to_buffer(&resolve, 0, &rb, 0, rb.size());
+                    queue.submit([enc.finish()]);
+                    let raw = read_buffer(&self.gpu, &rb)?;
+                    let ticks: &[u64] = bytemuck::cast_slice(&raw);
+                    for i in 0..m {
+                        nanos[start + i].push(ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period);
+                    }
+                }
+            }
+        } else {
+            for _ in 0..iters {
+                for (i, d) in self.dispatches.iter().enumerate() {
+                    let mut enc = dev.create_command_encoder(&Default::default());
+                    {
+                        let mut pass = enc.begin_compute_pass(&Default::default());
+                        d.record(&mut pass);
+                    }
+                    let t0 = std::time::Instant::now();
+                    queue.submit([enc.finish()]);
+                    self.gpu.wait()?;
+                    nanos[i].push(t0.elapsed().as_nanos() as f64);
+                }
+            }
+        }
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu { during: "profiling".into(), reason: e.to_string() });
+        }
+        let dispatches = self
+            .dispatches
+            .iter()
+            .zip(nanos)
+            .map(|(d, nanos)| DispatchProfile { label: d.label.clone(), entry: d.entry, shape: d.shape.clone(), flops: d.flops, bytes: d.bytes, nanos })
+            .collect();
+        Ok(Profile { timestamps, dispatches })
     }
 
     /// Fills every arena with `value` (NaN in tests, so that a value no kernel wrote shows).
@@ -286,6 +366,47 @@ impl Session {
         };
         Ok((map, logits))
     }
+}
+
+/// Timings of every dispatch of a session, from [`Session::profile`].
+#[derive(Clone, Debug)]
+pub struct Profile {
+    /// GPU timestamps (true) or wall clock per dispatch (false).
+    pub timestamps: bool,
+    pub dispatches: Vec<DispatchProfile>,
+}
+
+#[derive(Clone, Debug)]
+pub struct DispatchProfile {
+    pub label: String,
+    pub entry: &'static str,
+    pub shape: String,
+    pub flops: u64,
+    pub bytes: u64,
+    /// One time per iteration, in nanoseconds.
+    pub nanos: Vec<f64>,
+}
+
+impl DispatchProfile {
+    pub fn median_ns(&self) -> f64 {
+        median(&self.nanos)
+    }
+}
+
+/// Median of a sample (0 for an empty one).
+pub fn median(v: &[f64]) -> f64 {
+    percentile(v, 0.5)
+}
+
+/// The `q` quantile (nearest rank) of a sample.
+pub fn percentile(v: &[f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let i = ((q * s.len() as f64).ceil() as usize).clamp(1, s.len()) - 1;
+    s[i]
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

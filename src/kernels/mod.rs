@@ -94,6 +94,8 @@ pub struct Dispatch {
     pub label: String,
     /// Kernel entry point.
     pub entry: &'static str,
+    /// Shapes and hyper-parameters, for reports.
+    pub shape: String,
     pub pipeline: wgpu::ComputePipeline,
     pub bind_group: wgpu::BindGroup,
     pub groups: [u32; 3],
@@ -202,7 +204,7 @@ impl Kernels {
         assert_eq!(slots.len(), shader.bindings().len(), "binding count of {}", shader.file());
         let entries: Vec<wgpu::BindGroupEntry> = slots.iter().enumerate().map(|(i, s)| wgpu::BindGroupEntry { binding: i as u32, resource: s.resource() }).collect();
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(label), layout: &bgl, entries: &entries });
-        Dispatch { label: label.to_string(), entry, pipeline, bind_group, groups, flops, bytes }
+        Dispatch { label: label.to_string(), entry, shape: String::new(), pipeline, bind_group, groups, flops, bytes }
     }
 }
 
