@@ -18,10 +18,12 @@
 //! ```
 
 pub mod error;
+pub mod eval;
 pub mod gpu;
 pub mod graph;
 pub mod image_io;
 pub mod kernels;
+pub mod metrics;
 pub mod models;
 pub mod plan;
 pub mod preprocess;

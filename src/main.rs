@@ -33,6 +33,26 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Evaluate on a labelled dataset: confusion matrix, pixel accuracy, mean class accuracy,
+    /// mean IoU, frequency-weighted IoU, per-class IoU, time per image, device memory.
+    Eval {
+        #[arg(long)]
+        model: PathBuf,
+        /// Directory of images.
+        #[arg(long)]
+        images: PathBuf,
+        /// Directory of label maps (8-bit grayscale or indexed PNGs of class indices), paired with
+        /// the images by file stem.
+        #[arg(long)]
+        labels: PathBuf,
+        /// Label value to ignore (repeatable; default 255). An ignored value that is also a model
+        /// output (CamVid's void = 11) makes that output an always-wrong extra class.
+        #[arg(long)]
+        ignore: Vec<u8>,
+        /// JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Describe a model: architecture, classes, parameters, FLOPs per layer and the memory plan.
     Inspect {
         #[arg(long)]
@@ -66,6 +86,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Segment { model, inputs, out } => segment(&model, &inputs, &out),
+        Cmd::Eval { model, images, labels, ignore, json } => eval(&model, &images, &labels, &ignore, json),
         Cmd::Inspect { model, size, json } => inspect(&model, size.as_deref(), json).map(|_| ExitCode::SUCCESS),
         Cmd::Bench { model, size, iters, json } => bench(&model, size.as_deref(), iters, json).map(|_| ExitCode::SUCCESS),
     };
@@ -166,6 +187,80 @@ fn segment_one(model: &Model, gpu: &Gpu, sessions: &mut HashMap<(usize, usize), 
     image_io::save_palette_png(&dst, &map, &model.info.palette)?;
     written.insert(dst.clone(), f.to_path_buf());
     Ok(dst)
+}
+
+fn eval(model_path: &Path, images: &Path, labels: &Path, ignore: &[u8], json: bool) -> Result<ExitCode> {
+    use atrous::session::{median, percentile};
+    let ignore: Vec<u8> = if ignore.is_empty() { vec![255] } else { ignore.to_vec() };
+    let model = Model::load(model_path).with_context(|| format!("loading model {}", model_path.display()))?;
+    let gpu = Gpu::new().context("opening a GPU")?;
+    let (pairs, lonely) = atrous::eval::pair_by_stem(images, labels)?;
+    for l in &lonely {
+        eprintln!("no label for {} in {}", l.display(), labels.display());
+    }
+    if pairs.is_empty() {
+        bail!("no image in {} has a label of the same stem in {}", images.display(), labels.display());
+    }
+    eprintln!("evaluating {} on {} image/label pairs, ignoring label values {ignore:?}; device {}", model.info.name, pairs.len(), gpu.describe());
+    let bar = indicatif::ProgressBar::new(pairs.len() as u64);
+    bar.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {per_sec} eta {eta}").expect("valid template"));
+    let report = atrous::eval::evaluate(&model, &gpu, &pairs, &ignore, |p, r| {
+        if let Err(e) = r {
+            bar.suspend(|| eprintln!("FAILED {}: {e}", p.display()));
+        }
+        bar.inc(1);
+    });
+    bar.finish_and_clear();
+    let m = &report.metrics;
+    let names = &model.info.classes;
+    let med = median(&report.ms_per_image);
+    if json {
+        let per_class: Vec<serde_json::Value> = m.per_class.iter().map(|c| serde_json::json!({"class": names[c.class], "index": c.class, "iou": c.iou, "accuracy": c.accuracy, "gt_pixels": c.gt_pixels, "predicted_pixels": c.predicted_pixels})).collect();
+        let n = report.confusion.n;
+        let rows: Vec<Vec<u64>> = (0..n).filter(|&g| report.real[g]).map(|g| report.confusion.hist[g * n..(g + 1) * n].to_vec()).collect();
+        let v = serde_json::json!({
+            "model": model.info.name, "images": report.images, "failed": report.failed.iter().map(|(p, e)| serde_json::json!({"image": p, "error": e})).collect::<Vec<_>>(),
+            "unlabelled_images": lonely, "ignore": ignore,
+            "pixels": m.pixels, "pixel_acc": m.pixel_acc, "mean_class_acc": m.mean_class_acc, "mean_iou": m.mean_iou, "fw_iou": m.fw_iou,
+            "predicted_as_extra": m.predicted_as_extra, "ignored_pixels": m.ignored, "per_class": per_class,
+            "confusion": {"rows_gt": (0..n).filter(|&g| report.real[g]).map(|g| names[g].clone()).collect::<Vec<_>>(), "cols_pred": names, "counts": rows},
+            "ms_per_image": {"median": med, "p95": percentile(&report.ms_per_image, 0.95), "all": report.ms_per_image},
+            "device_bytes": {"peak": report.peak_device_bytes, "mean": report.mean_device_bytes},
+            "adapter": gpu.describe(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        let n = report.confusion.n;
+        println!("confusion matrix (rows: ground truth, columns: prediction):");
+        print!("{:>14}", "");
+        for c in 0..n {
+            print!(" {:>9.9}", names[c]);
+        }
+        println!();
+        for g in (0..n).filter(|&g| report.real[g]) {
+            print!("{:>14.14}", names[g]);
+            for p in 0..n {
+                print!(" {:>9}", report.confusion.hist[g * n + p]);
+            }
+            println!();
+        }
+        println!();
+        println!("{:<16} {:>8} {:>8} {:>12}", "class", "IoU %", "acc %", "gt pixels");
+        let pct = |v: Option<f64>| v.map_or("n/a".to_string(), |x| format!("{:.2}", 100.0 * x));
+        for c in &m.per_class {
+            println!("{:<16} {:>8} {:>8} {:>12}", names[c.class], pct(c.iou), pct(c.accuracy), c.gt_pixels);
+        }
+        println!();
+        println!("images: {} evaluated, {} failed, {} without a label", report.images, report.failed.len(), lonely.len());
+        println!("pixels: {} evaluated, {} ignored, {} predicted as an extra output", m.pixels, m.ignored, m.predicted_as_extra);
+        println!("pixel accuracy       {:.2}", 100.0 * m.pixel_acc);
+        println!("mean class accuracy  {:.2}", 100.0 * m.mean_class_acc);
+        println!("mean IoU             {:.2}", 100.0 * m.mean_iou);
+        println!("frequency-weighted   {:.2}", 100.0 * m.fw_iou);
+        println!("time per image: median {med:.2} ms, p95 {:.2} ms (upload, one submission, class-map readback)", percentile(&report.ms_per_image, 0.95));
+        println!("device memory: peak {} B, mean {:.0} B", report.peak_device_bytes, report.mean_device_bytes);
+    }
+    Ok(if report.failed.is_empty() && lonely.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn model_size(model: &Model, size: Option<&str>) -> Result<(usize, usize)> {
