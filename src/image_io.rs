@@ -67,6 +67,32 @@ impl ClassMap {
     }
 }
 
+/// Class colours blended over the image: `round((1 - alpha) * pixel + alpha * palette[class])`
+/// per channel (what the GPU overlay kernel computes). `map` must have the image's size.
+pub fn overlay(img: &RgbImage, map: &ClassMap, palette: &[[u8; 3]], alpha: f32) -> RgbImage {
+    assert_eq!((img.h, img.w), (map.h, map.w), "class map and image sizes differ");
+    let a = alpha.clamp(0.0, 1.0);
+    let data = img
+        .data
+        .chunks_exact(3)
+        .zip(&map.data)
+        .flat_map(|(px, &c)| {
+            let col = palette.get(c as usize).copied().unwrap_or([0, 0, 0]);
+            [0, 1, 2].map(|k| ((1.0 - a) * px[k] as f32 + a * col[k] as f32).round().clamp(0.0, 255.0) as u8)
+        })
+        .collect();
+    RgbImage { h: img.h, w: img.w, data }
+}
+
+/// Writes an RGB image as PNG.
+pub fn save_rgb_png(path: impl AsRef<Path>, img: &RgbImage) -> Result<()> {
+    let path = path.as_ref();
+    image::RgbImage::from_raw(img.w as u32, img.h as u32, img.data.clone())
+        .expect("buffer matches size")
+        .save_with_format(path, image::ImageFormat::Png)
+        .map_err(|e| Error::Image { path: path.to_path_buf(), reason: e.to_string() })
+}
+
 /// Writes a class map as an 8-bit indexed PNG whose palette is `palette` (class i -> colour i), so
 /// viewers show colours and tools reading raw indices get class ids.
 pub fn save_palette_png(path: impl AsRef<Path>, map: &ClassMap, palette: &[[u8; 3]]) -> Result<()> {

@@ -39,6 +39,17 @@ pub struct Session {
     /// Softmax dispatch and its output buffer, once enabled.
     probs: Option<(Dispatch, wgpu::Buffer, wgpu::Buffer)>,
     kernels: Kernels,
+    normalize: Option<Normalize>,
+}
+
+/// Where [`Session::encode_texture`] writes.
+pub enum TextureOutput<'a> {
+    /// The packed class map at the session's size, copied into `buffer` at `offset` (the buffer
+    /// needs `COPY_DST` usage and [`Session::class_map_bytes`] bytes).
+    ClassMap { buffer: &'a wgpu::Buffer, offset: u64 },
+    /// Class colours blended over the source into `target` (`Rgba8Unorm`, `STORAGE_BINDING`
+    /// usage, the source's size): `round((1 - alpha) * pixel + alpha * palette[class])`.
+    Overlay { target: &'a wgpu::Texture, palette: &'a [[u8; 3]], alpha: f32 },
 }
 
 impl Session {
@@ -154,6 +165,7 @@ impl Session {
             plan,
             probs: None,
             kernels,
+            normalize,
         })
     }
 
@@ -247,6 +259,103 @@ impl Session {
             .map(|(d, nanos)| DispatchProfile { label: d.label.clone(), entry: d.entry, shape: d.shape.clone(), flops: d.flops, bytes: d.bytes, nanos })
             .collect();
         Ok(Profile { timestamps, dispatches })
+    }
+
+    /// Bytes of the packed class map (`ceil(h*w/4)` words, 4 pixels per u32, pixel `4j+i` in
+    /// byte `i` of word `j`).
+    pub fn class_map_bytes(&self) -> u64 {
+        self.classes_buf.size()
+    }
+
+    /// Records the segmentation of a texture already on the GPU into the caller's `encoder`: the
+    /// texture is resized (bilinear) and normalised into the model's input, every layer runs, and
+    /// the results go where `outputs` say. Nothing is submitted and nothing is read back: submit
+    /// the encoder with the rest of the frame.
+    ///
+    /// The source must be `Rgba8Unorm`, `Rgba8UnormSrgb`, `Bgra8Unorm` or `Bgra8UnormSrgb` with
+    /// `TEXTURE_BINDING` usage, and the session must have been built with a normalisation.
+    pub fn encode_texture(&mut self, encoder: &mut wgpu::CommandEncoder, source: &wgpu::Texture, outputs: &[TextureOutput<'_>]) -> Result<()> {
+        let dev = self.gpu.device.clone();
+        let srgb = kernels::texture::input_format(source.format()).ok_or_else(|| Error::Input(format!("texture format {:?} is not one of Rgba8Unorm(Srgb), Bgra8Unorm(Srgb)", source.format())))?;
+        if !source.usage().contains(wgpu::TextureUsages::TEXTURE_BINDING) {
+            return Err(Error::Input("the source texture needs TEXTURE_BINDING usage".into()));
+        }
+        let normalize = self.normalize.ok_or_else(|| Error::Input("this session was built without a normalisation, so it takes tensors only".into()))?;
+        let (tw, th) = (source.width(), source.height());
+        let scope = dev.push_error_scope(wgpu::ErrorFilter::Validation);
+        let src_view = source.create_view(&Default::default());
+        let (tp, groups) = kernels::texture::prepare_input(&normalize, (tw, th), (self.w as u32, self.h as u32), 0, srgb);
+        let tu = uniform_buffer(&dev, &tp);
+        let input = Slot { buffer: &self.arenas[self.input_at.0], offset: self.input_at.1, size: (3 * self.h * self.w * 4) as u64 };
+        let pre = self.kernels.dispatch_resources(
+            Shader::TextureInput,
+            "texture_input",
+            vec![wgpu::BindingResource::TextureView(&src_view), input.resource(), Slot::whole(&tu).resource()],
+            groups,
+            "texture_input",
+            (3 * self.h * self.w * 8) as u64,
+            (tw * th * 4) as u64 + input.size,
+        );
+        let mut post = vec![];
+        let mut keep = vec![tu];
+        let mut copies = vec![];
+        for out in outputs {
+            match out {
+                TextureOutput::ClassMap { buffer, offset } => {
+                    if buffer.size() < offset + self.classes_buf.size() || !buffer.usage().contains(wgpu::BufferUsages::COPY_DST) {
+                        return Err(Error::Input(format!("class-map buffer needs COPY_DST usage and {} bytes from offset {offset}", self.classes_buf.size())));
+                    }
+                    copies.push((*buffer, *offset));
+                }
+                TextureOutput::Overlay { target, palette, alpha } => {
+                    if target.format() != wgpu::TextureFormat::Rgba8Unorm || !target.usage().contains(wgpu::TextureUsages::STORAGE_BINDING) || (target.width(), target.height()) != (tw, th) {
+                        return Err(Error::Input(format!("overlay target must be Rgba8Unorm with STORAGE_BINDING usage and the source's size {tw}x{th}")));
+                    }
+                    if palette.len() < self.classes {
+                        return Err(Error::Input(format!("{} palette colours for {} classes", palette.len(), self.classes)));
+                    }
+                    let pal = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some("atrous palette"), contents: bytemuck::cast_slice(&kernels::texture::pack_palette(palette)), usage: wgpu::BufferUsages::STORAGE });
+                    let (op, groups) = kernels::texture::prepare_overlay((tw, th), (self.w as u32, self.h as u32), alpha.clamp(0.0, 1.0), srgb, self.classes as u32);
+                    let ou = uniform_buffer(&dev, &op);
+                    let dst_view = target.create_view(&Default::default());
+                    post.push(self.kernels.dispatch_resources(
+                        Shader::Overlay,
+                        "overlay",
+                        vec![
+                            wgpu::BindingResource::TextureView(&src_view),
+                            Slot::whole(&self.classes_buf).resource(),
+                            Slot::whole(&pal).resource(),
+                            wgpu::BindingResource::TextureView(&dst_view),
+                            Slot::whole(&ou).resource(),
+                        ],
+                        groups,
+                        "overlay",
+                        (tw * th * 6) as u64,
+                        (tw * th * 8) as u64,
+                    ));
+                    keep.push(pal);
+                    keep.push(ou);
+                }
+            }
+        }
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("atrous texture"), timestamp_writes: None });
+            pre.record(&mut pass);
+            for d in &self.dispatches {
+                d.record(&mut pass);
+            }
+            for d in &post {
+                d.record(&mut pass);
+            }
+        }
+        for (buf, off) in copies {
+            encoder.copy_buffer_to_buffer(&self.classes_buf, 0, buf, off, self.classes_buf.size());
+        }
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu { during: "recording the texture path".into(), reason: e.to_string() });
+        }
+        drop(keep); // the bind groups hold their buffers
+        Ok(())
     }
 
     /// Fills every arena with `value` (NaN in tests, so that a value no kernel wrote shows).

@@ -8,6 +8,7 @@ pub mod pool;
 pub mod preprocess;
 pub mod resize;
 pub mod softmax;
+pub mod texture;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,8 @@ pub enum Shader {
     Preprocess,
     Resize,
     Softmax,
+    TextureInput,
+    Overlay,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,10 +35,14 @@ enum Bind {
     /// `var<storage, read>`: packed parameters.
     StorageRead,
     Uniform,
+    /// `texture_2d<f32>`.
+    Texture,
+    /// `texture_storage_2d<rgba8unorm, write>`.
+    StorageTextureRgba8,
 }
 
 impl Shader {
-    pub const ALL: [Shader; 7] = [Shader::Conv, Shader::Pool, Shader::Eltwise, Shader::Argmax, Shader::Preprocess, Shader::Resize, Shader::Softmax];
+    pub const ALL: [Shader; 9] = [Shader::Conv, Shader::Pool, Shader::Eltwise, Shader::Argmax, Shader::Preprocess, Shader::Resize, Shader::Softmax, Shader::TextureInput, Shader::Overlay];
 
     pub fn file(self) -> &'static str {
         match self {
@@ -46,6 +53,8 @@ impl Shader {
             Shader::Preprocess => "preprocess.wgsl",
             Shader::Resize => "resize.wgsl",
             Shader::Softmax => "softmax.wgsl",
+            Shader::TextureInput => "texture_input.wgsl",
+            Shader::Overlay => "overlay.wgsl",
         }
     }
 
@@ -58,6 +67,8 @@ impl Shader {
             Shader::Preprocess => include_str!("../../shaders/preprocess.wgsl"),
             Shader::Resize => include_str!("../../shaders/resize.wgsl"),
             Shader::Softmax => include_str!("../../shaders/softmax.wgsl"),
+            Shader::TextureInput => include_str!("../../shaders/texture_input.wgsl"),
+            Shader::Overlay => include_str!("../../shaders/overlay.wgsl"),
         }
     }
 
@@ -66,6 +77,8 @@ impl Shader {
         match self {
             Shader::Conv | Shader::Eltwise => &[Storage, StorageRead, Storage, Storage, Uniform],
             Shader::Pool | Shader::Argmax | Shader::Preprocess | Shader::Resize | Shader::Softmax => &[Storage, Storage, Uniform],
+            Shader::TextureInput => &[Texture, Storage, Uniform],
+            Shader::Overlay => &[Texture, Storage, StorageRead, StorageTextureRgba8, Uniform],
         }
     }
 }
@@ -82,7 +95,7 @@ impl<'a> Slot<'a> {
     pub fn whole(buffer: &'a wgpu::Buffer) -> Self {
         Slot { buffer, offset: 0, size: buffer.size() }
     }
-    fn resource(&self) -> wgpu::BindingResource<'a> {
+    pub fn resource(&self) -> wgpu::BindingResource<'a> {
         wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: self.buffer, offset: self.offset, size: wgpu::BufferSize::new(self.size) })
     }
 }
@@ -150,14 +163,18 @@ impl Kernels {
                     .map(|(i, b)| wgpu::BindGroupLayoutEntry {
                         binding: i as u32,
                         visibility: wgpu::ShaderStages::COMPUTE,
-                        ty: wgpu::BindingType::Buffer {
-                            ty: match b {
-                                Bind::Storage => wgpu::BufferBindingType::Storage { read_only: false },
-                                Bind::StorageRead => wgpu::BufferBindingType::Storage { read_only: true },
-                                Bind::Uniform => wgpu::BufferBindingType::Uniform,
+                        ty: match b {
+                            Bind::Texture => wgpu::BindingType::Texture { sample_type: wgpu::TextureSampleType::Float { filterable: false }, view_dimension: wgpu::TextureViewDimension::D2, multisampled: false },
+                            Bind::StorageTextureRgba8 => wgpu::BindingType::StorageTexture { access: wgpu::StorageTextureAccess::WriteOnly, format: wgpu::TextureFormat::Rgba8Unorm, view_dimension: wgpu::TextureViewDimension::D2 },
+                            buf => wgpu::BindingType::Buffer {
+                                ty: match buf {
+                                    Bind::StorageRead => wgpu::BufferBindingType::Storage { read_only: true },
+                                    Bind::Uniform => wgpu::BufferBindingType::Uniform,
+                                    _ => wgpu::BufferBindingType::Storage { read_only: false },
+                                },
+                                has_dynamic_offset: false,
+                                min_binding_size: None,
                             },
-                            has_dynamic_offset: false,
-                            min_binding_size: None,
                         },
                         count: None,
                     })
@@ -196,13 +213,20 @@ impl Kernels {
     /// A dispatch of `entry` with `slots` bound in the family's binding order.
     #[allow(clippy::too_many_arguments)]
     pub fn dispatch(&self, shader: Shader, entry: &'static str, slots: &[Slot<'_>], groups: [u32; 3], label: &str, flops: u64, bytes: u64) -> Dispatch {
+        let resources: Vec<wgpu::BindingResource> = slots.iter().map(|s| s.resource()).collect();
+        self.dispatch_resources(shader, entry, resources, groups, label, flops, bytes)
+    }
+
+    /// Like [`dispatch`](Self::dispatch) with any binding resources (textures included).
+    #[allow(clippy::too_many_arguments)]
+    pub fn dispatch_resources(&self, shader: Shader, entry: &'static str, resources: Vec<wgpu::BindingResource<'_>>, groups: [u32; 3], label: &str, flops: u64, bytes: u64) -> Dispatch {
         let pipeline = self.pipeline(shader, entry);
         let bgl = {
             let mut cache = self.inner.lock().expect("kernel cache poisoned");
             self.layout(&mut cache, shader).0
         };
-        assert_eq!(slots.len(), shader.bindings().len(), "binding count of {}", shader.file());
-        let entries: Vec<wgpu::BindGroupEntry> = slots.iter().enumerate().map(|(i, s)| wgpu::BindGroupEntry { binding: i as u32, resource: s.resource() }).collect();
+        assert_eq!(resources.len(), shader.bindings().len(), "binding count of {}", shader.file());
+        let entries: Vec<wgpu::BindGroupEntry> = resources.into_iter().enumerate().map(|(i, resource)| wgpu::BindGroupEntry { binding: i as u32, resource }).collect();
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(label), layout: &bgl, entries: &entries });
         Dispatch { label: label.to_string(), entry, shape: String::new(), pipeline, bind_group, groups, flops, bytes }
     }
