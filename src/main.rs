@@ -32,6 +32,16 @@ enum Cmd {
         /// Output directory (created if missing).
         #[arg(long)]
         out: PathBuf,
+        /// Also write OUT/<stem>_overlay.png: the image blended with the class colours.
+        #[arg(long)]
+        overlay: bool,
+        /// Opacity of the class colours in the overlay.
+        #[arg(long, default_value_t = 0.5)]
+        alpha: f32,
+        /// Also write OUT/<stem>.probs.safetensors: per-class probabilities (softmax, float32
+        /// [classes, height, width] at the size the model ran at).
+        #[arg(long)]
+        probs: bool,
     },
     /// Evaluate on a labelled dataset: confusion matrix, pixel accuracy, mean class accuracy,
     /// mean IoU, frequency-weighted IoU, per-class IoU, time per image, device memory.
@@ -85,7 +95,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("atrous=info")).format_timestamp(None).init();
     let cli = Cli::parse();
     let r = match cli.cmd {
-        Cmd::Segment { model, inputs, out } => segment(&model, &inputs, &out),
+        Cmd::Segment { model, inputs, out, overlay, alpha, probs } => segment(&model, &inputs, &out, Extras { overlay: overlay.then_some(alpha), probs }),
         Cmd::Eval { model, images, labels, ignore, json } => eval(&model, &images, &labels, &ignore, json),
         Cmd::Inspect { model, size, json } => inspect(&model, size.as_deref(), json).map(|_| ExitCode::SUCCESS),
         Cmd::Bench { model, size, iters, json } => bench(&model, size.as_deref(), iters, json).map(|_| ExitCode::SUCCESS),
@@ -123,7 +133,14 @@ fn parse_size(s: &str) -> Result<(usize, usize)> {
     Ok((h.trim().parse().context("height")?, w.trim().parse().context("width")?))
 }
 
-fn segment(model_path: &Path, inputs: &[PathBuf], out: &Path) -> Result<ExitCode> {
+/// Optional outputs of `segment`.
+#[derive(Clone, Copy)]
+struct Extras {
+    overlay: Option<f32>,
+    probs: bool,
+}
+
+fn segment(model_path: &Path, inputs: &[PathBuf], out: &Path, extras: Extras) -> Result<ExitCode> {
     let model = Model::load(model_path).with_context(|| format!("loading model {}", model_path.display()))?;
     let gpu = Gpu::new().context("opening a GPU")?;
     eprintln!("model {} ({}), {} classes; device {}", model.info.name, model.info.architecture, model.info.classes.len(), gpu.describe());
@@ -141,7 +158,7 @@ fn segment(model_path: &Path, inputs: &[PathBuf], out: &Path) -> Result<ExitCode
     let mut failed = 0usize;
     for f in &files {
         bar.set_message(f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
-        match segment_one(&model, &gpu, &mut sessions, f, out, &inputs_canon, &mut written) {
+        match segment_one(&model, &gpu, &mut sessions, f, out, &inputs_canon, &mut written, extras) {
             Ok(dst) => bar.suspend(|| eprintln!("{} -> {}", f.display(), dst.display())),
             Err(e) => {
                 failed += 1;
@@ -157,21 +174,33 @@ fn segment(model_path: &Path, inputs: &[PathBuf], out: &Path) -> Result<ExitCode
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-fn segment_one(model: &Model, gpu: &Gpu, sessions: &mut HashMap<(usize, usize), Session>, f: &Path, out: &Path, inputs: &[PathBuf], written: &mut HashMap<PathBuf, PathBuf>) -> Result<PathBuf> {
-    let stem = f.file_stem().with_context(|| format!("{} has no file name", f.display()))?;
-    let dst = out.join(format!("{}.png", stem.to_string_lossy()));
-    if let Some(prev) = written.get(&dst) {
-        bail!("{} was already written for {} (same file stem); not overwriting", dst.display(), prev.display());
+#[allow(clippy::too_many_arguments)]
+fn segment_one(model: &Model, gpu: &Gpu, sessions: &mut HashMap<(usize, usize), Session>, f: &Path, out: &Path, inputs: &[PathBuf], written: &mut HashMap<PathBuf, PathBuf>, extras: Extras) -> Result<PathBuf> {
+    let stem = f.file_stem().with_context(|| format!("{} has no file name", f.display()))?.to_string_lossy().into_owned();
+    let dst = out.join(format!("{stem}.png"));
+    let overlay_dst = out.join(format!("{stem}_overlay.png"));
+    let probs_dst = out.join(format!("{stem}.probs.safetensors"));
+    let mut targets = vec![dst.clone()];
+    if extras.overlay.is_some() {
+        targets.push(overlay_dst.clone());
     }
-    if let Ok(c) = dst.canonicalize() {
-        if inputs.contains(&c) {
-            bail!("output {} is one of the inputs; not overwriting it", dst.display());
+    if extras.probs {
+        targets.push(probs_dst.clone());
+    }
+    for t in &targets {
+        if let Some(prev) = written.get(t) {
+            bail!("{} was already written for {} (same file stem); not overwriting", t.display(), prev.display());
+        }
+        if let Ok(c) = t.canonicalize() {
+            if inputs.contains(&c) {
+                bail!("output {} is one of the inputs; not overwriting it", t.display());
+            }
         }
     }
     let img = image_io::load_rgb(f)?;
     let (h, w) = model.info.run_size(img.h, img.w);
     let run: RgbImage = if (h, w) != (img.h, img.w) {
-        log::info!("{}: {}x{} resized to {}x{} (model accepts {:?})", f.display(), img.w, img.h, w, h, model.info.size);
+        log::info!("{}: {}x{} resized to {}x{} (model size rule {:?})", f.display(), img.w, img.h, w, h, model.info.size);
         img.resize(h, w)
     } else {
         img.clone()
@@ -183,9 +212,31 @@ fn segment_one(model: &Model, gpu: &Gpu, sessions: &mut HashMap<(usize, usize), 
             v.insert(Session::new(gpu, &g, Some(model.info.normalize))?)
         }
     };
-    let map = session.run_rgb(&run.data)?.resize_nearest(img.h, img.w);
+    let (map, probs) = if extras.probs {
+        let (m, p) = session.run_rgb_probabilities(&run.data)?;
+        (m, Some(p))
+    } else {
+        (session.run_rgb(&run.data)?, None)
+    };
+    let map = map.resize_nearest(img.h, img.w);
     image_io::save_palette_png(&dst, &map, &model.info.palette)?;
-    written.insert(dst.clone(), f.to_path_buf());
+    if let Some(alpha) = extras.overlay {
+        image_io::save_rgb_png(&overlay_dst, &image_io::overlay(&img, &map, &model.info.palette, alpha))?;
+    }
+    if let Some(p) = probs {
+        let bytes: &[u8] = bytemuck::cast_slice(&p);
+        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![model.info.classes.len(), h, w], bytes).context("probability tensor")?;
+        let meta = HashMap::from([
+            ("classes".to_string(), serde_json::to_string(&model.info.classes)?),
+            ("image".to_string(), f.display().to_string()),
+            ("image_size_hw".to_string(), format!("[{}, {}]", img.h, img.w)),
+            ("note".to_string(), "softmax over the model's logits at the size it ran at (HxW of the tensor); resize to image_size_hw to overlay".to_string()),
+        ]);
+        safetensors::serialize_to_file([("probabilities", view)], Some(meta), &probs_dst).with_context(|| format!("writing {}", probs_dst.display()))?;
+    }
+    for t in targets {
+        written.insert(t, f.to_path_buf());
+    }
     Ok(dst)
 }
 

@@ -116,3 +116,44 @@ fn segment_works_with_every_shared_model_without_flags() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--overlay` and `--probs`: the overlay is the CPU blend of the written mask, the probabilities
+/// sum to 1 per pixel and their argmax is the mask.
+#[test]
+fn segment_writes_overlay_and_probabilities() {
+    let Some(shared) = common::shared() else { return };
+    if common::gpu().is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("atrous-cli-extras-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let img_path = shared.join("data/camvid/val/images/0016E5_07959.png");
+    let r = Command::new(env!("CARGO_BIN_EXE_atrous"))
+        .args(["segment", "--overlay", "--alpha", "0.4", "--probs", "--model"])
+        .arg(shared.join("models/espnet_camvid.safetensors"))
+        .arg(&img_path)
+        .arg("--out")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let map = atrous::image_io::load_index_png(dir.join("0016E5_07959.png")).unwrap();
+    let img = atrous::image_io::load_rgb(&img_path).unwrap();
+    let palette: Vec<[u8; 3]> = serde_json::from_str(&common::metadata(&shared.join("models/espnet_camvid.safetensors"))["palette_rgb"]).unwrap();
+    let want = atrous::image_io::overlay(&img, &map, &palette, 0.4);
+    let got = atrous::image_io::load_rgb(dir.join("0016E5_07959_overlay.png")).unwrap();
+    assert_eq!(got.data, want.data);
+    let t = common::read_tensors(&dir.join("0016E5_07959.probs.safetensors"));
+    let (shape, p) = &t["probabilities"];
+    assert_eq!(shape, &vec![12, 360, 480]);
+    let hw = 360 * 480;
+    // softmax is monotonic; two logits a rounding apart can tie after it, so allow a handful
+    let argmax = atrous::reference::argmax(p, 12, hw);
+    let agree = argmax.iter().zip(&map.data).filter(|(a, b)| a == b).count();
+    assert!(agree as f64 >= 0.9999 * hw as f64, "{agree}/{hw}");
+    for px in (0..hw).step_by(997) {
+        let s: f32 = (0..12).map(|k| p[k * hw + px]).sum();
+        assert!((s - 1.0).abs() < 1e-5, "pixel {px}: sum {s}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
