@@ -150,3 +150,37 @@ fn wrong_input_size_is_an_error() {
     let e = m.graph(100, 64).err().unwrap();
     assert!(matches!(e, Error::InputSize { h: 100, w: 64, .. }), "{e}");
 }
+
+/// The file layout `tools/export_torchvision.py` writes (torchvision names, float32, its metadata
+/// keys including `atrous_normalize`, no `classes`-less defaults needed) loads as it is: rebuilt
+/// here from the shared f16 torchvision file, it gives the same model information.
+#[test]
+fn export_tool_layout_loads() {
+    let Some(shared) = common::shared() else { return };
+    let path = shared.join("models/torchvision/lraspp_mobilenet_v3_large.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: HashMap<String, Owned> = HashMap::new();
+    for (n, t) in st.iter() {
+        let v: Vec<u8> = t.data().chunks_exact(2).flat_map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32().to_le_bytes()).collect();
+        tensors.insert(n.to_string(), Owned { dtype: Dtype::F32, shape: t.shape().to_vec(), data: v });
+    }
+    let normalize = r#"{"order": "Rgb", "pre_scale": 0.00392156862745098, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "post_scale": 1.0}"#;
+    let names: Vec<String> = (0..21).map(|i| format!("c{i}")).collect();
+    let meta = HashMap::from([
+        ("name".to_string(), "lraspp_mobilenet_v3_large".to_string()),
+        ("architecture".to_string(), "torchvision lraspp_mobilenet_v3_large".to_string()),
+        ("num_classes".to_string(), "21".to_string()),
+        ("classes".to_string(), serde_json::to_string(&names).unwrap()),
+        ("palette_rgb".to_string(), serde_json::to_string(&atrous::models::default_palette(21)[..21]).unwrap()),
+        ("input".to_string(), r#"{"layout": "NCHW", "channel_order": "RGB", "formula": "x[c] = (pixel[c]/255 - mean[c]) / std[c]", "mean_rgb": [0.485, 0.456, 0.406], "std_rgb": [0.229, 0.224, 0.225]}"#.to_string()),
+        ("atrous_normalize".to_string(), normalize.to_string()),
+    ]);
+    let m = load(serialize(&tensors, &meta)).unwrap();
+    let orig = Model::load(&path).unwrap();
+    assert_eq!(m.info.classes, names);
+    assert_eq!(m.info.normalize.order, orig.info.normalize.order);
+    assert_eq!(m.info.normalize.mean, orig.info.normalize.mean);
+    assert!((m.info.normalize.pre_scale - 1.0 / 255.0).abs() < 1e-9);
+    assert_eq!(m.info.architecture, orig.info.architecture);
+}
