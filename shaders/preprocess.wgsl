@@ -2,10 +2,12 @@
 // NCHW float32 input,
 //   x[c, y, x] = ((pixel[perm[c]] * pre_scale - mean[c]) / std[c]) * post_scale
 // where perm picks the channel order (RGB or BGR) and the scales express each model's convention.
+// Channels c_begin .. c_begin + c_count are written, starting at out_off, so an input tensor split
+// across bindings is filled one binding at a time.
 
 struct Pre {
-    hw: u32, out_off: u32, row: u32, _p0: u32,
-    perm0: u32, perm1: u32, perm2: u32, _p1: u32,
+    hw: u32, out_off: u32, row: u32, c_begin: u32,
+    perm0: u32, perm1: u32, perm2: u32, c_count: u32,
     mean0: f32, mean1: f32, mean2: f32, pre_scale: f32,
     istd0: f32, istd1: f32, istd2: f32, post_scale: f32,
 };
@@ -27,7 +29,10 @@ fn preprocess(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let px = rgba[i];
-    dst[p.out_off + i] = ((channel(px, p.perm0) * p.pre_scale - p.mean0) * p.istd0) * p.post_scale;
-    dst[p.out_off + p.hw + i] = ((channel(px, p.perm1) * p.pre_scale - p.mean1) * p.istd1) * p.post_scale;
-    dst[p.out_off + 2u * p.hw + i] = ((channel(px, p.perm2) * p.pre_scale - p.mean2) * p.istd2) * p.post_scale;
+    let perm = vec3<u32>(p.perm0, p.perm1, p.perm2);
+    let mean = vec3<f32>(p.mean0, p.mean1, p.mean2);
+    let istd = vec3<f32>(p.istd0, p.istd1, p.istd2);
+    for (var c = p.c_begin; c < p.c_begin + p.c_count; c++) {
+        dst[p.out_off + (c - p.c_begin) * p.hw + i] = ((channel(px, perm[c]) * p.pre_scale - mean[c]) * istd[c]) * p.post_scale;
+    }
 }

@@ -3,12 +3,13 @@
 // re-encoded); the resize is the pixel path's (the `image` crate's triangle filter: bilinear when
 // enlarging, averaging over the footprint when shrinking, weights renormalised at the borders);
 // then x[c] = ((pixel[perm[c]] * pre_scale - mean[c]) / std[c]) * post_scale as in
-// preprocess.wgsl. A texture of the model's size gives exactly the pixel path's input.
+// preprocess.wgsl (channels c_begin .. c_begin + c_count, from out_off). A texture of the model's
+// size gives exactly the pixel path's input.
 
 struct TexIn {
     src_w: u32, src_h: u32, dst_w: u32, dst_h: u32,
     out_off: u32, srgb: u32, perm0: u32, perm1: u32,
-    perm2: u32, _p0: u32, _p1: u32, _p2: u32,
+    perm2: u32, c_begin: u32, c_count: u32, _p0: u32,
     mean0: f32, mean1: f32, mean2: f32, pre_scale: f32,
     istd0: f32, istd1: f32, istd2: f32, post_scale: f32,
 };
@@ -70,8 +71,10 @@ fn texture_input(@builtin(global_invocation_id) gid: vec3<u32>) {
     let px = acc / wsum;
     let hw = p.dst_w * p.dst_h;
     let i = gid.y * p.dst_w + gid.x;
-    dst[p.out_off + i] = ((px[p.perm0] * p.pre_scale - p.mean0) * p.istd0) * p.post_scale;
-    dst[p.out_off + hw + i] = ((px[p.perm1] * p.pre_scale - p.mean1) * p.istd1) * p.post_scale;
-    dst[p.out_off + 2u * hw + i] = ((px[p.perm2] * p.pre_scale - p.mean2) * p.istd2) * p.post_scale;
+    let perm = vec3<u32>(p.perm0, p.perm1, p.perm2);
+    let mean = vec3<f32>(p.mean0, p.mean1, p.mean2);
+    let istd = vec3<f32>(p.istd0, p.istd1, p.istd2);
+    for (var c = p.c_begin; c < p.c_begin + p.c_count; c++) {
+        dst[p.out_off + (c - p.c_begin) * hw + i] = ((px[perm[c]] * p.pre_scale - mean[c]) * istd[c]) * p.post_scale;
+    }
 }
-

@@ -109,11 +109,12 @@ pub struct Conv2d {
     pub act: Act,
 }
 
-/// Transposed 2-D convolution, optional bias, then the activation.
+/// Transposed 2-D convolution, optional bias, then `+ add`, then the activation.
 #[derive(Clone, Debug)]
 pub struct ConvT2d {
     pub x: View,
     pub y: View,
+    pub add: Option<View>,
     pub geom: ConvT2dGeom,
     /// `[in_c, out_c/groups, k_h, k_w]`
     pub weight: Vec<f32>,
@@ -206,7 +207,7 @@ impl Op {
     pub fn reads(&self) -> Vec<View> {
         match self {
             Op::Conv2d(o) => std::iter::once(o.x).chain(o.add).collect(),
-            Op::ConvT2d(o) => vec![o.x],
+            Op::ConvT2d(o) => std::iter::once(o.x).chain(o.add).collect(),
             Op::Pool2d(o) => vec![o.x],
             Op::Affine(o) => std::iter::once(o.x).chain(o.add).collect(),
             Op::Resize(o) => vec![o.x],
@@ -413,7 +414,7 @@ impl Graph {
             }
         }
         act.check(op, geom.out_c)?;
-        self.nodes.push(Node { name: name.to_string(), op: Op::ConvT2d(ConvT2d { x, y, geom, weight, bias, act }) });
+        self.nodes.push(Node { name: name.to_string(), op: Op::ConvT2d(ConvT2d { x, y, add: None, geom, weight, bias, act }) });
         Ok(())
     }
 

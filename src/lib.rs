@@ -30,6 +30,7 @@ pub mod preprocess;
 pub mod reference;
 pub mod session;
 pub mod shape;
+pub mod split;
 pub mod weights;
 
 pub use error::{Error, Result};

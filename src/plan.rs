@@ -1,17 +1,23 @@
 //! The memory plan: execution order, each tensor's lifetime, and its place (arena, offset) in
 //! device memory.
 //!
-//! Offsets are chosen greedy-by-size: tensors are placed largest first at the lowest offset that
-//! does not overlap any already-placed tensor whose lifetime intersects. Arenas are capped (by the
-//! device's largest buffer), and a tensor that does not fit an arena opens another, so a plan is
-//! never limited to one buffer; a single tensor must still fit one storage binding.
+//! A tensor larger than one storage binding is split into channel chunks, each of which fits a
+//! binding (NCHW: a channel range is contiguous, and every channel keeps its whole plane, so global
+//! operations still see whole maps); the session splits each operator at the chunk boundaries.
+//! Chunks are placed greedy-by-size: largest first, at the lowest offset that does not overlap any
+//! already-placed chunk whose lifetime intersects. Arenas are capped (by the device's largest
+//! buffer), and a chunk that does not fit an arena opens another. Only a single channel plane
+//! larger than a binding is refused.
 
 use crate::error::{Error, Result};
 use crate::graph::Graph;
 
-/// Where a tensor lives and when.
+/// Where a tensor (or one channel chunk of it) lives and when.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Placement {
+    /// First channel and channel count of this chunk.
+    pub c0: usize,
+    pub c: usize,
     pub arena: usize,
     pub offset: u64,
     /// Size in bytes, rounded up to the alignment.
@@ -47,8 +53,9 @@ impl PlanLimits {
 pub struct Plan {
     /// Node indices in execution order.
     pub order: Vec<usize>,
-    /// One entry per graph tensor; `None` for a tensor that no step touches.
-    pub placements: Vec<Option<Placement>>,
+    /// One entry per graph tensor: its chunks in channel order (one chunk when it fits a binding;
+    /// empty for a tensor that no step touches).
+    pub placements: Vec<Vec<Placement>>,
     /// Size of each arena in bytes.
     pub arenas: Vec<u64>,
     /// Sum of all tensor sizes (input and logits included): the memory with no reuse at all.
@@ -82,30 +89,36 @@ impl Plan {
         touch(logits, nsteps - 1);
 
         let align = limits.align.max(4);
-        let sizes: Vec<u64> = g.tensors.iter().map(|t| t.bytes().next_multiple_of(align)).collect();
+        // chunks: (tensor, c0, c, bytes)
+        let mut chunks: Vec<(usize, usize, usize, u64)> = vec![];
         for (t, d) in g.tensors.iter().enumerate() {
-            if life[t].is_some() && d.bytes() > limits.max_binding {
-                return Err(Error::TensorTooLarge { name: d.name.clone(), bytes: d.bytes(), limit: limits.max_binding });
+            if life[t].is_none() {
+                continue;
+            }
+            let plane = (d.h * d.w * 4) as u64;
+            if plane > limits.max_binding {
+                return Err(Error::TensorTooLarge { name: format!("{} (one {}x{} channel plane)", d.name, d.h, d.w), bytes: plane, limit: limits.max_binding });
+            }
+            let per = ((limits.max_binding / plane) as usize).min(d.c).max(1);
+            let mut c0 = 0;
+            while c0 < d.c {
+                let c = per.min(d.c - c0);
+                chunks.push((t, c0, c, (c as u64 * plane).next_multiple_of(align)));
+                c0 += c;
             }
         }
-
-        let mut idx: Vec<usize> = (0..g.tensors.len()).filter(|&t| life[t].is_some()).collect();
-        idx.sort_by_key(|&t| (std::cmp::Reverse(sizes[t]), life[t].unwrap().0, t));
-        let mut placements: Vec<Option<Placement>> = vec![None; g.tensors.len()];
-        let mut placed: Vec<usize> = vec![];
+        let mut order_idx: Vec<usize> = (0..chunks.len()).collect();
+        order_idx.sort_by_key(|&i| (std::cmp::Reverse(chunks[i].3), life[chunks[i].0].unwrap().0, i));
+        let mut placed: Vec<Placement> = vec![];
         let mut arenas: Vec<u64> = vec![];
-        for &t in &idx {
+        let mut by_chunk: Vec<Option<Placement>> = vec![None; chunks.len()];
+        for &i in &order_idx {
+            let (t, c0, c, size) = chunks[i];
             let (first, last) = life[t].unwrap();
-            let size = sizes[t];
             let mut done = None;
             for a in 0..=arenas.len() {
                 // intervals in arena `a` that are alive at the same time, sorted by offset
-                let mut busy: Vec<(u64, u64)> = placed
-                    .iter()
-                    .filter_map(|&o| placements[o])
-                    .filter(|p| p.arena == a && p.first <= last && first <= p.last)
-                    .map(|p| (p.offset, p.offset + p.bytes))
-                    .collect();
+                let mut busy: Vec<(u64, u64)> = placed.iter().filter(|p| p.arena == a && p.first <= last && first <= p.last).map(|p| (p.offset, p.offset + p.bytes)).collect();
                 busy.sort();
                 let mut off = 0u64;
                 for (s, e) in busy {
@@ -124,8 +137,16 @@ impl Plan {
                 arenas.push(0);
             }
             arenas[a] = arenas[a].max(off + size);
-            placements[t] = Some(Placement { arena: a, offset: off, bytes: size, first, last });
-            placed.push(t);
+            let p = Placement { c0, c, arena: a, offset: off, bytes: size, first, last };
+            placed.push(p);
+            by_chunk[i] = Some(p);
+        }
+        let mut placements: Vec<Vec<Placement>> = vec![vec![]; g.tensors.len()];
+        for (i, p) in by_chunk.into_iter().enumerate() {
+            placements[chunks[i].0].push(p.expect("every chunk placed"));
+        }
+        for v in &mut placements {
+            v.sort_by_key(|p| p.c0);
         }
 
         let mut live = vec![0u64; nsteps];
@@ -134,6 +155,7 @@ impl Plan {
                 *l += p.bytes;
             }
         }
+
         Ok(Plan {
             order,
             arenas,
@@ -144,6 +166,16 @@ impl Plan {
         })
     }
 
+    /// The chunk of tensor `t` that holds channels `c0 .. c0 + c`, if one does.
+    pub fn chunk_of(&self, t: usize, c0: usize, c: usize) -> Option<&Placement> {
+        self.placements[t].iter().find(|p| p.c0 <= c0 && c0 + c <= p.c0 + p.c)
+    }
+
+    /// Channel indices where tensor `t` is cut into chunks (excluding 0 and the end).
+    pub fn cuts(&self, t: usize) -> Vec<usize> {
+        self.placements[t].iter().skip(1).map(|p| p.c0).collect()
+    }
+
     /// Total device memory of the arenas.
     pub fn peak_bytes(&self) -> u64 {
         self.arenas.iter().sum()
@@ -152,7 +184,7 @@ impl Plan {
     /// Checks that no two tensors alive at the same step overlap in memory (a self-test of the
     /// planner, used by the tests).
     pub fn verify(&self) -> Result<()> {
-        let ps: Vec<(usize, Placement)> = self.placements.iter().enumerate().filter_map(|(i, p)| p.map(|p| (i, p))).collect();
+        let ps: Vec<(usize, Placement)> = self.placements.iter().enumerate().flat_map(|(i, v)| v.iter().map(move |p| (i, *p))).collect();
         for (i, (ta, a)) in ps.iter().enumerate() {
             if a.offset % self.limits.align.max(4) != 0 || a.offset + a.bytes > self.arenas[a.arena] {
                 return Err(Error::op("plan", format!("tensor {ta} misplaced: {a:?}")));

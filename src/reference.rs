@@ -46,7 +46,7 @@ pub fn conv2d(x: &[f32], g: &Conv2dGeom, weight: &[f32], bias: Option<&[f32]>, a
 
 /// `x`: `[in_c, in_h, in_w]`, weight `[in_c, out_c/groups, k_h, k_w]`; scatter form, as the
 /// definition reads: every input pixel adds its kernel into the output.
-pub fn conv_transpose2d(x: &[f32], g: &ConvT2dGeom, weight: &[f32], bias: Option<&[f32]>, act: &Act) -> Vec<f32> {
+pub fn conv_transpose2d(x: &[f32], g: &ConvT2dGeom, weight: &[f32], bias: Option<&[f32]>, add: Option<&[f32]>, act: &Act) -> Vec<f32> {
     let (oh, ow) = g.out_hw().expect("valid geometry");
     let (icpg, ocpg) = (g.icpg(), g.ocpg());
     let mut acc = vec![0f64; g.out_c * oh * ow];
@@ -80,7 +80,7 @@ pub fn conv_transpose2d(x: &[f32], g: &ConvT2dGeom, weight: &[f32], bias: Option
         .enumerate()
         .map(|(i, &a)| {
             let oc = i / hw;
-            act.apply((a + bias.map_or(0.0, |b| b[oc] as f64)) as f32, oc)
+            act.apply((a + bias.map_or(0.0, |b| b[oc] as f64) + add.map_or(0.0, |v| v[i] as f64)) as f32, oc)
         })
         .collect()
 }
@@ -252,7 +252,10 @@ pub fn run_graph_from(g: &Graph, mut t: Vec<Vec<f32>>) -> Vec<Vec<f32>> {
                 let add = o.add.map(|a| read(&t, a));
                 conv2d(&read(&t, o.x), &o.geom, &o.weight, o.bias.as_deref(), add.as_deref(), &o.act)
             }
-            Op::ConvT2d(o) => conv_transpose2d(&read(&t, o.x), &o.geom, &o.weight, o.bias.as_deref(), &o.act),
+            Op::ConvT2d(o) => {
+                let add = o.add.map(|a| read(&t, a));
+                conv_transpose2d(&read(&t, o.x), &o.geom, &o.weight, o.bias.as_deref(), add.as_deref(), &o.act)
+            }
             Op::Pool2d(o) => pool2d(&read(&t, o.x), &o.geom, o.kind),
             Op::Affine(o) => {
                 let (h, w) = g.hw(o.x);
@@ -311,7 +314,7 @@ mod tests {
         // 2x2 stride 2: each input pixel becomes a 2x2 block scaled by the kernel.
         let x = vec![1.0, 2.0];
         let g = ConvT2dGeom { in_c: 1, in_h: 1, in_w: 2, out_c: 1, k_h: 2, k_w: 2, stride_h: 2, stride_w: 2, dil_h: 1, dil_w: 1, pad: Pad::default(), out_pad_h: 0, out_pad_w: 0, groups: 1 };
-        let y = conv_transpose2d(&x, &g, &[1.0, 2.0, 3.0, 4.0], None, &Act::None);
+        let y = conv_transpose2d(&x, &g, &[1.0, 2.0, 3.0, 4.0], None, None, &Act::None);
         assert_eq!(y, vec![1.0, 2.0, 2.0, 4.0, 3.0, 4.0, 6.0, 8.0]);
     }
 

@@ -29,13 +29,18 @@ pub struct Session {
     arenas: Vec<wgpu::Buffer>,
     /// Parameter and uniform buffers, kept with the bind groups that use them.
     _owned: Vec<wgpu::Buffer>,
-    /// One per graph node, in execution order, then the argmax.
+    /// One or more per graph node (one per channel piece when a tensor is split across
+    /// bindings), in execution order, then the argmax.
     pub dispatches: Vec<Dispatch>,
-    preprocess: Option<(Dispatch, wgpu::Buffer, wgpu::Buffer)>,
+    /// Preprocessing dispatches (one per input chunk) and the RGBA upload buffer.
+    preprocess: Option<(Vec<Dispatch>, wgpu::Buffer)>,
     classes_buf: wgpu::Buffer,
+    /// Best logit per pixel between the passes of a chunked argmax.
+    best_buf: Option<wgpu::Buffer>,
     readback: wgpu::Buffer,
-    input_at: (usize, u64),
-    logits_at: (usize, u64, u64),
+    /// Chunks of the input and of the logits: (arena, byte offset, first channel, channels).
+    input_at: Vec<(usize, u64, usize, usize)>,
+    logits_at: Vec<(usize, u64, usize, usize)>,
     /// Softmax dispatch and its output buffer, once enabled.
     probs: Option<(Dispatch, wgpu::Buffer, wgpu::Buffer)>,
     kernels: Kernels,
@@ -93,18 +98,23 @@ impl Session {
                 })
             })
             .collect();
-        let slot = |t: usize| -> Slot<'_> {
-            let p = plan.placements[t].expect("placed tensor");
-            Slot { buffer: &arenas[p.arena], offset: p.offset, size: graph.tensors[t].bytes() }
+        let chunk_slot = |p: &crate::plan::Placement, plane: usize| Slot { buffer: &arenas[p.arena], offset: p.offset, size: (p.c * plane * 4) as u64 };
+        let resolve = |v: View| -> Result<(Slot<'_>, u32)> {
+            let d = &graph.tensors[v.tensor];
+            let p = plan.chunk_of(v.tensor, v.c0, v.c).ok_or_else(|| Error::op(&d.name, format!("channels {}..{} straddle a binding split", v.c0, v.c0 + v.c)))?;
+            Ok((chunk_slot(p, d.h * d.w), ((v.c0 - p.c0) * d.h * d.w) as u32))
         };
+        let cuts = |t: usize| plan.cuts(t);
         let mut owned: Vec<wgpu::Buffer> = vec![];
         let mut dispatches = vec![];
         for &ni in &plan.order {
             let node = &graph.nodes[ni];
-            let (mut d, bufs) = encode_node(dev, &kernels, graph, node, &slot)?;
-            d.shape = node.describe(graph);
-            dispatches.push(d);
-            owned.extend(bufs);
+            for piece in crate::split::split_node(node, &cuts)? {
+                let (mut d, bufs) = encode_node(dev, &kernels, graph, &piece, &resolve)?;
+                d.shape = piece.describe(graph);
+                dispatches.push(d);
+                owned.extend(bufs);
+            }
         }
         let logits = graph.logits.ok_or_else(|| Error::op("graph", "no logits tensor"))?;
         let ld = &graph.tensors[logits];
@@ -115,53 +125,55 @@ impl Session {
         let input = &graph.tensors[graph.input];
         let map_bytes = kernels::argmax::map_bytes(hw);
         let classes_buf = dev.create_buffer(&wgpu::BufferDescriptor { label: Some("atrous classes"), size: map_bytes, usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC, mapped_at_creation: false });
-        let (amp, am_groups) = kernels::argmax::prepare(ld.c, hw, 0);
-        let am_u = uniform_buffer(dev, &amp);
-        dispatches.push(kernels.dispatch(
-            Shader::Argmax,
-            "argmax",
-            &[slot(logits), Slot::whole(&classes_buf), Slot::whole(&am_u)],
-            am_groups,
-            "argmax",
-            (ld.c * hw) as u64,
-            ld.bytes() + map_bytes,
-        ));
-        owned.push(am_u);
+        let lchunks = &plan.placements[logits];
+        let best_buf = (lchunks.len() > 1).then(|| dev.create_buffer(&wgpu::BufferDescriptor { label: Some("atrous argmax best"), size: (hw * 4) as u64, usage: wgpu::BufferUsages::STORAGE, mapped_at_creation: false }));
+        for (k, p) in lchunks.iter().enumerate() {
+            let (amp, am_groups) = kernels::argmax::prepare(p.c, hw, 0, p.c0, k == 0);
+            let am_u = uniform_buffer(dev, &amp);
+            let (entry, best) = match &best_buf {
+                Some(b) => ("argmax_chunk", Slot::whole(b)),
+                None => ("argmax", kernels.dummy()),
+            };
+            let mut d = kernels.dispatch(Shader::Argmax, entry, &[chunk_slot(p, hw), Slot::whole(&classes_buf), Slot::whole(&am_u), best], am_groups, "argmax", (p.c * hw) as u64, (p.c * hw * 4) as u64 + map_bytes);
+            d.shape = format!("{}x{}x{} -> classes", ld.c, ld.h, ld.w);
+            dispatches.push(d);
+            owned.push(am_u);
+        }
         if normalize.is_some() && input.c != 3 {
             return Err(Error::op("preprocess", format!("pixel input needs a 3-channel graph input, this one has {}", input.c)));
         }
-        let preprocess = normalize.map(|n| {
-            let (pp, groups) = kernels::preprocess::prepare(&n, input.h * input.w, 0);
-            let u = uniform_buffer(dev, &pp);
-            let rgba = dev.create_buffer(&wgpu::BufferDescriptor { label: Some("atrous rgba"), size: (input.h * input.w * 4) as u64, usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false });
-            let d = kernels.dispatch(
-                Shader::Preprocess,
-                "preprocess",
-                &[Slot::whole(&rgba), slot(graph.input), Slot::whole(&u)],
-                groups,
-                "preprocess",
-                (input.numel() * 3) as u64,
-                (input.h * input.w * 4) as u64 + input.bytes(),
-            );
-            (d, rgba, u)
-        });
+        let ihw = input.h * input.w;
+        let preprocess = match normalize {
+            None => None,
+            Some(n) => {
+                let rgba = dev.create_buffer(&wgpu::BufferDescriptor { label: Some("atrous rgba"), size: (ihw * 4) as u64, usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false });
+                let mut ds = vec![];
+                for p in &plan.placements[graph.input] {
+                    let (pp, groups) = kernels::preprocess::prepare(&n, ihw, 0, p.c0, p.c);
+                    let u = uniform_buffer(dev, &pp);
+                    ds.push(kernels.dispatch(Shader::Preprocess, "preprocess", &[Slot::whole(&rgba), chunk_slot(p, ihw), Slot::whole(&u)], groups, "preprocess", (p.c * ihw * 3) as u64, (ihw * 4 + p.c * ihw * 4) as u64));
+                    owned.push(u);
+                }
+                Some((ds, rgba))
+            }
+        };
         let readback = dev.create_buffer(&wgpu::BufferDescriptor { label: Some("atrous readback"), size: map_bytes, usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false });
-        let ip = plan.placements[graph.input].expect("input placed");
-        let lp = plan.placements[logits].expect("logits placed");
+        let at = |t: usize| plan.placements[t].iter().map(|p| (p.arena, p.offset, p.c0, p.c)).collect::<Vec<_>>();
         Ok(Session {
             gpu: gpu.clone(),
             h: input.h,
             w: input.w,
             input_c: input.c,
             classes: ld.c,
+            input_at: at(graph.input),
+            logits_at: at(logits),
             arenas,
             _owned: owned,
             dispatches,
             preprocess,
             classes_buf,
+            best_buf,
             readback,
-            input_at: (ip.arena, ip.offset),
-            logits_at: (lp.arena, lp.offset, ld.bytes()),
             plan,
             probs: None,
             kernels,
@@ -188,8 +200,11 @@ impl Session {
         let mut b: u64 = self.arenas.iter().map(|a| a.size()).sum();
         b += self._owned.iter().map(|a| a.size()).sum::<u64>();
         b += self.classes_buf.size() + self.readback.size();
-        if let Some((_, rgba, u)) = &self.preprocess {
-            b += rgba.size() + u.size();
+        if let Some((_, rgba)) = &self.preprocess {
+            b += rgba.size();
+        }
+        if let Some(best) = &self.best_buf {
+            b += best.size();
         }
         if let Some((_, p, u)) = &self.probs {
             b += p.size() + u.size();
@@ -284,20 +299,25 @@ impl Session {
         let (tw, th) = (source.width(), source.height());
         let scope = dev.push_error_scope(wgpu::ErrorFilter::Validation);
         let src_view = source.create_view(&Default::default());
-        let (tp, groups) = kernels::texture::prepare_input(&normalize, (tw, th), (self.w as u32, self.h as u32), 0, srgb);
-        let tu = uniform_buffer(&dev, &tp);
-        let input = Slot { buffer: &self.arenas[self.input_at.0], offset: self.input_at.1, size: (3 * self.h * self.w * 4) as u64 };
-        let pre = self.kernels.dispatch_resources(
-            Shader::TextureInput,
-            "texture_input",
-            vec![wgpu::BindingResource::TextureView(&src_view), input.resource(), Slot::whole(&tu).resource()],
-            groups,
-            "texture_input",
-            (3 * self.h * self.w * 8) as u64,
-            (tw * th * 4) as u64 + input.size,
-        );
+        let hw = self.h * self.w;
+        let mut pre = vec![];
+        let mut keep = vec![];
+        for &(a, off, c0, c) in &self.input_at {
+            let (tp, groups) = kernels::texture::prepare_input(&normalize, (tw, th), (self.w as u32, self.h as u32), 0, srgb, c0, c);
+            let tu = uniform_buffer(&dev, &tp);
+            let input = Slot { buffer: &self.arenas[a], offset: off, size: (c * hw * 4) as u64 };
+            pre.push(self.kernels.dispatch_resources(
+                Shader::TextureInput,
+                "texture_input",
+                vec![wgpu::BindingResource::TextureView(&src_view), input.resource(), Slot::whole(&tu).resource()],
+                groups,
+                "texture_input",
+                (c * hw * 8) as u64,
+                (tw * th * 4) as u64 + input.size,
+            ));
+            keep.push(tu);
+        }
         let mut post = vec![];
-        let mut keep = vec![tu];
         let mut copies = vec![];
         for out in outputs {
             match out {
@@ -340,7 +360,9 @@ impl Session {
         }
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("atrous texture"), timestamp_writes: None });
-            pre.record(&mut pass);
+            for d in &pre {
+                d.record(&mut pass);
+            }
             for d in &self.dispatches {
                 d.record(&mut pass);
             }
@@ -408,13 +430,16 @@ impl Session {
         if self.probs.is_some() {
             return Ok(());
         }
+        if self.logits_at.len() > 1 {
+            return Err(Error::Input("per-class probabilities need the logits in one binding; these logits are split across bindings (use the class map, or a smaller input)".into()));
+        }
         let dev = &self.gpu.device;
         let hw = self.h * self.w;
-        let bytes = self.logits_at.2;
+        let bytes = (self.classes * hw * 4) as u64;
         let out = dev.create_buffer(&wgpu::BufferDescriptor { label: Some("atrous probabilities"), size: bytes, usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC, mapped_at_creation: false });
         let (sp, groups) = kernels::softmax::prepare(self.classes, hw, 0, 0);
         let u = uniform_buffer(dev, &sp);
-        let logits = Slot { buffer: &self.arenas[self.logits_at.0], offset: self.logits_at.1, size: bytes };
+        let logits = Slot { buffer: &self.arenas[self.logits_at[0].0], offset: self.logits_at[0].1, size: bytes };
         let d = self.kernels.dispatch(Shader::Softmax, "softmax", &[logits, Slot::whole(&out), Slot::whole(&u)], groups, "softmax", (self.classes * hw * 4) as u64, 2 * bytes);
         self.probs = Some((d, out, u));
         Ok(())
@@ -431,23 +456,26 @@ impl Session {
                 if x.len() != self.input_c * hw {
                     return Err(Error::Input(format!("tensor has {} values, the session expects {}x{}x{} = {}", x.len(), self.input_c, self.h, self.w, self.input_c * hw)));
                 }
-                queue.write_buffer(&self.arenas[self.input_at.0], self.input_at.1, bytemuck::cast_slice(x));
+                for &(a, off, c0, c) in &self.input_at {
+                    queue.write_buffer(&self.arenas[a], off, bytemuck::cast_slice(&x[c0 * hw..(c0 + c) * hw]));
+                }
             }
             Input::Rgb(px) => {
                 if px.len() != 3 * hw {
                     return Err(Error::Input(format!("image has {} bytes, the session expects {}x{} RGB = {}", px.len(), self.h, self.w, 3 * hw)));
                 }
-                let (d, buf, _) = self.preprocess.as_ref().ok_or_else(|| Error::Input("this session was built without a normalisation, so it takes tensors only".into()))?;
+                let (d, buf) = self.preprocess.as_ref().ok_or_else(|| Error::Input("this session was built without a normalisation, so it takes tensors only".into()))?;
                 let rgba: Vec<u8> = px.chunks_exact(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect();
                 queue.write_buffer(buf, 0, &rgba);
                 pre = Some(d);
             }
         }
-        let extra_rb = (extra != Extra::None).then(|| dev.create_buffer(&wgpu::BufferDescriptor { label: Some("atrous logits readback"), size: self.logits_at.2, usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false }));
+        let logits_bytes = (self.classes * hw * 4) as u64;
+        let extra_rb = (extra != Extra::None).then(|| dev.create_buffer(&wgpu::BufferDescriptor { label: Some("atrous logits readback"), size: logits_bytes, usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false }));
         let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("atrous run") });
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("atrous"), timestamp_writes: None });
-            if let Some(d) = pre {
+            for d in pre.into_iter().flatten() {
                 d.record(&mut pass);
             }
             for d in &self.dispatches {
@@ -459,8 +487,12 @@ impl Session {
         }
         enc.copy_buffer_to_buffer(&self.classes_buf, 0, &self.readback, 0, self.readback.size());
         match (&extra_rb, extra) {
-            (Some(rb), Extra::Logits) => enc.copy_buffer_to_buffer(&self.arenas[self.logits_at.0], self.logits_at.1, rb, 0, self.logits_at.2),
-            (Some(rb), Extra::Probabilities) => enc.copy_buffer_to_buffer(&self.probs.as_ref().expect("enabled").1, 0, rb, 0, self.logits_at.2),
+            (Some(rb), Extra::Logits) => {
+                for &(a, off, c0, c) in &self.logits_at {
+                    enc.copy_buffer_to_buffer(&self.arenas[a], off, rb, (c0 * hw * 4) as u64, (c * hw * 4) as u64);
+                }
+            }
+            (Some(rb), Extra::Probabilities) => enc.copy_buffer_to_buffer(&self.probs.as_ref().expect("enabled").1, 0, rb, 0, logits_bytes),
             _ => {}
         }
         queue.submit([enc.finish()]);
@@ -556,99 +588,114 @@ fn storage_buffer(dev: &wgpu::Device, label: &str, data: &[f32]) -> wgpu::Buffer
     dev.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents: bytemuck::cast_slice(&v), usage: wgpu::BufferUsages::STORAGE })
 }
 
-/// Element offset of a view inside its tensor's binding.
-fn elem(graph: &Graph, v: View) -> u32 {
-    let d = &graph.tensors[v.tensor];
-    (v.c0 * d.h * d.w) as u32
+/// Where a view lives: the binding (a tensor, or the channel chunk of a tensor that holds the view)
+/// and the view's element offset inside it.
+pub(crate) type Resolve<'a, 'b> = &'b dyn Fn(View) -> Result<(Slot<'a>, u32)>;
+
+fn same_slot(a: &Slot<'_>, b: &Slot<'_>) -> bool {
+    std::ptr::eq(a.buffer, b.buffer) && a.offset == b.offset
 }
 
-/// Builds the dispatch of one graph node, with `slot` giving each tensor's binding. Returns the
-/// dispatch and the parameter/uniform buffers it binds. Used by [`Session`] and [`OpRunner`].
-pub(crate) fn encode_node<'a>(dev: &wgpu::Device, kernels: &Kernels, graph: &Graph, node: &Node, slot: &dyn Fn(usize) -> Slot<'a>) -> Result<(Dispatch, Vec<wgpu::Buffer>)> {
+/// Builds the dispatch of one graph node whose views each lie in one binding (see
+/// [`crate::split`]), with `resolve` locating them. Returns the dispatch and the parameter and
+/// uniform buffers it binds. Used by [`Session`] and [`OpRunner`].
+pub(crate) fn encode_node<'a>(dev: &wgpu::Device, kernels: &Kernels, graph: &Graph, node: &Node, resolve: Resolve<'a, '_>) -> Result<(Dispatch, Vec<wgpu::Buffer>)> {
     let named = |e: Error| Error::op(&node.name, e.to_string());
     let flops = node.op.flops(graph);
     let act_bytes: u64 = node.op.reads().iter().chain(std::iter::once(&node.op.writes())).map(|v| (v.c * graph.hw(*v).0 * graph.hw(*v).1 * 4) as u64).sum();
-    let e = |v: View| elem(graph, v);
+    // where an addend is, relative to the input and output bindings
+    let add_from = |x: &Slot<'a>, y: &Slot<'a>, add: Option<View>| -> Result<(conv::AddFrom, Option<Slot<'a>>)> {
+        Ok(match add {
+            None => (conv::AddFrom::None, None),
+            Some(a) => {
+                let (s, off) = resolve(a)?;
+                if same_slot(&s, y) {
+                    (conv::AddFrom::Dst(off), None)
+                } else if same_slot(&s, x) {
+                    (conv::AddFrom::Src(off), None)
+                } else {
+                    (conv::AddFrom::Other(off), Some(s))
+                }
+            }
+        })
+    };
     Ok(match &node.op {
         Op::Conv2d(o) => {
-            let add = match o.add {
-                None => conv::AddFrom::None,
-                Some(a) if a.tensor == o.y.tensor => conv::AddFrom::Dst(e(a)),
-                Some(a) if a.tensor == o.x.tensor => conv::AddFrom::Src(e(a)),
-                Some(a) => conv::AddFrom::Other(e(a)),
-            };
-            let prep = conv::prepare_conv2d(o, e(o.x), e(o.y), add).map_err(named)?;
+            let ((xs, xo), (ys, yo)) = (resolve(o.x)?, resolve(o.y)?);
+            let (add, add_slot) = add_from(&xs, &ys, o.add)?;
+            let prep = conv::prepare_conv2d(o, xo, yo, add).map_err(named)?;
             let prm = storage_buffer(dev, &node.name, &prep.prm);
             let u = uniform_buffer(dev, &prep.params);
-            let add_slot = match add {
-                conv::AddFrom::Other(_) => slot(o.add.expect("addend").tensor),
-                _ => kernels.dummy(),
-            };
-            let slots = [slot(o.x.tensor), Slot::whole(&prm), slot(o.y.tensor), add_slot, Slot::whole(&u)];
+            let slots = [xs, Slot::whole(&prm), ys, add_slot.unwrap_or(kernels.dummy()), Slot::whole(&u)];
             let d = kernels.dispatch(Shader::Conv, prep.entry, &slots, prep.groups, &node.name, flops, act_bytes + prm.size());
             (d, vec![prm, u])
         }
         Op::ConvT2d(o) => {
-            let prep = conv::prepare_conv_t2d(o, e(o.x), e(o.y)).map_err(named)?;
+            let ((xs, xo), (ys, yo)) = (resolve(o.x)?, resolve(o.y)?);
+            let (add, add_slot) = add_from(&xs, &ys, o.add)?;
+            let prep = conv::prepare_conv_t2d(o, xo, yo, add).map_err(named)?;
             let prm = storage_buffer(dev, &node.name, &prep.prm);
             let u = uniform_buffer(dev, &prep.params);
-            let slots = [slot(o.x.tensor), Slot::whole(&prm), slot(o.y.tensor), kernels.dummy(), Slot::whole(&u)];
+            let slots = [xs, Slot::whole(&prm), ys, add_slot.unwrap_or(kernels.dummy()), Slot::whole(&u)];
             let d = kernels.dispatch(Shader::Conv, prep.entry, &slots, prep.groups, &node.name, flops, act_bytes + prm.size());
             (d, vec![prm, u])
         }
         Op::Pool2d(o) => {
-            let (pp, groups) = kernels::pool::prepare(o, e(o.x), e(o.y)).map_err(named)?;
+            let ((xs, xo), (ys, yo)) = (resolve(o.x)?, resolve(o.y)?);
+            let (pp, groups) = kernels::pool::prepare(o, xo, yo).map_err(named)?;
             let u = uniform_buffer(dev, &pp);
-            let d = kernels.dispatch(Shader::Pool, "pool2d", &[slot(o.x.tensor), slot(o.y.tensor), Slot::whole(&u)], groups, &node.name, flops, act_bytes);
+            let d = kernels.dispatch(Shader::Pool, "pool2d", &[xs, ys, Slot::whole(&u)], groups, &node.name, flops, act_bytes);
             (d, vec![u])
         }
         Op::Affine(o) => {
+            let ((xs, xo), (ys, yo)) = (resolve(o.x)?, resolve(o.y)?);
             let (h, w) = graph.hw(o.x);
-            let (ap, prm, groups) = kernels::eltwise::prepare(o, h * w, e(o.x), e(o.y), o.add.map(e));
+            let add = o.add.map(resolve).transpose()?;
+            if add.as_ref().is_some_and(|(s, _)| same_slot(s, &xs) || same_slot(s, &ys)) {
+                return Err(Error::op(&node.name, "the addend shares a binding with the input or output; the affine kernel binds them separately"));
+            }
+            let (ap, prm, groups) = kernels::eltwise::prepare(o, h * w, xo, yo, add.as_ref().map(|a| a.1));
             let prm = storage_buffer(dev, &node.name, &prm);
             let u = uniform_buffer(dev, &ap);
-            let add = match o.add {
-                Some(a) => slot(a.tensor),
-                None => kernels.dummy(),
-            };
-            if o.add.is_some_and(|a| a.tensor == o.x.tensor) {
-                return Err(Error::op(&node.name, "the addend and the input share a tensor; the affine kernel binds them separately"));
-            }
-            let slots = [slot(o.x.tensor), Slot::whole(&prm), slot(o.y.tensor), add, Slot::whole(&u)];
+            let slots = [xs, Slot::whole(&prm), ys, add.map(|a| a.0).unwrap_or(kernels.dummy()), Slot::whole(&u)];
             let d = kernels.dispatch(Shader::Eltwise, "affine", &slots, groups, &node.name, flops, act_bytes + prm.size());
             (d, vec![prm, u])
         }
         Op::Resize(o) => {
-            let (rp, groups) = kernels::resize::prepare(o, graph.hw(o.x), graph.hw(o.y), e(o.x), e(o.y));
+            let ((xs, xo), (ys, yo)) = (resolve(o.x)?, resolve(o.y)?);
+            let (rp, groups) = kernels::resize::prepare(o, graph.hw(o.x), graph.hw(o.y), xo, yo);
             let u = uniform_buffer(dev, &rp);
-            let d = kernels.dispatch(Shader::Resize, "bilinear", &[slot(o.x.tensor), slot(o.y.tensor), Slot::whole(&u)], groups, &node.name, flops, act_bytes);
+            let d = kernels.dispatch(Shader::Resize, "bilinear", &[xs, ys, Slot::whole(&u)], groups, &node.name, flops, act_bytes);
             (d, vec![u])
         }
         Op::AdaptiveAvgPool(o) => {
-            let (pp, groups) = kernels::pool::prepare_adaptive(o, graph.hw(o.x), graph.hw(o.y), e(o.x), e(o.y));
+            let ((xs, xo), (ys, yo)) = (resolve(o.x)?, resolve(o.y)?);
+            let (pp, groups) = kernels::pool::prepare_adaptive(o, graph.hw(o.x), graph.hw(o.y), xo, yo);
             let u = uniform_buffer(dev, &pp);
-            let d = kernels.dispatch(Shader::Pool, "adaptive_avg_pool2d", &[slot(o.x.tensor), slot(o.y.tensor), Slot::whole(&u)], groups, &node.name, flops, act_bytes);
+            let d = kernels.dispatch(Shader::Pool, "adaptive_avg_pool2d", &[xs, ys, Slot::whole(&u)], groups, &node.name, flops, act_bytes);
             (d, vec![u])
         }
         Op::Mul(o) => {
-            if o.s.tensor == o.x.tensor {
-                return Err(Error::op(&node.name, "the multiplier and the input share a tensor; the mul kernel binds them separately"));
+            let ((xs, xo), (ys, yo), (ss, so)) = (resolve(o.x)?, resolve(o.y)?, resolve(o.s)?);
+            if same_slot(&ss, &xs) || same_slot(&ss, &ys) {
+                return Err(Error::op(&node.name, "the multiplier shares a binding with the input or output; the mul kernel binds them separately"));
             }
             let (h, w) = graph.hw(o.x);
             let (sh, sw) = graph.hw(o.s);
-            let (mp, groups) = kernels::eltwise::prepare_mul(o, h * w, sh * sw, e(o.x), e(o.y), e(o.s));
+            let (mp, groups) = kernels::eltwise::prepare_mul(o, h * w, sh * sw, xo, yo, so);
             let u = uniform_buffer(dev, &mp);
             let prm = storage_buffer(dev, &node.name, &[]);
-            let slots = [slot(o.x.tensor), Slot::whole(&prm), slot(o.y.tensor), slot(o.s.tensor), Slot::whole(&u)];
+            let slots = [xs, Slot::whole(&prm), ys, ss, Slot::whole(&u)];
             let d = kernels.dispatch(Shader::Eltwise, "mul", &slots, groups, &node.name, flops, act_bytes);
             (d, vec![prm, u])
         }
         Op::Gather(o) => {
+            let ((xs, xo), (ys, yo)) = (resolve(o.x)?, resolve(o.y)?);
             let (h, w) = graph.hw(o.x);
-            let (gp, prm, groups) = kernels::eltwise::prepare_gather(o, h * w, e(o.x), e(o.y));
+            let (gp, prm, groups) = kernels::eltwise::prepare_gather(o, h * w, xo, yo);
             let prm = storage_buffer(dev, &node.name, &prm);
             let u = uniform_buffer(dev, &gp);
-            let slots = [slot(o.x.tensor), Slot::whole(&prm), slot(o.y.tensor), kernels.dummy(), Slot::whole(&u)];
+            let slots = [xs, Slot::whole(&prm), ys, kernels.dummy(), Slot::whole(&u)];
             let d = kernels.dispatch(Shader::Eltwise, "gather", &slots, groups, &node.name, flops, act_bytes);
             (d, vec![prm, u])
         }
@@ -685,8 +732,11 @@ impl OpRunner {
                 dev.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(&graph.tensors[t].name), contents: bytemuck::cast_slice(d), usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST })
             });
         }
-        let slot = |t: usize| Slot::whole(&bufs[&t]);
-        let (dispatch, keep) = encode_node(dev, &self.kernels, graph, n, &slot)?;
+        let resolve = |v: View| -> Result<(Slot<'_>, u32)> {
+            let d = &graph.tensors[v.tensor];
+            Ok((Slot::whole(&bufs[&v.tensor]), (v.c0 * d.h * d.w) as u32))
+        };
+        let (dispatch, keep) = encode_node(dev, &self.kernels, graph, n, &resolve)?;
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Gpu { during: format!("preparing `{}`", n.name), reason: e.to_string() });
         }

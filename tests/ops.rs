@@ -232,9 +232,9 @@ fn run_convt(r: &OpRunner, case: &ConvTCase) -> Result<(), String> {
     let got = r.run(&g, 0, &HashMap::from([(tx, xdata.clone()), (ty, ydata.clone())])).map_err(|e| e.to_string())?;
     let hw = g0.in_h * g0.in_w;
     let xin = &xdata[hw..(1 + g0.in_c) * hw];
-    let want = reference::conv_transpose2d(xin, &g0, &weight, bias.as_deref(), &act);
+    let want = reference::conv_transpose2d(xin, &g0, &weight, bias.as_deref(), None, &act);
     let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
-    let mag = reference::conv_transpose2d(&abs(xin), &g0, &abs(&weight), bias.as_ref().map(|b| abs(b)).as_deref(), &Act::None);
+    let mag = reference::conv_transpose2d(&abs(xin), &g0, &abs(&weight), bias.as_ref().map(|b| abs(b)).as_deref(), None, &Act::None);
     let k = (g0.icpg() * g0.k_h * g0.k_w + 2) as f32;
     let ohw = oh * ow;
     let mut expected = ydata;

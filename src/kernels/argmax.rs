@@ -13,7 +13,9 @@ pub struct ArgmaxParams {
     pub x_off: u32,
     pub words: u32,
     pub row: u32,
-    pub _pad: [u32; 3],
+    pub c_base: u32,
+    pub first: u32,
+    pub _pad: u32,
 }
 
 /// Bytes of the packed class map for `hw` pixels.
@@ -21,8 +23,9 @@ pub fn map_bytes(hw: usize) -> u64 {
     (hw.div_ceil(4) * 4) as u64
 }
 
-pub fn prepare(c: usize, hw: usize, x_off: u32) -> (ArgmaxParams, [u32; 3]) {
+/// One pass over `c` channels whose first is class `c_base`; `first` starts afresh.
+pub fn prepare(c: usize, hw: usize, x_off: u32, c_base: usize, first: bool) -> (ArgmaxParams, [u32; 3]) {
     let words = hw.div_ceil(4);
     let (groups, row) = grid_1d(words, WG);
-    (ArgmaxParams { c: c as u32, hw: hw as u32, x_off, words: words as u32, row, _pad: [0; 3] }, groups)
+    (ArgmaxParams { c: c as u32, hw: hw as u32, x_off, words: words as u32, row, c_base: c_base as u32, first: first as u32, _pad: 0 }, groups)
 }

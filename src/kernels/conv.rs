@@ -163,11 +163,11 @@ pub fn prepare_conv2d(op: &Conv2d, x_off: u32, y_off: u32, add: AddFrom) -> Resu
     Ok(Prepared { entry, params, prm, groups })
 }
 
-pub fn prepare_conv_t2d(op: &ConvT2d, x_off: u32, y_off: u32) -> Result<Prepared> {
+pub fn prepare_conv_t2d(op: &ConvT2d, x_off: u32, y_off: u32, add: AddFrom) -> Result<Prepared> {
     let g = &op.geom;
     let (oh, ow) = g.out_hw()?;
     let (icpg, ocpg) = (g.icpg(), g.ocpg());
-    let params = ConvParams {
+    let mut params = ConvParams {
         in_c: g.in_c as u32,
         in_h: g.in_h as u32,
         in_w: g.in_w as u32,
@@ -190,6 +190,7 @@ pub fn prepare_conv_t2d(op: &ConvT2d, x_off: u32, y_off: u32) -> Result<Prepared
         act: op.act.code(),
         ..Default::default()
     };
+    add_fields(&mut params, add);
     // PyTorch layout [in_c, out_c/groups, kh, kw]
     let wt = |oc: usize, ic: usize, ky: usize, kx: usize| {
         let grp = oc / ocpg;

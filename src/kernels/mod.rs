@@ -76,7 +76,8 @@ impl Shader {
         use Bind::*;
         match self {
             Shader::Conv | Shader::Eltwise => &[Storage, StorageRead, Storage, Storage, Uniform],
-            Shader::Pool | Shader::Argmax | Shader::Preprocess | Shader::Resize | Shader::Softmax => &[Storage, Storage, Uniform],
+            Shader::Argmax => &[Storage, Storage, Uniform, Storage],
+            Shader::Pool | Shader::Preprocess | Shader::Resize | Shader::Softmax => &[Storage, Storage, Uniform],
             Shader::TextureInput => &[Texture, Storage, Uniform],
             Shader::Overlay => &[Texture, Storage, StorageRead, StorageTextureRgba8, Uniform],
         }

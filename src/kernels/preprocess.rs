@@ -12,24 +12,25 @@ pub struct PreParams {
     pub hw: u32,
     pub out_off: u32,
     pub row: u32,
-    pub _p0: u32,
+    pub c_begin: u32,
     pub perm: [u32; 3],
-    pub _p1: u32,
+    pub c_count: u32,
     pub mean: [f32; 3],
     pub pre_scale: f32,
     pub inv_std: [f32; 3],
     pub post_scale: f32,
 }
 
-pub fn prepare(n: &Normalize, hw: usize, out_off: u32) -> (PreParams, [u32; 3]) {
+/// Writes channels `c_begin .. c_begin + c_count` of the input, from element `out_off`.
+pub fn prepare(n: &Normalize, hw: usize, out_off: u32, c_begin: usize, c_count: usize) -> (PreParams, [u32; 3]) {
     let (groups, row) = grid_1d(hw, WG);
     let p = PreParams {
         hw: hw as u32,
         out_off,
         row,
-        _p0: 0,
+        c_begin: c_begin as u32,
         perm: n.perm(),
-        _p1: 0,
+        c_count: c_count as u32,
         mean: n.mean,
         pre_scale: n.pre_scale,
         inv_std: n.std.map(|s| 1.0 / s),

@@ -13,7 +13,9 @@ pub struct TexInParams {
     pub out_off: u32,
     pub srgb: u32,
     pub perm: [u32; 3],
-    pub _pad: [u32; 3],
+    pub c_begin: u32,
+    pub c_count: u32,
+    pub _pad: u32,
     pub mean: [f32; 3],
     pub pre_scale: f32,
     pub inv_std: [f32; 3],
@@ -43,7 +45,8 @@ pub fn input_format(f: wgpu::TextureFormat) -> Option<bool> {
     }
 }
 
-pub fn prepare_input(n: &Normalize, (src_w, src_h): (u32, u32), (dst_w, dst_h): (u32, u32), out_off: u32, srgb: bool) -> (TexInParams, [u32; 3]) {
+/// Writes channels `c_begin .. c_begin + c_count` of the input, from element `out_off`.
+pub fn prepare_input(n: &Normalize, (src_w, src_h): (u32, u32), (dst_w, dst_h): (u32, u32), out_off: u32, srgb: bool, c_begin: usize, c_count: usize) -> (TexInParams, [u32; 3]) {
     let p = TexInParams {
         src_w,
         src_h,
@@ -52,7 +55,9 @@ pub fn prepare_input(n: &Normalize, (src_w, src_h): (u32, u32), (dst_w, dst_h): 
         out_off,
         srgb: srgb as u32,
         perm: n.perm(),
-        _pad: [0; 3],
+        c_begin: c_begin as u32,
+        c_count: c_count as u32,
+        _pad: 0,
         mean: n.mean,
         pre_scale: n.pre_scale,
         inv_std: n.std.map(|s| 1.0 / s),
