@@ -425,6 +425,64 @@ impl Session {
         Ok((m, l.expect("probabilities requested")))
     }
 
+    /// Runs a stream of images with the work overlapped: image n+1 is uploaded and submitted
+    /// before image n's class map is read back, with two readback buffers taking turns, so the
+    /// host's decoding, upload and readback overlap the device's compute. `images` yields RGB8
+    /// pixels of the planned size (or an error, which is passed on); `sink` gets each result with
+    /// its index, in order.
+    pub fn run_rgb_pipelined<I>(&mut self, images: I, mut sink: impl FnMut(usize, Result<ClassMap>)) -> Result<()>
+    where
+        I: IntoIterator<Item = Result<Vec<u8>>>,
+    {
+        let hw = self.h * self.w;
+        let dev = self.gpu.device.clone();
+        let (pre, rgba) = self.preprocess.as_ref().ok_or_else(|| Error::Input("this session was built without a normalisation, so it takes tensors only".into()))?;
+        let rb = [0, 1].map(|i| dev.create_buffer(&wgpu::BufferDescriptor { label: Some(&format!("atrous readback {i}")), size: self.readback.size(), usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false }));
+        let mut pending: Option<(usize, usize, wgpu::SubmissionIndex)> = None;
+        let finish = |p: (usize, usize, wgpu::SubmissionIndex), sink: &mut dyn FnMut(usize, Result<ClassMap>)| {
+            let (i, slot, sub) = p;
+            sink(i, read_buffer_after(&self.gpu, &rb[slot], sub).map(|b| ClassMap { h: self.h, w: self.w, data: b[..hw].to_vec() }));
+        };
+        for (i, img) in images.into_iter().enumerate() {
+            let px = match img {
+                Ok(px) if px.len() == 3 * hw => px,
+                bad => {
+                    // keep the results in order: the image in flight first
+                    if let Some(p) = pending.take() {
+                        finish(p, &mut sink);
+                    }
+                    sink(i, Err(bad.err().unwrap_or_else(|| Error::Input(format!("image size does not match the session's {}x{} RGB", self.w, self.h)))));
+                    continue;
+                }
+            };
+            let slot = i % 2;
+            let scope = dev.push_error_scope(wgpu::ErrorFilter::Validation);
+            let data: Vec<u8> = px.chunks_exact(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect();
+            self.gpu.queue.write_buffer(rgba, 0, &data);
+            let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("atrous pipelined run") });
+            {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("atrous"), timestamp_writes: None });
+                for d in pre.iter().chain(&self.dispatches) {
+                    d.record(&mut pass);
+                }
+            }
+            enc.copy_buffer_to_buffer(&self.classes_buf, 0, &rb[slot], 0, self.readback.size());
+            let sub = self.gpu.queue.submit([enc.finish()]);
+            if let Some(e) = pollster::block_on(scope.pop()) {
+                return Err(Error::Gpu { during: "recording a pipelined run".into(), reason: e.to_string() });
+            }
+            // the previous image's class map, while this one computes
+            if let Some(p) = pending.take() {
+                finish(p, &mut sink);
+            }
+            pending = Some((i, slot, sub));
+        }
+        if let Some(p) = pending.take() {
+            finish(p, &mut sink);
+        }
+        Ok(())
+    }
+
     /// Creates the softmax dispatch and its output buffer (once).
     fn enable_probabilities(&mut self) -> Result<()> {
         if self.probs.is_some() {
@@ -548,6 +606,24 @@ pub fn percentile(v: &[f64], q: f64) -> f64 {
     s.sort_by(|a, b| a.total_cmp(b));
     let i = ((q * s.len() as f64).ceil() as usize).clamp(1, s.len()) - 1;
     s[i]
+}
+
+/// Maps a `MAP_READ` buffer once `submission` is done, copies it out and unmaps it.
+fn read_buffer_after(gpu: &Gpu, buf: &wgpu::Buffer, submission: wgpu::SubmissionIndex) -> Result<Vec<u8>> {
+    let slice = buf.slice(..);
+    let (tx, rx) = std::sync::mpsc::channel();
+    slice.map_async(wgpu::MapMode::Read, move |r| {
+        let _ = tx.send(r);
+    });
+    gpu.device
+        .poll(wgpu::PollType::Wait { submission_index: Some(submission), timeout: None })
+        .map_err(|e| Error::Gpu { during: "waiting for a run".into(), reason: e.to_string() })?;
+    rx.recv()
+        .map_err(|e| Error::Gpu { during: "reading back".into(), reason: e.to_string() })?
+        .map_err(|e| Error::Gpu { during: "mapping the readback buffer".into(), reason: e.to_string() })?;
+    let out = slice.get_mapped_range().map_err(|e| Error::Gpu { during: "reading the mapped range".into(), reason: e.to_string() })?.to_vec();
+    buf.unmap();
+    Ok(out)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
