@@ -50,8 +50,12 @@ pub enum Error {
     RequestDevice { adapter: String, reason: String },
     #[error("tensor `{name}` needs {bytes} bytes, more than one storage binding allows on this device ({limit} bytes)")]
     TensorTooLarge { name: String, bytes: u64, limit: u64 },
-    #[error("the plan needs {bytes} bytes of device memory in buffers of at most {limit} bytes, which this device cannot provide")]
+    #[error("the plan needs {bytes} bytes of device memory but at most {limit} bytes are available to it (buffer size limit or ATROUS_MEMORY_BUDGET); use a smaller input")]
     OutOfDeviceMemory { bytes: u64, limit: u64 },
+    #[error("the GPU device was lost ({0}); create a new Gpu and sessions to go on")]
+    DeviceLost(String),
+    #[error("the device ran out of memory while {during} (the plan needs {bytes} bytes of arenas)")]
+    DeviceOutOfMemory { during: String, bytes: u64 },
     #[error("GPU error during {during}: {reason}")]
     Gpu { during: String, reason: String },
     #[error("image {path}: {reason}")]

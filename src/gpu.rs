@@ -1,5 +1,7 @@
 //! The GPU context: an adapter picked from the environment, or a device the caller already has.
 
+use std::sync::{Arc, Mutex};
+
 use crate::error::{Error, Result};
 
 /// A wgpu device and queue plus what atrous needs to know about them.
@@ -12,6 +14,8 @@ pub struct Gpu {
     pub queue: wgpu::Queue,
     /// Adapter description, when atrous chose the adapter.
     pub adapter: Option<wgpu::AdapterInfo>,
+    /// Set by the device-lost callback (devices atrous opened itself).
+    lost: Arc<Mutex<Option<String>>>,
 }
 
 /// Environment variables that steer adapter choice.
@@ -81,12 +85,36 @@ impl Gpu {
             .await
             .map_err(|e| Error::RequestDevice { adapter: describe(&info), reason: e.to_string() })?;
         log::info!("atrous: using adapter {}", describe(&info));
-        Ok(Gpu { device, queue, adapter: Some(info) })
+        let lost = Arc::new(Mutex::new(None));
+        let flag = lost.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            log::error!("atrous: device lost ({reason:?}): {msg}");
+            if let Ok(mut l) = flag.lock() {
+                *l = Some(format!("{reason:?}: {msg}"));
+            }
+        });
+        // Errors outside atrous's error scopes are logged rather than panicking the process.
+        device.on_uncaptured_error(Arc::new(|e: wgpu::Error| log::error!("atrous: uncaptured GPU error: {e}")));
+        Ok(Gpu { device, queue, adapter: Some(info), lost })
     }
 
-    /// Wraps a device the caller already owns (for example the one its renderer uses).
+    /// Wraps a device the caller already owns (for example the one its renderer uses). Its
+    /// device-lost callback and uncaptured-error handler stay the caller's.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
-        Gpu { device, queue, adapter: None }
+        Gpu { device, queue, adapter: None, lost: Arc::new(Mutex::new(None)) }
+    }
+
+    /// Why the device was lost, once it has been (devices atrous opened).
+    pub fn lost(&self) -> Option<String> {
+        self.lost.lock().ok().and_then(|l| l.clone())
+    }
+
+    /// An error if the device has been lost.
+    pub fn check(&self) -> Result<()> {
+        match self.lost() {
+            Some(reason) => Err(Error::DeviceLost(reason)),
+            None => Ok(()),
+        }
     }
 
     /// One line naming the adapter, for logs and reports.
@@ -103,10 +131,10 @@ impl Gpu {
 
     /// Waits for all submitted work.
     pub fn wait(&self) -> Result<()> {
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map(|_| ())
-            .map_err(|e| Error::Gpu { during: "waiting for the device".into(), reason: e.to_string() })
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map(|_| ()).map_err(|e| match self.lost() {
+            Some(reason) => Error::DeviceLost(reason),
+            None => Error::Gpu { during: "waiting for the device".into(), reason: e.to_string() },
+        })
     }
 }
 

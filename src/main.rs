@@ -325,7 +325,7 @@ fn inspect(model_path: &Path, size: Option<&str>, json: bool) -> Result<()> {
     let model = Model::load(model_path).with_context(|| format!("loading model {}", model_path.display()))?;
     let (h, w) = model_size(&model, size)?;
     let g = model.graph(h, w)?;
-    let limits = atrous::plan::PlanLimits { align: 256, max_arena: u64::MAX, max_binding: u64::MAX };
+    let limits = atrous::plan::PlanLimits::unlimited();
     let plan = atrous::plan::Plan::new(&g, limits)?;
     let layers: Vec<serde_json::Value> = g
         .nodes

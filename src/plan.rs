@@ -29,14 +29,16 @@ pub struct Placement {
 }
 
 /// Device limits the planner respects.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PlanLimits {
     /// Offset alignment of storage bindings.
     pub align: u64,
     /// Largest arena buffer.
     pub max_arena: u64,
-    /// Largest storage binding (one tensor).
+    /// Largest storage binding (one tensor, or one channel chunk of it).
     pub max_binding: u64,
+    /// Total arena bytes allowed (`ATROUS_MEMORY_BUDGET`), checked before anything is created.
+    pub budget: Option<u64>,
 }
 
 impl PlanLimits {
@@ -45,8 +47,41 @@ impl PlanLimits {
             align: l.min_storage_buffer_offset_alignment as u64,
             max_arena: l.max_buffer_size,
             max_binding: l.max_storage_buffer_binding_size as u64,
+            budget: budget_from_env(),
         }
     }
+
+    /// No limits at all (for reporting plans).
+    pub fn unlimited() -> Self {
+        PlanLimits { align: 256, max_arena: u64::MAX, max_binding: u64::MAX, budget: None }
+    }
+}
+
+/// `ATROUS_MEMORY_BUDGET`: bytes, with an optional K/M/G (decimal) or KiB/MiB/GiB suffix.
+pub fn budget_from_env() -> Option<u64> {
+    let v = std::env::var("ATROUS_MEMORY_BUDGET").ok()?;
+    parse_bytes(&v).or_else(|| {
+        log::warn!("ATROUS_MEMORY_BUDGET={v} is not a size; ignored");
+        None
+    })
+}
+
+pub fn parse_bytes(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let mul = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    Some((n * mul) as u64)
 }
 
 #[derive(Clone, Debug)]
@@ -140,6 +175,12 @@ impl Plan {
             let p = Placement { c0, c, arena: a, offset: off, bytes: size, first, last };
             placed.push(p);
             by_chunk[i] = Some(p);
+        }
+        let total: u64 = arenas.iter().sum();
+        if let Some(budget) = limits.budget {
+            if total > budget {
+                return Err(Error::OutOfDeviceMemory { bytes: total, limit: budget });
+            }
         }
         let mut placements: Vec<Vec<Placement>> = vec![vec![]; g.tensors.len()];
         for (i, p) in by_chunk.into_iter().enumerate() {

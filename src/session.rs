@@ -2,8 +2,6 @@
 //! bind groups built once. Each run is one command submission; only the class map (one byte per
 //! pixel) comes back, unless the caller asks for the logits too.
 
-use wgpu::util::DeviceExt;
-
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::graph::{Graph, Node, Op, View};
@@ -66,6 +64,7 @@ impl Session {
 
     /// Like [`Session::new`] with explicit planner limits (tests force small arenas with it).
     pub fn with_limits(gpu: &Gpu, graph: &Graph, normalize: Option<Normalize>, limits: PlanLimits) -> Result<Self> {
+        gpu.check()?;
         let dev = &gpu.device;
         let scope = dev.push_error_scope(wgpu::ErrorFilter::Validation);
         let oom = dev.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
@@ -73,8 +72,11 @@ impl Session {
         let oom_err = pollster::block_on(oom.pop());
         let val_err = pollster::block_on(scope.pop());
         if let Some(e) = oom_err {
-            return Err(Error::Gpu { during: "building the session (out of memory)".into(), reason: e.to_string() });
+            log::error!("atrous: out of device memory: {e}");
+            let bytes = built.as_ref().map(|s| s.plan.peak_bytes()).unwrap_or(0);
+            return Err(Error::DeviceOutOfMemory { during: "creating the session's buffers".into(), bytes });
         }
+        gpu.check()?;
         if let Some(e) = val_err {
             return Err(Error::Gpu { during: "building the session".into(), reason: e.to_string() });
         }
@@ -290,6 +292,7 @@ impl Session {
     /// The source must be `Rgba8Unorm`, `Rgba8UnormSrgb`, `Bgra8Unorm` or `Bgra8UnormSrgb` with
     /// `TEXTURE_BINDING` usage, and the session must have been built with a normalisation.
     pub fn encode_texture(&mut self, encoder: &mut wgpu::CommandEncoder, source: &wgpu::Texture, outputs: &[TextureOutput<'_>]) -> Result<()> {
+        self.gpu.check()?;
         let dev = self.gpu.device.clone();
         let srgb = kernels::texture::input_format(source.format()).ok_or_else(|| Error::Input(format!("texture format {:?} is not one of Rgba8Unorm(Srgb), Bgra8Unorm(Srgb)", source.format())))?;
         if !source.usage().contains(wgpu::TextureUsages::TEXTURE_BINDING) {
@@ -334,7 +337,7 @@ impl Session {
                     if palette.len() < self.classes {
                         return Err(Error::Input(format!("{} palette colours for {} classes", palette.len(), self.classes)));
                     }
-                    let pal = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some("atrous palette"), contents: bytemuck::cast_slice(&kernels::texture::pack_palette(palette)), usage: wgpu::BufferUsages::STORAGE });
+                    let pal = buffer_init(&dev, "atrous palette", bytemuck::cast_slice(&kernels::texture::pack_palette(palette)), wgpu::BufferUsages::STORAGE);
                     let (op, groups) = kernels::texture::prepare_overlay((tw, th), (self.w as u32, self.h as u32), alpha.clamp(0.0, 1.0), srgb, self.classes as u32);
                     let ou = uniform_buffer(&dev, &op);
                     let dst_view = target.create_view(&Default::default());
@@ -434,6 +437,7 @@ impl Session {
     where
         I: IntoIterator<Item = Result<Vec<u8>>>,
     {
+        self.gpu.check()?;
         let hw = self.h * self.w;
         let dev = self.gpu.device.clone();
         let (pre, rgba) = self.preprocess.as_ref().ok_or_else(|| Error::Input("this session was built without a normalisation, so it takes tensors only".into()))?;
@@ -504,6 +508,7 @@ impl Session {
     }
 
     fn run_inner(&mut self, input: Input<'_>, extra: Extra) -> Result<(ClassMap, Option<Vec<f32>>)> {
+        self.gpu.check()?;
         let hw = self.h * self.w;
         let dev = self.gpu.device.clone();
         let queue = &self.gpu.queue;
@@ -555,6 +560,7 @@ impl Session {
         }
         queue.submit([enc.finish()]);
         if let Some(e) = pollster::block_on(scope.pop()) {
+            self.gpu.check()?;
             return Err(Error::Gpu { during: "recording the run".into(), reason: e.to_string() });
         }
         let bytes = read_buffer(&self.gpu, &self.readback)?;
@@ -654,14 +660,27 @@ pub fn read_buffer(gpu: &Gpu, buf: &wgpu::Buffer) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// A buffer with initial contents. Unlike `DeviceExt::create_buffer_init` it does not panic when
+/// the device is lost or out of memory: the buffer is then invalid and the error scope around the
+/// caller reports it.
+fn buffer_init(dev: &wgpu::Device, label: &str, contents: &[u8], usage: wgpu::BufferUsages) -> wgpu::Buffer {
+    let size = (contents.len() as u64).next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT).max(wgpu::COPY_BUFFER_ALIGNMENT);
+    let buf = dev.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size, usage, mapped_at_creation: true });
+    if let Ok(mut view) = buf.slice(..).get_mapped_range_mut() {
+        view.slice(..contents.len()).copy_from_slice(contents);
+    }
+    buf.unmap();
+    buf
+}
+
 fn uniform_buffer<T: bytemuck::Pod>(dev: &wgpu::Device, p: &T) -> wgpu::Buffer {
-    dev.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some("atrous params"), contents: &kernels::uniform_bytes(p), usage: wgpu::BufferUsages::UNIFORM })
+    buffer_init(dev, "atrous params", &kernels::uniform_bytes(p), wgpu::BufferUsages::UNIFORM)
 }
 
 fn storage_buffer(dev: &wgpu::Device, label: &str, data: &[f32]) -> wgpu::Buffer {
     let mut v = data.to_vec();
     v.resize(v.len().next_multiple_of(4).max(4), 0.0);
-    dev.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents: bytemuck::cast_slice(&v), usage: wgpu::BufferUsages::STORAGE })
+    buffer_init(dev, label, bytemuck::cast_slice(&v), wgpu::BufferUsages::STORAGE)
 }
 
 /// Where a view lives: the binding (a tensor, or the channel chunk of a tensor that holds the view)
@@ -805,7 +824,7 @@ impl OpRunner {
                 return Err(Error::Input(format!("tensor `{}` needs {} values, got {}", graph.tensors[t].name, graph.tensors[t].numel(), d.len())));
             }
             bufs.entry(t).or_insert_with(|| {
-                dev.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(&graph.tensors[t].name), contents: bytemuck::cast_slice(d), usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST })
+                buffer_init(dev, &graph.tensors[t].name, bytemuck::cast_slice(d), wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST)
             });
         }
         let resolve = |v: View| -> Result<(Slot<'_>, u32)> {

@@ -12,7 +12,7 @@ use atrous::session::Session;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestRunner};
 
-const BIG: PlanLimits = PlanLimits { align: 256, max_arena: 1 << 40, max_binding: 1 << 40 };
+const BIG: PlanLimits = PlanLimits { align: 256, max_arena: 1 << 40, max_binding: 1 << 40, budget: None };
 
 /// Every model in ../shared, at its native size and at 2048x1024 (where it accepts that size):
 /// no two live tensors overlap, and the peak arena is within 5% of the live-set lower bound, both
@@ -21,7 +21,7 @@ const BIG: PlanLimits = PlanLimits { align: 256, max_arena: 1 << 40, max_binding
 #[test]
 fn every_model_plan_is_within_5_percent_of_the_live_set_bound() {
     let Some(shared) = common::shared() else { return };
-    let lavapipe = PlanLimits { align: 32, max_arena: (1 << 31) - 1, max_binding: 1 << 27 };
+    let lavapipe = PlanLimits { align: 32, max_arena: (1 << 31) - 1, max_binding: 1 << 27, budget: None };
     for (name, native) in [
         ("espnet_camvid", (360, 480)),
         ("espnet_cityscapes", (512, 1024)),
@@ -80,7 +80,7 @@ fn random_graphs_place_without_overlap() {
         }
         g.set_logits(*live.last().unwrap());
         let biggest = g.tensors.iter().map(|t| t.bytes().next_multiple_of(256)).max().unwrap();
-        let limits = PlanLimits { align: 256, max_arena: biggest * cap, max_binding: 1 << 30 };
+        let limits = PlanLimits { align: 256, max_arena: biggest * cap, max_binding: 1 << 30, budget: None };
         let plan = Plan::new(&g, limits).map_err(|e| TestCaseError::fail(e.to_string()))?;
         plan.verify().map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert!(plan.arenas.iter().all(|&a| a <= limits.max_arena));
@@ -95,7 +95,7 @@ fn tensor_larger_than_a_binding_is_a_typed_error() {
     let Some(shared) = common::shared() else { return };
     let model = Model::load(shared.join("models/espnet_camvid.safetensors")).unwrap();
     let g = model.graph(136, 136).unwrap();
-    let e = Plan::new(&g, PlanLimits { align: 256, max_arena: 1 << 40, max_binding: 64 * 1024 }).err().unwrap();
+    let e = Plan::new(&g, PlanLimits { align: 256, max_arena: 1 << 40, max_binding: 64 * 1024, budget: None }).err().unwrap();
     assert!(matches!(e, Error::TensorTooLarge { .. }), "{e}");
 }
 
@@ -111,7 +111,7 @@ fn split_arenas_give_identical_results() {
     let mut one = Session::new(&gpu, &g, None).unwrap();
     let biggest = g.tensors.iter().map(|t| t.bytes().next_multiple_of(256)).max().unwrap();
     let align = gpu.limits().min_storage_buffer_offset_alignment as u64;
-    let mut many = Session::with_limits(&gpu, &g, None, PlanLimits { align, max_arena: biggest, max_binding: biggest }).unwrap();
+    let mut many = Session::with_limits(&gpu, &g, None, PlanLimits { align, max_arena: biggest, max_binding: biggest, budget: None }).unwrap();
     eprintln!("one arena: {:?}; split: {} arenas", one.plan.arenas, many.plan.arenas.len());
     assert_eq!(one.plan.arenas.len(), 1);
     assert!(many.plan.arenas.len() >= 3);

@@ -25,7 +25,7 @@ fn split_operators_compute_the_same_on_the_cpu_reference() {
     for (file, h, w, binding) in [("espnet_camvid", 64, 64, 40 * 1024), ("espnetv2_s2.0_voc384", 64, 64, 40 * 1024), ("torchvision/lraspp_mobilenet_v3_large", 33, 47, 8 * 1024), ("torchvision/deeplabv3_resnet50", 33, 47, 16 * 1024)] {
         let m = Model::load(shared.join(format!("models/{file}.safetensors"))).unwrap();
         let g = m.graph(h, w).unwrap();
-        let limits = PlanLimits { align: 256, max_arena: 1 << 40, max_binding: binding };
+        let limits = PlanLimits { align: 256, max_arena: 1 << 40, max_binding: binding, budget: None };
         let (sg, chunked) = split_graph(&g, limits);
         assert!(chunked > 3, "{file}: only {chunked} tensors split");
         assert!(sg.nodes.len() > g.nodes.len());
@@ -58,7 +58,7 @@ fn split_sessions_match_unsplit_sessions_on_the_gpu() {
         let mut rng = common::Rng(11);
         let rgb: Vec<u8> = (0..h * w * 3).map(|_| rng.below(256) as u8).collect();
         let mut whole = Session::new(&gpu, &g, Some(m.info.normalize)).unwrap();
-        let mut split = Session::with_limits(&gpu, &g, Some(m.info.normalize), PlanLimits { align, max_arena: 1 << 30, max_binding: binding }).unwrap();
+        let mut split = Session::with_limits(&gpu, &g, Some(m.info.normalize), PlanLimits { align, max_arena: 1 << 30, max_binding: binding, budget: None }).unwrap();
         split.fill_arenas(f32::NAN);
         let chunked = split.plan.placements.iter().filter(|p| p.len() > 1).count();
         let (m1, l1) = whole.run_rgb_logits(&rgb).unwrap();
