@@ -62,6 +62,20 @@ pub enum Error {
     Image { path: PathBuf, reason: String },
     #[error("input data: {0}")]
     Input(String),
+    #[error("{file}: unknown pickle opcode 0x{opcode:02x} ('{}') at byte {offset}", *opcode as char)]
+    UnknownPickleOpcode { file: String, opcode: u8, offset: usize },
+    #[error("{file}: truncated: {what}")]
+    Truncated { file: String, what: String },
+    #[error("{file}: {reason}")]
+    Checkpoint { file: String, reason: String },
+    #[error("{file}: tensor `{name}` has dtype {dtype}; only floating-point tensors are converted")]
+    NonFloatTensor { file: String, name: String, dtype: String },
+    #[error("{file}: SHA-256 is {got}, the model card says {expected}")]
+    HashMismatch { file: String, expected: String, got: String },
+    #[error("downloading {url}: {reason}")]
+    Download { url: String, reason: String },
+    #[error("unknown model `{0}`: not a file, and not a model card name (see `atrous models`)")]
+    UnknownModel(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod convert;
 pub mod error;
 pub mod eval;
 pub mod gpu;

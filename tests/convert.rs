@@ -1,0 +1,35 @@
+//! The native converters against the shared safetensors files: every tensor of every original
+//! checkpoint, converted here, equals the shared file's tensor bit for bit (names, shapes, values).
+
+mod common;
+
+use std::collections::HashMap;
+
+fn shared_tensors(path: &std::path::Path) -> HashMap<String, (Vec<usize>, Vec<u32>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.iter()
+        .map(|(n, t)| {
+            assert_eq!(t.dtype(), safetensors::Dtype::F32, "{n}");
+            (n.to_string(), (t.shape().to_vec(), bytemuck::pod_collect_to_vec::<u8, u32>(t.data())))
+        })
+        .collect()
+}
+
+#[test]
+fn pytorch_checkpoints_convert_exactly() {
+    let Some(shared) = common::shared() else { return };
+    for (orig, conv) in [("espnet_p_2_q_8_camvid.pth", "espnet_camvid"), ("espnet_p_2_q_8.pth", "espnet_cityscapes"), ("espnetv2_s_2.0_pascal_384x384.pth", "espnetv2_s2.0_voc384")] {
+        let bytes = std::fs::read(shared.join("models/original").join(orig)).unwrap();
+        let tensors = atrous::convert::pytorch::read_checkpoint(&bytes, orig).unwrap();
+        let want = shared_tensors(&shared.join(format!("models/{conv}.safetensors")));
+        assert_eq!(tensors.len(), want.len(), "{orig}: tensor count");
+        for t in &tensors {
+            let (shape, bits) = want.get(&t.name).unwrap_or_else(|| panic!("{orig}: `{}` not in the shared file", t.name));
+            assert_eq!(&t.shape, shape, "{orig}: {}", t.name);
+            let got: Vec<u32> = t.data.iter().map(|v| v.to_bits()).collect();
+            assert!(&got == bits, "{orig}: `{}` differs", t.name);
+        }
+        eprintln!("{orig}: {} tensors equal to {conv}.safetensors", tensors.len());
+    }
+}
