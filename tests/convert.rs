@@ -33,3 +33,30 @@ fn pytorch_checkpoints_convert_exactly() {
         eprintln!("{orig}: {} tensors equal to {conv}.safetensors", tensors.len());
     }
 }
+
+#[test]
+fn tflite_flatbuffer_converts_exactly() {
+    let Some(shared) = common::shared() else { return };
+    let bytes = std::fs::read(shared.join("models/original/deeplabv3.tflite")).unwrap();
+    let consts = atrous::convert::tflite::read_constants(&bytes, "deeplabv3.tflite").unwrap();
+    let want = shared_tensors(&shared.join("models/deeplabv3_mnv2_voc257.safetensors"));
+    let meta = common::metadata(&shared.join("models/deeplabv3_mnv2_voc257.safetensors"));
+    let int32: HashMap<String, Vec<i32>> = serde_json::from_str(&meta["int32_constants"]).unwrap();
+    let (mut nf, mut ni) = (0, 0);
+    for c in &consts {
+        match c {
+            atrous::convert::tflite::Constant::F32 { name, shape, data } => {
+                let (s, bits) = want.get(name).unwrap_or_else(|| panic!("`{name}` not in the shared file"));
+                assert_eq!(shape, s, "{name}");
+                assert!(data.iter().map(|v| v.to_bits()).collect::<Vec<_>>() == *bits, "`{name}` differs");
+                nf += 1;
+            }
+            atrous::convert::tflite::Constant::I32 { name, data, .. } => {
+                assert_eq!(int32.get(name), Some(data), "{name}");
+                ni += 1;
+            }
+        }
+    }
+    assert_eq!((nf, ni), (want.len(), int32.len()));
+    eprintln!("deeplabv3.tflite: {nf} float tensors equal, {ni} int32 constants equal");
+}

@@ -3,3 +3,4 @@
 
 pub mod pickle;
 pub mod pytorch;
+pub mod tflite;
