@@ -33,5 +33,6 @@ pub mod session;
 pub mod shape;
 pub mod split;
 pub mod weights;
+pub mod zoo;
 
 pub use error::{Error, Result};

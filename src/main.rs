@@ -23,9 +23,9 @@ struct Cli {
 enum Cmd {
     /// Segment images: writes OUT/<stem>.png, an 8-bit palette PNG of class indices.
     Segment {
-        /// Model file (safetensors with atrous-readable metadata).
+        /// Model: a safetensors file, or a zoo name (`atrous models`), fetched and cached on first use.
         #[arg(long)]
-        model: PathBuf,
+        model: String,
         /// Image files, or directories of images (png, jpg, jpeg).
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
@@ -46,8 +46,9 @@ enum Cmd {
     /// Evaluate on a labelled dataset: confusion matrix, pixel accuracy, mean class accuracy,
     /// mean IoU, frequency-weighted IoU, per-class IoU, time per image, device memory.
     Eval {
+        /// Model file or zoo name.
         #[arg(long)]
-        model: PathBuf,
+        model: String,
         /// Directory of images.
         #[arg(long)]
         images: PathBuf,
@@ -63,10 +64,18 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// List the model zoo and what is cached (ATROUS_CACHE_DIR; downloads from ATROUS_MODEL_MIRROR
+    /// when set).
+    Models {
+        /// Fetch (download, check, convert, cache) these zoo models now.
+        #[arg(long)]
+        fetch: Vec<String>,
+    },
     /// Describe a model: architecture, classes, parameters, FLOPs per layer and the memory plan.
     Inspect {
+        /// Model file or zoo name.
         #[arg(long)]
-        model: PathBuf,
+        model: String,
         /// Input size WxH (default: the model's run size, or 512x512).
         #[arg(long)]
         size: Option<String>,
@@ -77,8 +86,9 @@ enum Cmd {
     /// Time a model: per-kernel GPU times (timestamp queries), GFLOP/s and GB/s, end-to-end
     /// latency and images/s.
     Bench {
+        /// Model file or zoo name.
         #[arg(long)]
-        model: PathBuf,
+        model: String,
         /// Input size WxH (default: the model's run size, or 512x512).
         #[arg(long)]
         size: Option<String>,
@@ -97,6 +107,7 @@ fn main() -> ExitCode {
     let r = match cli.cmd {
         Cmd::Segment { model, inputs, out, overlay, alpha, probs } => segment(&model, &inputs, &out, Extras { overlay: overlay.then_some(alpha), probs }),
         Cmd::Eval { model, images, labels, ignore, json } => eval(&model, &images, &labels, &ignore, json),
+        Cmd::Models { fetch } => models(&fetch).map(|_| ExitCode::SUCCESS),
         Cmd::Inspect { model, size, json } => inspect(&model, size.as_deref(), json).map(|_| ExitCode::SUCCESS),
         Cmd::Bench { model, size, iters, json } => bench(&model, size.as_deref(), iters, json).map(|_| ExitCode::SUCCESS),
     };
@@ -140,8 +151,29 @@ struct Extras {
     probs: bool,
 }
 
-fn segment(model_path: &Path, inputs: &[PathBuf], out: &Path, extras: Extras) -> Result<ExitCode> {
-    let model = Model::load(model_path).with_context(|| format!("loading model {}", model_path.display()))?;
+/// A `--model` argument: a file, or a zoo name fetched into the cache.
+fn load_model(arg: &str) -> Result<Model> {
+    let path = atrous::zoo::resolve(arg, &atrous::zoo::FetchOptions::from_env()).with_context(|| format!("finding model `{arg}`"))?;
+    Model::load(&path).with_context(|| format!("loading model {}", path.display()))
+}
+
+fn models(fetch: &[String]) -> Result<()> {
+    let opts = atrous::zoo::FetchOptions::from_env();
+    for name in fetch {
+        let card = atrous::zoo::card(name)?.with_context(|| format!("`{name}` is not in the zoo"))?;
+        atrous::zoo::fetch(&card, &opts)?;
+    }
+    println!("cache: {}{}", opts.cache.display(), opts.mirror.as_ref().map(|m| format!(" (mirror {m})")).unwrap_or_default());
+    println!("{:<20} {:<8} {:<58} {}", "name", "cached", "architecture", "upstream");
+    for c in atrous::zoo::cards()? {
+        let cached = if c.cached_path(&opts.cache).is_file() { "yes" } else { "no" };
+        println!("{:<20} {:<8} {:<58} {}@{} ({})", c.name, cached, c.architecture.chars().take(58).collect::<String>(), c.upstream.repository, c.upstream.commit, c.licence);
+    }
+    Ok(())
+}
+
+fn segment(model_arg: &str, inputs: &[PathBuf], out: &Path, extras: Extras) -> Result<ExitCode> {
+    let model = load_model(model_arg)?;
     let gpu = Gpu::new().context("opening a GPU")?;
     eprintln!("model {} ({}), {} classes; device {}", model.info.name, model.info.architecture, model.info.classes.len(), gpu.describe());
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -240,10 +272,10 @@ fn segment_one(model: &Model, gpu: &Gpu, sessions: &mut HashMap<(usize, usize), 
     Ok(dst)
 }
 
-fn eval(model_path: &Path, images: &Path, labels: &Path, ignore: &[u8], json: bool) -> Result<ExitCode> {
+fn eval(model_arg: &str, images: &Path, labels: &Path, ignore: &[u8], json: bool) -> Result<ExitCode> {
     use atrous::session::{median, percentile};
     let ignore: Vec<u8> = if ignore.is_empty() { vec![255] } else { ignore.to_vec() };
-    let model = Model::load(model_path).with_context(|| format!("loading model {}", model_path.display()))?;
+    let model = load_model(model_arg)?;
     let gpu = Gpu::new().context("opening a GPU")?;
     let (pairs, lonely) = atrous::eval::pair_by_stem(images, labels)?;
     for l in &lonely {
@@ -321,8 +353,8 @@ fn model_size(model: &Model, size: Option<&str>) -> Result<(usize, usize)> {
     }
 }
 
-fn inspect(model_path: &Path, size: Option<&str>, json: bool) -> Result<()> {
-    let model = Model::load(model_path).with_context(|| format!("loading model {}", model_path.display()))?;
+fn inspect(model_arg: &str, size: Option<&str>, json: bool) -> Result<()> {
+    let model = load_model(model_arg)?;
     let (h, w) = model_size(&model, size)?;
     let g = model.graph(h, w)?;
     let limits = atrous::plan::PlanLimits::unlimited();
@@ -361,10 +393,10 @@ fn inspect(model_path: &Path, size: Option<&str>, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn bench(model_path: &Path, size: Option<&str>, iters: usize, json: bool) -> Result<()> {
+fn bench(model_arg: &str, size: Option<&str>, iters: usize, json: bool) -> Result<()> {
     use atrous::session::{median, percentile};
     let iters = iters.max(1);
-    let model = Model::load(model_path).with_context(|| format!("loading model {}", model_path.display()))?;
+    let model = load_model(model_arg)?;
     let (h, w) = model_size(&model, size)?;
     let gpu = Gpu::new().context("opening a GPU")?;
     let g = model.graph(h, w)?;
