@@ -60,3 +60,106 @@ fn tflite_flatbuffer_converts_exactly() {
     assert_eq!((nf, ni), (want.len(), int32.len()));
     eprintln!("deeplabv3.tflite: {nf} float tensors equal, {ni} int32 constants equal");
 }
+
+/// A pickle in the shape torch writes: `OrderedDict([(name, _rebuild_tensor_v2(persid, offset,
+/// size, stride, False, OrderedDict())), ...])`.
+fn torch_pickle(entries: &[(&str, &str, &str, usize, &[usize], &[usize])]) -> Vec<u8> {
+    let mut p = vec![0x80, 2];
+    let s = |p: &mut Vec<u8>, v: &str| {
+        p.push(b'X');
+        p.extend((v.len() as u32).to_le_bytes());
+        p.extend(v.as_bytes());
+    };
+    let int = |p: &mut Vec<u8>, v: usize| {
+        p.push(b'J');
+        p.extend((v as i32).to_le_bytes());
+    };
+    p.extend(b"ccollections\nOrderedDict\n)R(");
+    for (name, storage, key, offset, size, stride) in entries {
+        s(&mut p, name);
+        p.extend(b"ctorch._utils\n_rebuild_tensor_v2\n((");
+        s(&mut p, "storage");
+        p.extend(format!("ctorch\n{storage}\n").as_bytes());
+        s(&mut p, key);
+        s(&mut p, "cpu");
+        int(&mut p, 6);
+        p.extend(b"tQ");
+        int(&mut p, *offset);
+        p.push(b'(');
+        size.iter().for_each(|&v| int(&mut p, v));
+        p.extend(b"t(");
+        stride.iter().for_each(|&v| int(&mut p, v));
+        p.extend(b"t\x89ccollections\nOrderedDict\n)RtR");
+    }
+    p.extend(b"u.");
+    p
+}
+
+fn zip_checkpoint(pickle: &[u8], storages: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let mut buf = std::io::Cursor::new(Vec::new());
+    {
+        use std::io::Write;
+        let mut z = zip::ZipWriter::new(&mut buf);
+        let o = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        z.start_file("archive/data.pkl", o).unwrap();
+        z.write_all(pickle).unwrap();
+        for (k, d) in storages {
+            z.start_file(format!("archive/data/{k}"), o).unwrap();
+            z.write_all(d).unwrap();
+        }
+        z.start_file("archive/version", o).unwrap();
+        z.write_all(b"3\n").unwrap();
+        z.finish().unwrap();
+    }
+    buf.into_inner()
+}
+
+/// The current (zip) checkpoint format, strided views included; `num_batches_tracked` is dropped
+/// and any other integer tensor is an error naming it.
+#[test]
+fn zip_checkpoints_with_strided_views() {
+    let f32s: Vec<u8> = (0..6).flat_map(|v| (v as f32).to_le_bytes()).collect();
+    let pkl = torch_pickle(&[
+        ("conv.weight", "FloatStorage", "0", 0, &[2, 3], &[3, 1]),
+        ("conv.weight_t", "FloatStorage", "0", 0, &[3, 2], &[1, 3]),
+        ("conv.tail", "FloatStorage", "0", 4, &[2], &[1]),
+        ("bn.num_batches_tracked", "LongStorage", "1", 0, &[], &[]),
+    ]);
+    let ck = zip_checkpoint(&pkl, &[("0", f32s.clone()), ("1", 7i64.to_le_bytes().to_vec())]);
+    let t = atrous::convert::pytorch::read_checkpoint(&ck, "test.pt").unwrap();
+    assert_eq!(t.len(), 3);
+    assert_eq!((t[0].name.as_str(), t[0].shape.clone(), t[0].data.clone()), ("conv.weight", vec![2, 3], vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]));
+    assert_eq!(t[1].data, vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+    assert_eq!(t[2].data, vec![4.0, 5.0]);
+
+    let pkl = torch_pickle(&[("classifier.index", "IntStorage", "0", 0, &[6], &[1])]);
+    let ck = zip_checkpoint(&pkl, &[("0", f32s.clone())]);
+    let e = atrous::convert::pytorch::read_checkpoint(&ck, "test.pt").err().unwrap();
+    assert!(matches!(&e, atrous::Error::NonFloatTensor { name, .. } if name == "classifier.index"), "{e}");
+
+    // a view reaching past its storage
+    let pkl = torch_pickle(&[("w", "FloatStorage", "0", 3, &[2, 3], &[3, 1])]);
+    let ck = zip_checkpoint(&pkl, &[("0", f32s)]);
+    let e = atrous::convert::pytorch::read_checkpoint(&ck, "test.pt").err().unwrap();
+    assert!(matches!(e, atrous::Error::Truncated { .. }), "{e}");
+}
+
+/// Truncated legacy files and a file that is no checkpoint at all give typed errors.
+#[test]
+fn truncated_and_foreign_files_are_typed_errors() {
+    let Some(shared) = common::shared() else { return };
+    let bytes = std::fs::read(shared.join("models/original/espnet_p_2_q_8_camvid.pth")).unwrap();
+    for cut in [bytes.len() - 3, bytes.len() / 2, 20_000, 100, 5] {
+        let e = atrous::convert::pytorch::read_checkpoint(&bytes[..cut], "cut.pth").err().unwrap_or_else(|| panic!("cut at {cut} read fine"));
+        assert!(matches!(e, atrous::Error::Truncated { .. } | atrous::Error::Checkpoint { .. }), "cut at {cut}: {e}");
+    }
+    let tfl = std::fs::read(shared.join("models/original/deeplabv3.tflite")).unwrap();
+    let e = atrous::convert::pytorch::read_checkpoint(&tfl, "x.pth").err().unwrap();
+    assert!(matches!(e, atrous::Error::UnknownPickleOpcode { .. } | atrous::Error::Checkpoint { .. }), "{e}");
+    for cut in [tfl.len() / 2, 1000, 12] {
+        let e = atrous::convert::tflite::read_constants(&tfl[..cut], "cut.tflite").err().unwrap_or_else(|| panic!("cut at {cut} read fine"));
+        assert!(matches!(e, atrous::Error::Truncated { .. } | atrous::Error::Checkpoint { .. }), "cut at {cut}: {e}");
+    }
+    let e = atrous::convert::tflite::read_constants(&bytes, "x.tflite").err().unwrap();
+    assert!(matches!(e, atrous::Error::Checkpoint { .. }), "{e}");
+}
