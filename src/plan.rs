@@ -46,7 +46,7 @@ impl PlanLimits {
         PlanLimits {
             align: l.min_storage_buffer_offset_alignment as u64,
             max_arena: l.max_buffer_size,
-            max_binding: l.max_storage_buffer_binding_size as u64,
+            max_binding: l.max_storage_buffer_binding_size,
             budget: budget_from_env(),
         }
     }

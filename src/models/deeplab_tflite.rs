@@ -70,20 +70,18 @@ fn conv(n: &mut Net, prefix: &str, weight: &str, bias: &str, x: View, out_c: usi
     let torch = if depthwise {
         let raw = n.w.get(&wname, &[1, k, k, out_c])?;
         // [1, kh, kw, C] -> [C, 1, kh, kw]
-        let t = (0..out_c * k * k).map(|i| raw[(i % (k * k)) * out_c + i / (k * k)]).collect::<Vec<f32>>();
-        t
+        (0..out_c * k * k).map(|i| raw[(i % (k * k)) * out_c + i / (k * k)]).collect::<Vec<f32>>()
     } else {
         let raw = n.w.get(&wname, &[out_c, k, k, x.c])?;
         // OHWI -> OIHW
         let ic = x.c;
-        let t = (0..out_c * ic * k * k)
+        (0..out_c * ic * k * k)
             .map(|i| {
                 let (o, r) = (i / (ic * k * k), i % (ic * k * k));
                 let (c, yx) = (r / (k * k), r % (k * k));
                 raw[(o * k * k + yx) * ic + c]
             })
-            .collect::<Vec<f32>>();
-        t
+            .collect::<Vec<f32>>()
     };
     let b = n.w.get(&format!("{prefix}{bias}"), &[out_c])?;
     n.conv_with(prefix.trim_end_matches('/'), x, geom, torch, Some(b), act, into, add)
