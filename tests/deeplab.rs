@@ -12,27 +12,7 @@ use atrous::session::Session;
 
 #[test]
 fn deeplabv3_mnv2_matches_litert() {
-    let Some(shared) = common::shared() else { return };
-    let Some(gpu) = common::gpu() else { return };
-    let m = Model::load(shared.join("models/deeplabv3_mnv2_voc257.safetensors")).unwrap();
-    for case in common::reference_cases(&shared, "deeplabv3_mnv2_voc257", "") {
-        let r = common::run_reference_case(&gpu, &m, &case, true);
-        let pct = 100.0 * r.agree as f64 / r.pixels as f64;
-        let bound = 1e-4 + 1e-5 * r.max_logit;
-        eprintln!(
-            "deeplabv3_mnv2_voc257 {}: {}x{}, class map agreement {}/{} = {pct:.3}% ({} near-ties), logits max|err| {:.3e} (bound {bound:.3e}, max|logit| {:.2})",
-            case.file_stem().unwrap().to_string_lossy(),
-            r.h,
-            r.w,
-            r.agree,
-            r.pixels,
-            r.near_ties,
-            r.max_abs,
-            r.max_logit
-        );
-        assert!(r.max_abs <= bound, "{}: logits error {} > {bound}", case.display(), r.max_abs);
-        assert!(pct >= 99.9, "{}: agreement {pct}%", case.display());
-    }
+    common::check_against_references("deeplabv3_mnv2_voc257", "deeplabv3_mnv2_voc257", "", true, (1e-4, 1e-5), false);
 }
 
 /// The golden image through the image path (GPU preprocessing from the file's metadata) against

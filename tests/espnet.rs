@@ -9,18 +9,8 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
 use atrous::models::Model;
 use atrous::session::Session;
-
-fn reference_cases(shared: &Path, model: &str) -> Vec<PathBuf> {
-    let dir = shared.join("reference").join(model);
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())).map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "safetensors")).collect();
-    v.sort();
-    assert!(!v.is_empty(), "no reference cases in {}", dir.display());
-    v
-}
 
 struct Agreement {
     pixels: usize,
@@ -36,43 +26,14 @@ fn agreement(logits: &[f32], classes: &[u8], ref_logits: &[f32], ref_argmax: &[f
     Agreement { pixels: classes.len(), agree, max_abs, max_logit }
 }
 
-fn check_model_against_references(model_name: &str) {
-    let Some(shared) = common::shared() else { return };
-    let Some(gpu) = common::gpu() else { return };
-    let model = Model::load(shared.join(format!("models/{model_name}.safetensors"))).unwrap();
-    for case in reference_cases(&shared, model_name) {
-        let t = common::read_tensors(&case);
-        let (ishape, input) = &t["input"];
-        let (h, w) = (ishape[2], ishape[3]);
-        let graph = model.graph(h, w).unwrap();
-        let mut s = Session::new(&gpu, &graph, Some(model.info.normalize)).unwrap();
-        s.fill_arenas(f32::NAN);
-        let (map, logits) = s.run_tensor_logits(input).unwrap();
-        let a = agreement(&logits, &map.data, &t["logits"].1, &t["argmax"].1);
-        let pct = 100.0 * a.agree as f64 / a.pixels as f64;
-        let bound = 1e-4 + 1e-5 * a.max_logit;
-        eprintln!(
-            "{model_name} {}: {h}x{w}, class map agreement {}/{} = {pct:.3}%, logits max|err| {:.3e} (bound {bound:.3e}, max|logit| {:.2})",
-            case.file_stem().unwrap().to_string_lossy(),
-            a.agree,
-            a.pixels,
-            a.max_abs,
-            a.max_logit
-        );
-        assert!(logits.iter().all(|v| v.is_finite()), "non-finite logits");
-        assert!(a.max_abs <= bound, "{}: logits error {} > {}", case.display(), a.max_abs, bound);
-        assert!(pct >= 99.9, "{}: agreement {pct}%", case.display());
-    }
-}
-
 #[test]
 fn espnet_camvid_matches_pytorch_on_reference_crops() {
-    check_model_against_references("espnet_camvid");
+    common::check_against_references("espnet_camvid", "espnet_camvid", "", false, (1e-4, 1e-5), false);
 }
 
 #[test]
 fn espnet_cityscapes_matches_pytorch_on_reference_crops() {
-    check_model_against_references("espnet_cityscapes");
+    common::check_against_references("espnet_cityscapes", "espnet_cityscapes", "", false, (1e-4, 1e-5), false);
 }
 
 /// The CPU reference graph (float64 accumulation) against PyTorch: checks the builder's reading of
@@ -82,7 +43,7 @@ fn cpu_reference_graph_matches_pytorch() {
     let Some(shared) = common::shared() else { return };
     for model_name in ["espnet_camvid", "espnet_cityscapes"] {
         let model = Model::load(shared.join(format!("models/{model_name}.safetensors"))).unwrap();
-        let case = &reference_cases(&shared, model_name)[0];
+        let case = &common::reference_cases(&shared, model_name, "")[0];
         let t = common::read_tensors(case);
         let (ishape, input) = &t["input"];
         let graph = model.graph(ishape[2], ishape[3]).unwrap();
@@ -103,7 +64,7 @@ fn cpu_reference_graph_matches_pytorch() {
 fn preprocessing_from_metadata_reproduces_reference_input() {
     let Some(shared) = common::shared() else { return };
     let model = Model::load(shared.join("models/espnet_camvid.safetensors")).unwrap();
-    for case in reference_cases(&shared, "espnet_camvid") {
+    for case in common::reference_cases(&shared, "espnet_camvid", "") {
         let meta = common::metadata(&case);
         let crop: serde_json::Value = serde_json::from_str(&meta["crop"]).unwrap();
         let (y0, x0, ch, cw) = (crop["y0"].as_u64().unwrap() as usize, crop["x0"].as_u64().unwrap() as usize, crop["h"].as_u64().unwrap() as usize, crop["w"].as_u64().unwrap() as usize);
@@ -179,7 +140,7 @@ fn caller_provided_device_runs_the_model() {
     let gpu = atrous::gpu::Gpu::from_device(device, queue);
     assert_eq!(gpu.describe(), "caller-provided device");
     let model = Model::load(shared.join("models/espnet_camvid.safetensors")).unwrap();
-    let case = &reference_cases(&shared, "espnet_camvid")[0];
+    let case = &common::reference_cases(&shared, "espnet_camvid", "")[0];
     let t = common::read_tensors(case);
     let mut s = Session::new(&gpu, &model.graph(136, 136).unwrap(), None).unwrap();
     let map = s.run_tensor(&t["input"].1).unwrap();

@@ -8,23 +8,8 @@
 
 mod common;
 
-use atrous::models::Model;
-
 fn check(model: &str) {
-    let Some(shared) = common::shared() else { return };
-    let Some(gpu) = common::gpu() else { return };
-    let m = Model::load(shared.join(format!("models/torchvision/{model}.safetensors"))).unwrap();
-    for case in common::reference_cases(&shared, "torchvision", &format!("{model}_")) {
-        let r = common::run_reference_case(&gpu, &m, &case, false);
-        let pct = 100.0 * r.agree as f64 / r.pixels as f64;
-        let bound = 2e-4 + 2e-4 * r.max_logit;
-        eprintln!(
-            "{model} {}x{}: class map agreement {}/{} = {pct:.3}% ({} near-ties), logits max|err| {:.3e} (bound {bound:.3e}, max|logit| {:.2})",
-            r.h, r.w, r.agree, r.pixels, r.near_ties, r.max_abs, r.max_logit
-        );
-        assert!(r.max_abs <= bound, "{}: logits error {} > {bound}", case.display(), r.max_abs);
-        assert!((r.agree + r.near_ties) as f64 >= 0.999 * r.pixels as f64, "{}: agreement {pct}%", case.display());
-    }
+    common::check_against_references(&format!("torchvision/{model}"), "torchvision", &format!("{model}_"), false, (2e-4, 2e-4), true);
 }
 
 #[test]

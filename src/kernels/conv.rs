@@ -4,6 +4,7 @@
 use super::Shader;
 use crate::error::{Error, Result};
 use crate::graph::{Act, Conv2d, ConvT2d};
+use crate::shape::Conv2dGeom;
 
 pub const SHADER: Shader = Shader::Conv;
 /// Workgroup size of the family (the shader's `WG_X`, `WG_Y` defaults).
@@ -115,14 +116,11 @@ fn check_groups(op: &str, z: usize) -> Result<u32> {
     Ok(z as u32)
 }
 
-/// Prepares a convolution whose input view starts at element `x_off` of its binding and whose
-/// output view starts at `y_off` of its binding.
-pub fn prepare_conv2d(op: &Conv2d, x_off: u32, y_off: u32, add: AddFrom) -> Result<Prepared> {
-    let g = &op.geom;
-    let (oh, ow) = g.out_hw()?;
-    let (icpg, ocpg) = (g.icpg(), g.ocpg());
-    let depthwise = icpg == 1 && g.groups > 1;
-    let mut params = ConvParams {
+/// The parameter block shared by the three entry points (weights, bias and slopes offsets are
+/// filled by `finish`).
+fn params_of(g: &Conv2dGeom, (oh, ow): (usize, usize), act: &Act, x_off: u32, y_off: u32, add: AddFrom) -> ConvParams {
+    let ocpg = g.ocpg();
+    let mut p = ConvParams {
         in_c: g.in_c as u32,
         in_h: g.in_h as u32,
         in_w: g.in_w as u32,
@@ -139,13 +137,24 @@ pub fn prepare_conv2d(op: &Conv2d, x_off: u32, y_off: u32, add: AddFrom) -> Resu
         pad_l: g.pad.left as u32,
         dil_h: g.dil_h as u32,
         dil_w: g.dil_w as u32,
-        icpg: icpg as u32,
+        icpg: g.icpg() as u32,
         ocpg: ocpg as u32,
         ocb_pg: ocpg.div_ceil(4) as u32,
-        act: op.act.code(),
+        act: act.code(),
         ..Default::default()
     };
-    add_fields(&mut params, add);
+    add_fields(&mut p, add);
+    p
+}
+
+/// Prepares a convolution whose input view starts at element `x_off` of its binding and whose
+/// output view starts at `y_off` of its binding.
+pub fn prepare_conv2d(op: &Conv2d, x_off: u32, y_off: u32, add: AddFrom) -> Result<Prepared> {
+    let g = &op.geom;
+    let (oh, ow) = g.out_hw()?;
+    let (icpg, ocpg) = (g.icpg(), g.ocpg());
+    let depthwise = icpg == 1 && g.groups > 1;
+    let params = params_of(g, (oh, ow), &op.act, x_off, y_off, add);
     let wt = |oc: usize, ic: usize, ky: usize, kx: usize| op.weight[((oc * icpg + ic) * g.k_h + ky) * g.k_w + kx];
     let bias = |oc: usize| op.bias.as_ref().map_or(0.0, |b| b[oc]);
     let slope = |oc: usize| slope_of(&op.act, oc);
@@ -167,30 +176,9 @@ pub fn prepare_conv_t2d(op: &ConvT2d, x_off: u32, y_off: u32, add: AddFrom) -> R
     let g = &op.geom;
     let (oh, ow) = g.out_hw()?;
     let (icpg, ocpg) = (g.icpg(), g.ocpg());
-    let mut params = ConvParams {
-        in_c: g.in_c as u32,
-        in_h: g.in_h as u32,
-        in_w: g.in_w as u32,
-        in_off: x_off,
-        out_c: g.out_c as u32,
-        out_h: oh as u32,
-        out_w: ow as u32,
-        out_off: y_off,
-        k_h: g.k_h as u32,
-        k_w: g.k_w as u32,
-        stride_h: g.stride_h as u32,
-        stride_w: g.stride_w as u32,
-        pad_t: g.pad.top as u32,
-        pad_l: g.pad.left as u32,
-        dil_h: g.dil_h as u32,
-        dil_w: g.dil_w as u32,
-        icpg: icpg as u32,
-        ocpg: ocpg as u32,
-        ocb_pg: ocpg.div_ceil(4) as u32,
-        act: op.act.code(),
-        ..Default::default()
-    };
-    add_fields(&mut params, add);
+    // the transposed geometry's fields, in the forward convolution's parameter block
+    let fwd = Conv2dGeom { in_c: g.in_c, in_h: g.in_h, in_w: g.in_w, out_c: g.out_c, k_h: g.k_h, k_w: g.k_w, stride_h: g.stride_h, stride_w: g.stride_w, dil_h: g.dil_h, dil_w: g.dil_w, pad: g.pad, groups: g.groups };
+    let params = params_of(&fwd, (oh, ow), &op.act, x_off, y_off, add);
     // PyTorch layout [in_c, out_c/groups, kh, kw]
     let wt = |oc: usize, ic: usize, ky: usize, kx: usize| {
         let grp = oc / ocpg;

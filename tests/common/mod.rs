@@ -153,3 +153,32 @@ pub fn reference_cases(shared: &std::path::Path, dir: &str, prefix: &str) -> Vec
     assert!(!v.is_empty(), "no reference cases in {} starting with `{prefix}`", d.display());
     v
 }
+
+/// Runs every reference case in `reference/<dir>` starting with `prefix` through the model file
+/// `models/<model>.safetensors`, prints agreement and logits error, and asserts
+/// `max|err| <= abs + rel * max|logit|` and a class-map agreement of at least 99.9% (counting the
+/// reference's near-ties as agreeing when `near_ties_may_flip`).
+pub fn check_against_references(model: &str, dir: &str, prefix: &str, nhwc: bool, (abs, rel): (f32, f32), near_ties_may_flip: bool) {
+    let Some(shared) = shared() else { return };
+    let Some(gpu) = gpu() else { return };
+    let m = atrous::models::Model::load(shared.join(format!("models/{model}.safetensors"))).unwrap();
+    for case in reference_cases(&shared, dir, prefix) {
+        let r = run_reference_case(&gpu, &m, &case, nhwc);
+        let pct = 100.0 * r.agree as f64 / r.pixels as f64;
+        let bound = abs + rel * r.max_logit;
+        eprintln!(
+            "{model} {}: {}x{}, class map agreement {}/{} = {pct:.3}% ({} near-ties), logits max|err| {:.3e} (bound {bound:.3e}, max|logit| {:.2})",
+            case.file_stem().unwrap().to_string_lossy(),
+            r.h,
+            r.w,
+            r.agree,
+            r.pixels,
+            r.near_ties,
+            r.max_abs,
+            r.max_logit
+        );
+        assert!(r.max_abs <= bound, "{}: logits error {} > {bound}", case.display(), r.max_abs);
+        let agree = r.agree + if near_ties_may_flip { r.near_ties } else { 0 };
+        assert!(agree as f64 >= 0.999 * r.pixels as f64, "{}: agreement {pct}%", case.display());
+    }
+}
