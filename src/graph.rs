@@ -354,31 +354,37 @@ impl Graph {
         Ok(())
     }
 
+    /// Checks the views, sizes, weight and bias of a (transposed) convolution.
+    #[allow(clippy::too_many_arguments)]
+    fn check_conv(&self, op: &str, x: View, y: View, (in_c, in_h, in_w): (usize, usize, usize), (out_c, (oh, ow)): (usize, (usize, usize)), ws: &[usize], weights: usize, bias: Option<&[f32]>) -> Result<()> {
+        self.check_view(op, x)?;
+        self.check_view(op, y)?;
+        self.distinct(op, x, y)?;
+        let (h, w) = self.hw(x);
+        if in_c != x.c || in_h != h || in_w != w {
+            return Err(Error::op(op, format!("geometry expects input {in_c}x{in_h}x{in_w}, got {}x{h}x{w}", x.c)));
+        }
+        if y.c != out_c || self.hw(y) != (oh, ow) {
+            return Err(Error::op(op, format!("output view {}x{:?} but geometry gives {out_c}x{:?}", y.c, self.hw(y), (oh, ow))));
+        }
+        if weights != ws.iter().product::<usize>() {
+            return Err(Error::op(op, format!("weight has {weights} values, shape {ws:?} needs {}", ws.iter().product::<usize>())));
+        }
+        if let Some(b) = bias {
+            if b.len() != out_c {
+                return Err(Error::op(op, format!("bias has {} values for {out_c} channels", b.len())));
+            }
+        }
+        Ok(())
+    }
+
     /// Adds a convolution reading `x` and writing `y` (whose channel count and size must match the
     /// geometry's output). The geometry's input fields are taken from `x`.
     #[allow(clippy::too_many_arguments)]
     pub fn conv2d(&mut self, name: &str, x: View, y: View, geom: Conv2dGeom, weight: Vec<f32>, bias: Option<Vec<f32>>, act: Act, add: Option<View>) -> Result<()> {
         let op = name;
-        self.check_view(op, x)?;
-        self.check_view(op, y)?;
-        self.distinct(op, x, y)?;
-        let (h, w) = self.hw(x);
-        if geom.in_c != x.c || geom.in_h != h || geom.in_w != w {
-            return Err(Error::op(op, format!("geometry expects input {}x{}x{}, got {}x{}x{}", geom.in_c, geom.in_h, geom.in_w, x.c, h, w)));
-        }
-        let (oh, ow) = geom.out_hw().map_err(|e| Error::op(op, e.to_string()))?;
-        if y.c != geom.out_c || self.hw(y) != (oh, ow) {
-            return Err(Error::op(op, format!("output view {}x{:?} but geometry gives {}x{:?}", y.c, self.hw(y), geom.out_c, (oh, ow))));
-        }
-        let ws = geom.weight_shape();
-        if weight.len() != ws.iter().product::<usize>() {
-            return Err(Error::op(op, format!("weight has {} values, shape {:?} needs {}", weight.len(), ws, ws.iter().product::<usize>())));
-        }
-        if let Some(b) = &bias {
-            if b.len() != geom.out_c {
-                return Err(Error::op(op, format!("bias has {} values for {} channels", b.len(), geom.out_c)));
-            }
-        }
+        let out_hw = geom.out_hw().map_err(|e| Error::op(op, e.to_string()))?;
+        self.check_conv(op, x, y, (geom.in_c, geom.in_h, geom.in_w), (geom.out_c, out_hw), &geom.weight_shape(), weight.len(), bias.as_deref())?;
         if let Some(a) = add {
             self.check_view(op, a)?;
             self.check_same_shape(op, a, y)?;
@@ -393,26 +399,8 @@ impl Graph {
 
     pub fn conv_transpose2d(&mut self, name: &str, x: View, y: View, geom: ConvT2dGeom, weight: Vec<f32>, bias: Option<Vec<f32>>, act: Act) -> Result<()> {
         let op = name;
-        self.check_view(op, x)?;
-        self.check_view(op, y)?;
-        self.distinct(op, x, y)?;
-        let (h, w) = self.hw(x);
-        if geom.in_c != x.c || geom.in_h != h || geom.in_w != w {
-            return Err(Error::op(op, format!("geometry expects input {}x{}x{}, got {}x{}x{}", geom.in_c, geom.in_h, geom.in_w, x.c, h, w)));
-        }
-        let (oh, ow) = geom.out_hw().map_err(|e| Error::op(op, e.to_string()))?;
-        if y.c != geom.out_c || self.hw(y) != (oh, ow) {
-            return Err(Error::op(op, format!("output view {}x{:?} but geometry gives {}x{:?}", y.c, self.hw(y), geom.out_c, (oh, ow))));
-        }
-        let ws = geom.weight_shape();
-        if weight.len() != ws.iter().product::<usize>() {
-            return Err(Error::op(op, format!("weight has {} values, shape {:?} needs {}", weight.len(), ws, ws.iter().product::<usize>())));
-        }
-        if let Some(b) = &bias {
-            if b.len() != geom.out_c {
-                return Err(Error::op(op, format!("bias has {} values for {} channels", b.len(), geom.out_c)));
-            }
-        }
+        let out_hw = geom.out_hw().map_err(|e| Error::op(op, e.to_string()))?;
+        self.check_conv(op, x, y, (geom.in_c, geom.in_h, geom.in_w), (geom.out_c, out_hw), &geom.weight_shape(), weight.len(), bias.as_deref())?;
         act.check(op, geom.out_c)?;
         self.nodes.push(Node { name: name.to_string(), op: Op::ConvT2d(ConvT2d { x, y, add: None, geom, weight, bias, act }) });
         Ok(())
