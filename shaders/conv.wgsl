@@ -252,3 +252,45 @@ fn conv_transpose2d(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     epilogue(a0, a1, a2, a3, blk, oc0, nlanes, oy, ox0);
 }
+
+// Transposed convolution whose kernel equals its stride (no dilation, padding or output padding):
+// the kernel footprints tile the output without overlap, so each output pixel reads exactly one
+// input pixel, through tap (oy % stride, ox % stride). ESPNet's 2x2 stride-2 upsamplers.
+@compute @workgroup_size(WG_X, WG_Y, 1)
+fn conv_transpose2d_tiled(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let ox0 = gid.x * 4u;
+    let oy = gid.y;
+    if (ox0 >= p.out_w || oy >= p.out_h) {
+        return;
+    }
+    let blk = gid.z;
+    let grp = blk / p.ocb_pg;
+    let ocl = (blk % p.ocb_pg) * 4u;
+    let oc0 = grp * p.ocpg + ocl;
+    let nlanes = min(4u, p.ocpg - ocl);
+    let khw = p.k_h * p.k_w;
+    let plane = p.in_h * p.in_w;
+    let iy = oy / p.stride_h;
+    let ky = oy % p.stride_h;
+    // input column and tap of each of the 4 pixels (clamped past the right edge; not stored)
+    var ix: array<u32, 4>;
+    var kx: array<u32, 4>;
+    for (var j = 0u; j < 4u; j++) {
+        let ox = min(ox0 + j, p.out_w - 1u);
+        ix[j] = ox / p.stride_w;
+        kx[j] = ox % p.stride_w;
+    }
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
+    for (var ic = 0u; ic < p.icpg; ic++) {
+        let row = p.in_off + (grp * p.icpg + ic) * plane + iy * p.in_w;
+        let wrow = p.w_off + (blk * p.icpg + ic) * khw + ky * p.k_w;
+        a0 += prm[wrow + kx[0]] * src[row + ix[0]];
+        a1 += prm[wrow + kx[1]] * src[row + ix[1]];
+        a2 += prm[wrow + kx[2]] * src[row + ix[2]];
+        a3 += prm[wrow + kx[3]] * src[row + ix[3]];
+    }
+    epilogue(a0, a1, a2, a3, blk, oc0, nlanes, oy, ox0);
+}

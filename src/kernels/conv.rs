@@ -4,7 +4,7 @@
 use super::Shader;
 use crate::error::{Error, Result};
 use crate::graph::{Act, Conv2d, ConvT2d};
-use crate::shape::Conv2dGeom;
+use crate::shape::{Conv2dGeom, Pad};
 
 pub const SHADER: Shader = Shader::Conv;
 /// Workgroup size of the family (the shader's `WG_X`, `WG_Y` defaults).
@@ -191,7 +191,9 @@ pub fn prepare_conv_t2d(op: &ConvT2d, x_off: u32, y_off: u32, add: AddFrom) -> R
     let z = check_groups("conv_transpose2d", g.groups * ocpg.div_ceil(4))?;
     let (params, prm) = finish(params, w, b, s);
     let groups = [(ow.div_ceil(4) as u32).div_ceil(WG.0), (oh as u32).div_ceil(WG.1), z];
-    Ok(Prepared { entry: "conv_transpose2d", params, prm, groups })
+    let tiled = g.stride_h == g.k_h && g.stride_w == g.k_w && g.dil_h == 1 && g.dil_w == 1 && g.pad == Pad::default() && g.out_pad_h == 0 && g.out_pad_w == 0;
+    let entry = if tiled { "conv_transpose2d_tiled" } else { "conv_transpose2d" };
+    Ok(Prepared { entry, params, prm, groups })
 }
 
 fn slope_of(act: &Act, oc: usize) -> f32 {
