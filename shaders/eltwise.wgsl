@@ -32,19 +32,19 @@ fn activate(v: f32, slope: f32) -> f32 {
     }
 }
 
+// 4 consecutive elements per invocation (the per-invocation cost dominates on software adapters).
 @compute @workgroup_size(WG, 1, 1)
 fn affine(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = gid.x + gid.y * p.row;
-    if (i >= p.c * p.hw) {
-        return;
+    let i0 = (gid.x + gid.y * p.row) * 4u;
+    let n = p.c * p.hw;
+    for (var i = i0; i < min(i0 + 4u, n); i++) {
+        let c = i / p.hw;
+        var v = src[p.x_off + i];
+        if (p.has_add != 0u) {
+            v += addsrc[p.add_off + i];
+        }
+        dst[p.y_off + i] = activate(prm[p.scale_off + c] * v + prm[p.shift_off + c], prm[p.slope_off + c]);
     }
-    let c = i / p.hw;
-    var v = src[p.x_off + i];
-    if (p.has_add != 0u) {
-        v += addsrc[p.add_off + i];
-    }
-    let slope = prm[p.slope_off + c];
-    dst[p.y_off + i] = activate(prm[p.scale_off + c] * v + prm[p.shift_off + c], slope);
 }
 
 @compute @workgroup_size(WG, 1, 1)

@@ -28,7 +28,8 @@ pub struct AffineParams {
 /// addend's element offset in its binding, when there is one.
 pub fn prepare(op: &Affine, hw: usize, x_off: u32, y_off: u32, add_off: Option<u32>) -> (AffineParams, Vec<f32>, [u32; 3]) {
     let c = op.x.c;
-    let (groups, row) = grid_1d(c * hw, WG);
+    // the affine entry handles 4 elements per invocation
+    let (groups, row) = grid_1d((c * hw).div_ceil(4), WG);
     let mut prm = Vec::with_capacity(3 * c);
     prm.extend_from_slice(&op.scale);
     prm.extend_from_slice(&op.shift);
