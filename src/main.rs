@@ -193,17 +193,36 @@ fn segment(model_arg: &str, inputs: &[PathBuf], out: &Path, extras: Extras) -> R
     bar.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {per_sec} eta {eta} {msg}").expect("valid template"));
     let t0 = Instant::now();
     let mut failed = 0usize;
-    for f in &files {
-        bar.set_message(f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
-        match segment_one(&model, &gpu, &mut sessions, f, out, &inputs_canon, &mut written, extras) {
-            Ok(dst) => bar.suspend(|| eprintln!("{} -> {}", f.display(), dst.display())),
-            Err(e) => {
-                failed += 1;
-                bar.suspend(|| eprintln!("FAILED {}: {e:#}", f.display()));
+    // Images are decoded (and resized to the model's run size) on a thread of their own, two
+    // ahead, while the device segments the current one.
+    let info = model.info.clone();
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Decoded>(2);
+        let files_ref = &files;
+        scope.spawn(move || {
+            for f in files_ref {
+                let d = image_io::load_rgb(f).map(|img| {
+                    let (h, w) = info.run_size(img.h, img.w);
+                    let run = if (h, w) == (img.h, img.w) { None } else { Some(img.resize(h, w)) };
+                    (img, run)
+                });
+                if tx.send(d).is_err() {
+                    break;
+                }
             }
+        });
+        for (f, decoded) in files.iter().zip(rx) {
+            bar.set_message(f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+            match segment_one(&model, &gpu, &mut sessions, f, decoded, out, &inputs_canon, &mut written, extras) {
+                Ok(dst) => bar.suspend(|| eprintln!("{} -> {}", f.display(), dst.display())),
+                Err(e) => {
+                    failed += 1;
+                    bar.suspend(|| eprintln!("FAILED {}: {e:#}", f.display()));
+                }
+            }
+            bar.inc(1);
         }
-        bar.inc(1);
-    }
+    });
     bar.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
     let ok = files.len() - failed;
@@ -211,8 +230,11 @@ fn segment(model_arg: &str, inputs: &[PathBuf], out: &Path, extras: Extras) -> R
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
+/// A decoded image and, when the model runs at another size, its resized copy.
+type Decoded = atrous::Result<(RgbImage, Option<RgbImage>)>;
+
 #[allow(clippy::too_many_arguments)]
-fn segment_one(model: &Model, gpu: &Gpu, sessions: &mut HashMap<(usize, usize), Session>, f: &Path, out: &Path, inputs: &[PathBuf], written: &mut HashMap<PathBuf, PathBuf>, extras: Extras) -> Result<PathBuf> {
+fn segment_one(model: &Model, gpu: &Gpu, sessions: &mut HashMap<(usize, usize), Session>, f: &Path, decoded: Decoded, out: &Path, inputs: &[PathBuf], written: &mut HashMap<PathBuf, PathBuf>, extras: Extras) -> Result<PathBuf> {
     let stem = f.file_stem().with_context(|| format!("{} has no file name", f.display()))?.to_string_lossy().into_owned();
     let dst = out.join(format!("{stem}.png"));
     let overlay_dst = out.join(format!("{stem}_overlay.png"));
@@ -234,14 +256,12 @@ fn segment_one(model: &Model, gpu: &Gpu, sessions: &mut HashMap<(usize, usize), 
             }
         }
     }
-    let img = image_io::load_rgb(f)?;
+    let (img, resized) = decoded?;
     let (h, w) = model.info.run_size(img.h, img.w);
-    let run: RgbImage = if (h, w) != (img.h, img.w) {
+    if resized.is_some() {
         log::info!("{}: {}x{} resized to {}x{} (model size rule {:?})", f.display(), img.w, img.h, w, h, model.info.size);
-        img.resize(h, w)
-    } else {
-        img.clone()
-    };
+    }
+    let run: &RgbImage = resized.as_ref().unwrap_or(&img);
     let session = match sessions.entry((h, w)) {
         std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
         std::collections::hash_map::Entry::Vacant(v) => {
