@@ -779,10 +779,10 @@ pub(crate) fn encode_node<'a>(dev: &wgpu::Device, kernels: &Kernels, graph: &Gra
             let (sh, sw) = graph.hw(o.s);
             let (mp, groups) = kernels::eltwise::prepare_mul(o, h * w, sh * sw, xo, yo, so);
             let u = uniform_buffer(dev, &mp);
-            let prm = storage_buffer(dev, &node.name, &[]);
-            let slots = [xs, Slot::whole(&prm), ys, ss, Slot::whole(&u)];
+            // `mul` reads no parameters
+            let slots = [xs, kernels.dummy(), ys, ss, Slot::whole(&u)];
             let d = kernels.dispatch(Shader::Eltwise, "mul", &slots, groups, &node.name, flops, act_bytes);
-            (d, vec![prm, u])
+            (d, vec![u])
         }
         Op::Gather(o) => {
             let ((xs, xo), (ys, yo)) = (resolve(o.x)?, resolve(o.y)?);

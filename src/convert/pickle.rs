@@ -70,6 +70,16 @@ pub fn read(data: &[u8], mut pos: usize, what: &str) -> Result<(Value, usize)> {
             s
         }};
     }
+    // a little-endian unsigned length of 1, 4 or 8 bytes
+    macro_rules! len {
+        ($width:expr) => {{
+            let w: usize = $width;
+            let b = take!(w);
+            let mut v = [0u8; 8];
+            v[..w].copy_from_slice(b);
+            u64::from_le_bytes(v) as usize
+        }};
+    }
     fn pop(stack: &mut Vec<Item>, err: &dyn Fn(String) -> Error) -> Result<Value> {
         match stack.pop() {
             Some(Item::V(v)) => Ok(v),
@@ -147,37 +157,21 @@ pub fn read(data: &[u8], mut pos: usize, what: &str) -> Result<(Value, usize)> {
                 stack.push(Item::V(Value::Float(f64::from_be_bytes(v))))
             }
             b'X' | 0x8c | 0x8d | b'T' | b'U' => {
-                let n = match op {
-                    b'X' | b'T' => {
-                        let b = take!(4);
-                        u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize
-                    }
-                    0x8d => {
-                        let b = take!(8);
-                        let mut v = [0u8; 8];
-                        v.copy_from_slice(b);
-                        u64::from_le_bytes(v) as usize
-                    }
-                    _ => take!(1)[0] as usize,
-                };
+                let n = len!(match op {
+                    b'X' | b'T' => 4,
+                    0x8d => 8,
+                    _ => 1,
+                });
                 let b = take!(n);
                 let s = String::from_utf8(b.to_vec()).map_err(|_| err(format!("string at byte {at} is not UTF-8")))?;
                 stack.push(Item::V(Value::Str(s)));
             }
             b'B' | b'C' | 0x8e => {
-                let n = match op {
-                    b'B' => {
-                        let b = take!(4);
-                        u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize
-                    }
-                    0x8e => {
-                        let b = take!(8);
-                        let mut v = [0u8; 8];
-                        v.copy_from_slice(b);
-                        u64::from_le_bytes(v) as usize
-                    }
-                    _ => take!(1)[0] as usize,
-                };
+                let n = len!(match op {
+                    b'B' => 4,
+                    0x8e => 8,
+                    _ => 1,
+                });
                 stack.push(Item::V(Value::Bytes(take!(n).to_vec())));
             }
             b')' => stack.push(Item::V(Value::Tuple(vec![]))),

@@ -1,8 +1,7 @@
 //! Wrapper of `shaders/argmax.wgsl`: class map packed 4 pixels per u32.
 
-use super::{grid_1d, Shader};
+use super::grid_1d;
 
-pub const SHADER: Shader = Shader::Argmax;
 pub const WG: u32 = 64;
 
 #[repr(C)]

@@ -1,12 +1,10 @@
 //! Wrapper of `shaders/conv.wgsl`: packs weights into 4-output-channel vec4 blocks and fills the
 //! parameter block for `conv2d`, `conv2d_dw` and `conv_transpose2d`.
 
-use super::Shader;
 use crate::error::{Error, Result};
 use crate::graph::{Act, Conv2d, ConvT2d};
 use crate::shape::{Conv2dGeom, Pad};
 
-pub const SHADER: Shader = Shader::Conv;
 /// Workgroup size of the family (the shader's `WG_X`, `WG_Y` defaults).
 pub const WG: (u32, u32) = (8, 8);
 

@@ -1,10 +1,9 @@
 //! Wrapper of `shaders/eltwise.wgsl`: per-channel affine (+ addend, activation), broadcast
 //! multiply, channel gather.
 
-use super::{grid_1d, Shader};
+use super::grid_1d;
 use crate::graph::{Affine, Gather, Mul};
 
-pub const SHADER: Shader = Shader::Eltwise;
 pub const WG: u32 = 64;
 
 #[repr(C)]

@@ -1,11 +1,10 @@
 //! Wrapper of `shaders/pool.wgsl`.
 
-use super::{grid_1d, Shader};
+use super::grid_1d;
 use crate::error::Result;
 use crate::graph::{AdaptiveAvgPool, Pool2d};
 use crate::shape::PoolKind;
 
-pub const SHADER: Shader = Shader::Pool;
 pub const WG: u32 = 64;
 
 #[repr(C)]

@@ -1,9 +1,8 @@
 //! Wrapper of `shaders/preprocess.wgsl`: RGBA8 pixels to the model's normalised NCHW input.
 
-use super::{grid_1d, Shader};
+use super::grid_1d;
 use crate::preprocess::Normalize;
 
-pub const SHADER: Shader = Shader::Preprocess;
 pub const WG: u32 = 64;
 
 #[repr(C)]

@@ -1,9 +1,8 @@
 //! Wrapper of `shaders/resize.wgsl` (bilinear).
 
-use super::{grid_1d, Shader};
+use super::grid_1d;
 use crate::graph::Resize;
 
-pub const SHADER: Shader = Shader::Resize;
 pub const WG: u32 = 64;
 
 #[repr(C)]

@@ -1,8 +1,7 @@
 //! Wrapper of `shaders/softmax.wgsl` (per-pixel softmax over channels).
 
-use super::{grid_1d, Shader};
+use super::grid_1d;
 
-pub const SHADER: Shader = Shader::Softmax;
 pub const WG: u32 = 64;
 
 #[repr(C)]
