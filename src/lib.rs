@@ -26,6 +26,8 @@ pub mod image_io;
 pub mod kernels;
 pub mod metrics;
 pub mod models;
+pub mod ops;
+pub mod passes;
 pub mod plan;
 pub mod preprocess;
 pub mod reference;

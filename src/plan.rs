@@ -112,16 +112,23 @@ impl Plan {
                 Some((a, b)) => (a.min(step), b.max(step)),
             })
         };
-        touch(g.input, 0);
+        for &i in &g.inputs {
+            touch(i, 0);
+        }
         for (pos, &ni) in order.iter().enumerate() {
             let n = &g.nodes[ni];
             for r in n.op.reads() {
                 touch(r.tensor, pos + 1);
             }
-            touch(n.op.writes().tensor, pos + 1);
+            for w in n.op.outputs() {
+                touch(w.tensor, pos + 1);
+            }
         }
         let logits = g.logits.ok_or_else(|| Error::op("graph", "no logits tensor"))?;
         touch(logits, nsteps - 1);
+        for &o in &g.outputs {
+            touch(o, nsteps - 1);
+        }
 
         let align = limits.align.max(4);
         // chunks: (tensor, c0, c, bytes)
@@ -130,7 +137,7 @@ impl Plan {
             if life[t].is_none() {
                 continue;
             }
-            let plane = (d.h * d.w * 4) as u64;
+            let plane = d.plane_bytes();
             if plane > limits.max_binding {
                 return Err(Error::TensorTooLarge { name: format!("{} (one {}x{} channel plane)", d.name, d.h, d.w), bytes: plane, limit: limits.max_binding });
             }

@@ -4,8 +4,9 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::graph::{Graph, Node, Op, View};
-use crate::kernels::{self, conv, Dispatch, Kernels, Shader, Slot};
+use crate::graph::{Graph, Node, View};
+use crate::kernels::{self, Dispatch, Kernels, Shader, Slot};
+use crate::ops::{buffer_init, EncodeCx, Resolve};
 use crate::plan::{Plan, PlanLimits};
 use crate::preprocess::Normalize;
 
@@ -101,10 +102,11 @@ impl Session {
             })
             .collect();
         let chunk_slot = |p: &crate::plan::Placement, plane: usize| Slot { buffer: &arenas[p.arena], offset: p.offset, size: (p.c * plane * 4) as u64 };
+        let view_slot = |p: &crate::plan::Placement, d: &crate::graph::TensorDesc| Slot { buffer: &arenas[p.arena], offset: p.offset, size: p.c as u64 * d.plane_bytes() };
         let resolve = |v: View| -> Result<(Slot<'_>, u32)> {
             let d = &graph.tensors[v.tensor];
             let p = plan.chunk_of(v.tensor, v.c0, v.c).ok_or_else(|| Error::op(&d.name, format!("channels {}..{} straddle a binding split", v.c0, v.c0 + v.c)))?;
-            Ok((chunk_slot(p, d.h * d.w), ((v.c0 - p.c0) * d.h * d.w) as u32))
+            Ok((view_slot(p, d), ((v.c0 - p.c0) * d.h * d.w) as u32))
         };
         let cuts = |t: usize| plan.cuts(t);
         let mut owned: Vec<wgpu::Buffer> = vec![];
@@ -660,141 +662,17 @@ pub fn read_buffer(gpu: &Gpu, buf: &wgpu::Buffer) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// A buffer with initial contents. Unlike `DeviceExt::create_buffer_init` it does not panic when
-/// the device is lost or out of memory: the buffer is then invalid and the error scope around the
-/// caller reports it.
-fn buffer_init(dev: &wgpu::Device, label: &str, contents: &[u8], usage: wgpu::BufferUsages) -> wgpu::Buffer {
-    let size = (contents.len() as u64).next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT).max(wgpu::COPY_BUFFER_ALIGNMENT);
-    let buf = dev.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size, usage, mapped_at_creation: true });
-    if let Ok(mut view) = buf.slice(..).get_mapped_range_mut() {
-        view.slice(..contents.len()).copy_from_slice(contents);
-    }
-    buf.unmap();
-    buf
-}
-
 fn uniform_buffer<T: bytemuck::Pod>(dev: &wgpu::Device, p: &T) -> wgpu::Buffer {
     buffer_init(dev, "atrous params", &kernels::uniform_bytes(p), wgpu::BufferUsages::UNIFORM)
 }
 
-fn storage_buffer(dev: &wgpu::Device, label: &str, data: &[f32]) -> wgpu::Buffer {
-    let mut v = data.to_vec();
-    v.resize(v.len().next_multiple_of(4).max(4), 0.0);
-    buffer_init(dev, label, bytemuck::cast_slice(&v), wgpu::BufferUsages::STORAGE)
-}
-
-/// Where a view lives: the binding (a tensor, or the channel chunk of a tensor that holds the view)
-/// and the view's element offset inside it.
-pub(crate) type Resolve<'a, 'b> = &'b dyn Fn(View) -> Result<(Slot<'a>, u32)>;
-
-fn same_slot(a: &Slot<'_>, b: &Slot<'_>) -> bool {
-    std::ptr::eq(a.buffer, b.buffer) && a.offset == b.offset
-}
-
 /// Builds the dispatch of one graph node whose views each lie in one binding (see
-/// [`crate::split`]), with `resolve` locating them. Returns the dispatch and the parameter and
-/// uniform buffers it binds. Used by [`Session`] and [`OpRunner`].
+/// [`crate::split`]), with `resolve` locating them: the operator's own `encode`. Returns the
+/// dispatch and the parameter and uniform buffers it binds. Used by [`Session`] and [`OpRunner`].
 pub(crate) fn encode_node<'a>(dev: &wgpu::Device, kernels: &Kernels, graph: &Graph, node: &Node, resolve: Resolve<'a, '_>) -> Result<(Dispatch, Vec<wgpu::Buffer>)> {
-    let named = |e: Error| Error::op(&node.name, e.to_string());
-    let flops = node.op.flops(graph);
-    let act_bytes: u64 = node.op.reads().iter().chain(std::iter::once(&node.op.writes())).map(|v| (v.c * graph.hw(*v).0 * graph.hw(*v).1 * 4) as u64).sum();
-    // where an addend is, relative to the input and output bindings
-    let add_from = |x: &Slot<'a>, y: &Slot<'a>, add: Option<View>| -> Result<(conv::AddFrom, Option<Slot<'a>>)> {
-        Ok(match add {
-            None => (conv::AddFrom::None, None),
-            Some(a) => {
-                let (s, off) = resolve(a)?;
-                if same_slot(&s, y) {
-                    (conv::AddFrom::Dst(off), None)
-                } else if same_slot(&s, x) {
-                    (conv::AddFrom::Src(off), None)
-                } else {
-                    (conv::AddFrom::Other(off), Some(s))
-                }
-            }
-        })
-    };
-    Ok(match &node.op {
-        Op::Conv2d(o) => {
-            let ((xs, xo), (ys, yo)) = (resolve(o.x)?, resolve(o.y)?);
-            let (add, add_slot) = add_from(&xs, &ys, o.add)?;
-            let prep = conv::prepare_conv2d(o, xo, yo, add).map_err(named)?;
-            let prm = storage_buffer(dev, &node.name, &prep.prm);
-            let u = uniform_buffer(dev, &prep.params);
-            let slots = [xs, Slot::whole(&prm), ys, add_slot.unwrap_or(kernels.dummy()), Slot::whole(&u)];
-            let d = kernels.dispatch(Shader::Conv, prep.entry, &slots, prep.groups, &node.name, flops, act_bytes + prm.size());
-            (d, vec![prm, u])
-        }
-        Op::ConvT2d(o) => {
-            let ((xs, xo), (ys, yo)) = (resolve(o.x)?, resolve(o.y)?);
-            let (add, add_slot) = add_from(&xs, &ys, o.add)?;
-            let prep = conv::prepare_conv_t2d(o, xo, yo, add).map_err(named)?;
-            let prm = storage_buffer(dev, &node.name, &prep.prm);
-            let u = uniform_buffer(dev, &prep.params);
-            let slots = [xs, Slot::whole(&prm), ys, add_slot.unwrap_or(kernels.dummy()), Slot::whole(&u)];
-            let d = kernels.dispatch(Shader::Conv, prep.entry, &slots, prep.groups, &node.name, flops, act_bytes + prm.size());
-            (d, vec![prm, u])
-        }
-        Op::Pool2d(o) => {
-            let ((xs, xo), (ys, yo)) = (resolve(o.x)?, resolve(o.y)?);
-            let (pp, groups) = kernels::pool::prepare(o, xo, yo).map_err(named)?;
-            let u = uniform_buffer(dev, &pp);
-            let d = kernels.dispatch(Shader::Pool, "pool2d", &[xs, ys, Slot::whole(&u)], groups, &node.name, flops, act_bytes);
-            (d, vec![u])
-        }
-        Op::Affine(o) => {
-            let ((xs, xo), (ys, yo)) = (resolve(o.x)?, resolve(o.y)?);
-            let (h, w) = graph.hw(o.x);
-            let add = o.add.map(resolve).transpose()?;
-            if add.as_ref().is_some_and(|(s, _)| same_slot(s, &xs) || same_slot(s, &ys)) {
-                return Err(Error::op(&node.name, "the addend shares a binding with the input or output; the affine kernel binds them separately"));
-            }
-            let (ap, prm, groups) = kernels::eltwise::prepare(o, h * w, xo, yo, add.as_ref().map(|a| a.1));
-            let prm = storage_buffer(dev, &node.name, &prm);
-            let u = uniform_buffer(dev, &ap);
-            let slots = [xs, Slot::whole(&prm), ys, add.map(|a| a.0).unwrap_or(kernels.dummy()), Slot::whole(&u)];
-            let d = kernels.dispatch(Shader::Eltwise, "affine", &slots, groups, &node.name, flops, act_bytes + prm.size());
-            (d, vec![prm, u])
-        }
-        Op::Resize(o) => {
-            let ((xs, xo), (ys, yo)) = (resolve(o.x)?, resolve(o.y)?);
-            let (rp, groups) = kernels::resize::prepare(o, graph.hw(o.x), graph.hw(o.y), xo, yo);
-            let u = uniform_buffer(dev, &rp);
-            let d = kernels.dispatch(Shader::Resize, "bilinear", &[xs, ys, Slot::whole(&u)], groups, &node.name, flops, act_bytes);
-            (d, vec![u])
-        }
-        Op::AdaptiveAvgPool(o) => {
-            let ((xs, xo), (ys, yo)) = (resolve(o.x)?, resolve(o.y)?);
-            let (pp, groups) = kernels::pool::prepare_adaptive(o, graph.hw(o.x), graph.hw(o.y), xo, yo);
-            let u = uniform_buffer(dev, &pp);
-            let d = kernels.dispatch(Shader::Pool, "adaptive_avg_pool2d", &[xs, ys, Slot::whole(&u)], groups, &node.name, flops, act_bytes);
-            (d, vec![u])
-        }
-        Op::Mul(o) => {
-            let ((xs, xo), (ys, yo), (ss, so)) = (resolve(o.x)?, resolve(o.y)?, resolve(o.s)?);
-            if same_slot(&ss, &xs) || same_slot(&ss, &ys) {
-                return Err(Error::op(&node.name, "the multiplier shares a binding with the input or output; the mul kernel binds them separately"));
-            }
-            let (h, w) = graph.hw(o.x);
-            let (sh, sw) = graph.hw(o.s);
-            let (mp, groups) = kernels::eltwise::prepare_mul(o, h * w, sh * sw, xo, yo, so);
-            let u = uniform_buffer(dev, &mp);
-            // `mul` reads no parameters
-            let slots = [xs, kernels.dummy(), ys, ss, Slot::whole(&u)];
-            let d = kernels.dispatch(Shader::Eltwise, "mul", &slots, groups, &node.name, flops, act_bytes);
-            (d, vec![u])
-        }
-        Op::Gather(o) => {
-            let ((xs, xo), (ys, yo)) = (resolve(o.x)?, resolve(o.y)?);
-            let (h, w) = graph.hw(o.x);
-            let (gp, prm, groups) = kernels::eltwise::prepare_gather(o, h * w, xo, yo);
-            let prm = storage_buffer(dev, &node.name, &prm);
-            let u = uniform_buffer(dev, &gp);
-            let slots = [xs, Slot::whole(&prm), ys, kernels.dummy(), Slot::whole(&u)];
-            let d = kernels.dispatch(Shader::Eltwise, "gather", &slots, groups, &node.name, flops, act_bytes);
-            (d, vec![prm, u])
-        }
-    })
+    let cx = EncodeCx { dev, kernels, graph, resolve };
+    let e = node.op.encode(&cx, &node.name)?;
+    Ok((e.dispatch, e.buffers))
 }
 
 /// Runs single graph nodes on buffers of their own, every tensor separate and the output
@@ -817,7 +695,7 @@ impl OpRunner {
         let scope = dev.push_error_scope(wgpu::ErrorFilter::Validation);
         let n = &graph.nodes[node];
         let mut bufs: std::collections::HashMap<usize, wgpu::Buffer> = std::collections::HashMap::new();
-        let touched: Vec<usize> = n.op.reads().iter().chain(std::iter::once(&n.op.writes())).map(|v| v.tensor).collect();
+        let touched: Vec<usize> = n.op.reads().iter().chain(n.op.outputs().iter()).map(|v| v.tensor).collect();
         for &t in &touched {
             let d = data.get(&t).ok_or_else(|| Error::Input(format!("no data for tensor `{}`", graph.tensors[t].name)))?;
             if d.len() != graph.tensors[t].numel() {

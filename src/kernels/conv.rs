@@ -2,7 +2,8 @@
 //! parameter block for `conv2d`, `conv2d_dw` and `conv_transpose2d`.
 
 use crate::error::{Error, Result};
-use crate::graph::{Act, Conv2d, ConvT2d};
+use crate::graph::Act;
+use crate::ops::{Conv2d, ConvT2d};
 use crate::shape::{Conv2dGeom, Pad};
 
 /// Workgroup size of the family (the shader's `WG_X`, `WG_Y` defaults).

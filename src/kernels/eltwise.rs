@@ -2,7 +2,7 @@
 //! multiply, channel gather.
 
 use super::grid_1d;
-use crate::graph::{Affine, Gather, Mul};
+use crate::ops::{Affine, Gather, Mul};
 
 pub const WG: u32 = 64;
 

@@ -2,7 +2,7 @@
 
 use super::grid_1d;
 use crate::error::Result;
-use crate::graph::{AdaptiveAvgPool, Pool2d};
+use crate::ops::{AdaptiveAvgPool, Pool2d};
 use crate::shape::PoolKind;
 
 pub const WG: u32 = 64;

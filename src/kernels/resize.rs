@@ -1,7 +1,7 @@
 //! Wrapper of `shaders/resize.wgsl` (bilinear).
 
 use super::grid_1d;
-use crate::graph::Resize;
+use crate::ops::Resize;
 
 pub const WG: u32 = 64;
 

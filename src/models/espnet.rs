@@ -82,26 +82,38 @@ struct B<'a> {
 
 impl B<'_> {
     /// A convolution without bias, `k x k`, padding `dil*(k-1)/2`.
+    /// A plain convolution (no bias) into `y`; with `add`, into a tensor of its own followed by
+    /// an element-wise add into `y` (the passes fuse the two).
     #[allow(clippy::too_many_arguments)]
     fn conv(&mut self, name: &str, x: View, y: View, k: usize, stride: usize, dil: usize, add: Option<View>) -> Result<()> {
         let (h, w) = self.g.hw(x);
         let geom = Conv2dGeom::new(x.c, h, w, y.c, k, stride, dil * (k - 1) / 2, dil, 1);
         let wt = self.w.get(&format!("{name}.weight"), &geom.weight_shape())?;
-        self.g.conv2d(name, x, y, geom, wt, None, Act::None, add)
+        match add {
+            None => self.g.conv2d(name, x, y, geom, wt, None, Act::None, None),
+            Some(a) => {
+                let t = self.new_tensor(&format!("{name}:conv"), y.c, y_hw(&self.g, y).0, y_hw(&self.g, y).1);
+                self.g.conv2d(name, x, t, geom, wt, None, Act::None, None)?;
+                self.g.add(&format!("{name}.add"), t, a, y)
+            }
+        }
     }
 
-    /// CBR: convolution, batch norm folded into it, PReLU.
+    /// Convolution, batch norm, PReLU: three plain nodes.
     fn cbr(&mut self, prefix: &str, x: View, y: View, k: usize, stride: usize) -> Result<()> {
         let (h, w) = self.g.hw(x);
         let geom = Conv2dGeom::new(x.c, h, w, y.c, k, stride, (k - 1) / 2, 1, 1);
         let wt = self.w.get(&format!("{prefix}.conv.weight"), &geom.weight_shape())?;
         let bn = BatchNorm::load(self.w, &format!("{prefix}.bn"), y.c, self.eps)?;
         let slopes = self.w.get(&format!("{prefix}.act.weight"), &[y.c])?;
-        let (wt, b) = bn.fold_into(&wt, None, y.c);
-        self.g.conv2d(prefix, x, y, geom, wt, Some(b), Act::PRelu(slopes), None)
+        let (oh, ow) = y_hw(&self.g, y);
+        let t = self.new_tensor(&format!("{prefix}.conv"), y.c, oh, ow);
+        let u = self.new_tensor(&format!("{prefix}.bn"), y.c, oh, ow);
+        self.g.conv2d(prefix, x, t, geom, wt, None, Act::None, None)?;
+        self.g.affine(&format!("{prefix}.bn"), t, None, u, bn.scale, bn.shift, Act::None)?;
+        self.g.affine(&format!("{prefix}.act"), u, None, y, vec![1.0; y.c], vec![0.0; y.c], Act::PRelu(slopes))
     }
 
-    /// BR over the concatenation of `inputs`: `{prefix}.bn.*` and `{prefix}.act.weight`.
     fn br(&mut self, prefix: &str, inputs: &[View], out: View) -> Result<()> {
         let bn = BatchNorm::load(self.w, &format!("{prefix}.bn"), out.c, self.eps)?;
         let slopes = self.w.get(&format!("{prefix}.act.weight"), &[out.c])?;
@@ -114,25 +126,26 @@ impl B<'_> {
     }
 
     /// `ConvTranspose2d(c, c, 2, stride=2)`, optionally followed by BR folded into it.
+    /// 2x2 stride-2 transposed convolution, then (with `br`) batch norm and PReLU as plain nodes.
     fn up(&mut self, name: &str, x: View, y: View, br: Option<&str>) -> Result<()> {
         let (h, w) = self.g.hw(x);
         let geom = ConvT2dGeom { in_c: x.c, in_h: h, in_w: w, out_c: y.c, k_h: 2, k_w: 2, stride_h: 2, stride_w: 2, dil_h: 1, dil_w: 1, pad: Pad::default(), out_pad_h: 0, out_pad_w: 0, groups: 1 };
         let wt = self.w.get(&format!("{name}.weight"), &geom.weight_shape())?;
-        let (wt, bias, act) = match br {
-            None => (wt, None, Act::None),
+        match br {
+            None => self.g.conv_transpose2d(name, x, y, geom, wt, None, Act::None),
             Some(p) => {
                 let bn = BatchNorm::load(self.w, &format!("{p}.bn"), y.c, self.eps)?;
                 let slopes = self.w.get(&format!("{p}.act.weight"), &[y.c])?;
-                let (wt, b) = bn.fold_into_transposed(&wt, y.c, 4);
-                (wt, Some(b), Act::PRelu(slopes))
+                let (oh, ow) = y_hw(&self.g, y);
+                let t = self.new_tensor(&format!("{name}:convt"), y.c, oh, ow);
+                let u = self.new_tensor(&format!("{p}.bn"), y.c, oh, ow);
+                self.g.conv_transpose2d(name, x, t, geom, wt, None, Act::None)?;
+                self.g.affine(&format!("{p}.bn"), t, None, u, bn.scale, bn.shift, Act::None)?;
+                self.g.affine(&format!("{p}.act"), u, None, y, vec![1.0; y.c], vec![0.0; y.c], Act::PRelu(slopes))
             }
-        };
-        self.g.conv_transpose2d(name, x, y, geom, wt, bias, act)
+        }
     }
 
-    /// The ESP module: reduce (1x1, or 3x3 stride 2 when downsampling) to n channels, five
-    /// parallel 3x3 convolutions at dilations 1, 2, 4, 8, 16 writing into one tensor with the
-    /// hierarchical sums fused as addends, optional residual, then BR into `out`.
     fn esp(&mut self, prefix: &str, x: View, out: View, down: bool, residual: bool) -> Result<()> {
         let n = out.c / 5;
         let n1 = out.c - 4 * n;
@@ -144,14 +157,19 @@ impl B<'_> {
         } else {
             self.conv(&format!("{prefix}.c1.conv"), x, red, 1, 1, 1, None)?;
         }
+        // each branch into a tensor of its own, then a concatenation (done in place by the passes)
         let cat = self.g.tensor(&format!("{prefix}.cat"), out.c, h, w);
-        self.conv(&format!("{prefix}.d1.conv"), red, self.g.slice(cat, 0, n1), 3, 1, 1, None)?;
+        let d1 = self.new_tensor(&format!("{prefix}.d1"), n1, h, w);
+        self.conv(&format!("{prefix}.d1.conv"), red, d1, 3, 1, 1, None)?;
+        let mut branches = vec![d1];
         let mut prev: Option<View> = None;
-        for (i, d) in [2usize, 4, 8, 16].into_iter().enumerate() {
-            let y = self.g.slice(cat, n1 + i * n, n);
+        for d in [2usize, 4, 8, 16] {
+            let y = self.new_tensor(&format!("{prefix}.d{d}"), n, h, w);
             self.conv(&format!("{prefix}.d{d}.conv"), red, y, 3, 1, d, prev)?;
+            branches.push(y);
             prev = Some(y);
         }
+        self.g.concat(&format!("{prefix}.cat"), branches, self.g.all(cat))?;
         let (bn, act) = if down { (format!("{prefix}.bn"), format!("{prefix}.act.weight")) } else { (format!("{prefix}.bn.bn"), format!("{prefix}.bn.act.weight")) };
         let bn = BatchNorm::load(self.w, &bn, out.c, self.eps)?;
         let slopes = self.w.get(&act, &[out.c])?;
@@ -169,6 +187,10 @@ impl B<'_> {
 }
 
 /// Builds the graph for an `h x w` input (multiples of 8).
+fn y_hw(g: &Graph, y: View) -> (usize, usize) {
+    g.hw(y)
+}
+
 pub fn build(w: &Weights, cfg: &EspNetConfig, h: usize, wd: usize) -> Result<Graph> {
     let c = cfg.classes;
     let half = |n: usize| conv_out(n, 3, 2, 1, 1, 1).expect("positive size");

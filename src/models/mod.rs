@@ -169,8 +169,15 @@ impl Model {
         Ok(model)
     }
 
-    /// The graph for an `h x w` input.
+    /// The graph for an `h x w` input, after the rewrite passes ([`crate::passes::optimize`]).
     pub fn graph(&self, h: usize, w: usize) -> Result<Graph> {
+        let mut g = self.plain_graph(h, w)?;
+        crate::passes::optimize(&mut g)?;
+        Ok(g)
+    }
+
+    /// The graph for an `h x w` input as the builder emits it: plain operators, nothing fused.
+    pub fn plain_graph(&self, h: usize, w: usize) -> Result<Graph> {
         if !self.info.size.accepts(h, w) {
             let reason = match self.info.size {
                 SizeRule::MultipleOf(m) => format!("height and width must be positive multiples of {m}"),
@@ -246,13 +253,6 @@ impl BatchNorm {
         let w = weight.iter().enumerate().map(|(i, &v)| (v as f64 * self.scale[i / per] as f64) as f32).collect();
         let b = (0..out_c).map(|o| (bias.map_or(0.0, |b| b[o] as f64) * self.scale[o] as f64 + self.shift[o] as f64) as f32).collect();
         (w, b)
-    }
-
-    /// Like [`fold_into`](Self::fold_into) for a transposed convolution, whose weights are
-    /// `[in, out, kh, kw]` (groups = 1).
-    pub fn fold_into_transposed(&self, weight: &[f32], out_c: usize, khw: usize) -> (Vec<f32>, Vec<f32>) {
-        let w = weight.iter().enumerate().map(|(i, &v)| (v as f64 * self.scale[(i / khw) % out_c] as f64) as f32).collect();
-        (w, self.shift.clone())
     }
 }
 

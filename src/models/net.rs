@@ -95,7 +95,8 @@ impl<'a> Net<'a> {
     }
 
     /// Adds the convolution, writing into `into` or a new tensor named after the weight; returns
-    /// the output view.
+    /// the output view. Emits plain operators — the convolution, then batch norm, the activation
+    /// and the addend as separate nodes — which [`crate::passes`] fuses.
     pub fn conv(&mut self, x: View, c: Conv, into: Option<View>, add: Option<View>) -> Result<View> {
         let geom = self.geom(x, &c);
         let weight = self.w.get(c.weight, &geom.weight_shape())?;
@@ -103,15 +104,41 @@ impl<'a> Net<'a> {
             Some(b) => Some(self.w.get(b, &[c.out_c])?),
             None => None,
         };
-        let (weight, bias) = match &c.bn {
-            Some(p) => {
-                let bn = BatchNorm::load(self.w, p, c.out_c, self.eps)?;
-                let (w, b) = bn.fold_into(&weight, bias.as_deref(), c.out_c);
-                (w, Some(b))
-            }
-            None => (weight, bias),
+        let bn = match &c.bn {
+            Some(p) => Some(BatchNorm::load(self.w, p, c.out_c, self.eps)?),
+            None => None,
         };
-        self.conv_with(c.weight.trim_end_matches(".weight"), x, geom, weight, bias, c.act, into, add)
+        let name = c.weight.trim_end_matches(".weight");
+        let (oh, ow) = geom.out_hw()?;
+        // the steps after the convolution, each writing a tensor of its own, the last `into`
+        let steps = bn.is_some() as usize + (c.act != Act::None && add.is_none()) as usize + add.is_some() as usize;
+        let mut left = steps;
+        let mut next = |n: &mut Self, what: &str| -> View {
+            left -= 1;
+            match (left, into) {
+                (0, Some(v)) => v,
+                (0, None) => n.tensor(name, c.out_c, oh, ow),
+                _ => n.tensor(&format!("{name}:{what}"), c.out_c, oh, ow),
+            }
+        };
+        let mut y = if steps == 0 { into.unwrap_or_else(|| self.tensor(name, c.out_c, oh, ow)) } else { self.tensor(&format!("{name}:conv"), c.out_c, oh, ow) };
+        self.g.conv2d(name, x, y, geom, weight, bias, Act::None, None)?;
+        if let Some(bn) = bn {
+            let out = next(self, "bn");
+            self.g.affine(&format!("{name}.bn"), y, None, out, bn.scale, bn.shift, Act::None)?;
+            y = out;
+        }
+        if c.act != Act::None && add.is_none() {
+            let out = next(self, "act");
+            self.g.affine(&format!("{name}.act"), y, None, out, vec![1.0; c.out_c], vec![0.0; c.out_c], c.act.clone())?;
+            y = out;
+        }
+        if let Some(a) = add {
+            let out = next(self, "add");
+            self.g.affine(&format!("{name}.add"), y, Some(a), out, vec![1.0; c.out_c], vec![0.0; c.out_c], c.act.clone())?;
+            y = out;
+        }
+        Ok(y)
     }
 
     /// Adds a convolution with weights already in PyTorch layout.
