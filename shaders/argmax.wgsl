@@ -4,12 +4,15 @@
 // `argmax_chunk` does the same over logits split across bindings: one dispatch per chunk, keeping
 // the best value per pixel in `best` between them (the first chunk starts afresh).
 
+// Element type of the activations: f32, or f16 in the half-precision variant (see kernels::Shader::source).
+alias E = f32;
+
 struct Argmax {
     c: u32, hw: u32, x_off: u32, words: u32,
     row: u32, c_base: u32, first: u32, _p0: u32,
 };
 
-@group(0) @binding(0) var<storage, read_write> src: array<f32>;
+@group(0) @binding(0) var<storage, read_write> src: array<E>;
 @group(0) @binding(1) var<storage, read_write> classes: array<u32>;
 @group(0) @binding(2) var<uniform> p: Argmax;
 @group(0) @binding(3) var<storage, read_write> best: array<f32>;
@@ -24,10 +27,10 @@ fn is_nan(v: f32) -> bool {
 
 fn argmax_px(px: u32) -> u32 {
     var best = 0u;
-    var bv = src[p.x_off + px];
+    var bv = f32(src[p.x_off + px]);
     var bnan = is_nan(bv);
     for (var k = 1u; k < p.c; k++) {
-        let v = src[p.x_off + k * p.hw + px];
+        let v = f32(src[p.x_off + k * p.hw + px]);
         if (!bnan && (v > bv || is_nan(v))) {
             best = k;
             bv = v;
@@ -72,7 +75,7 @@ fn argmax_chunk(@builtin(global_invocation_id) gid: vec3<u32>) {
         var cls = (word >> (8u * j)) & 0xffu;
         var bv: f32;
         if (p.first != 0u) {
-            bv = src[p.x_off + px];
+            bv = f32(src[p.x_off + px]);
             cls = p.c_base;
             k0 = 1u;
         } else {
@@ -80,7 +83,7 @@ fn argmax_chunk(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
         var bnan = is_nan(bv);
         for (var k = k0; k < p.c; k++) {
-            let v = src[p.x_off + k * p.hw + px];
+            let v = f32(src[p.x_off + k * p.hw + px]);
             if (!bnan && (v > bv || is_nan(v))) {
                 cls = p.c_base + k;
                 bv = v;

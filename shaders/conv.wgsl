@@ -9,6 +9,9 @@
 // Tensors are NCHW (batch 1) float32 ranges of a storage buffer; `*_off` are element offsets of
 // the first channel of the view inside the bound range.
 
+// Element type of the activations: f32, or f16 in the half-precision variant (see kernels::Shader::source).
+alias E = f32;
+
 struct Conv {
     in_c: u32, in_h: u32, in_w: u32, in_off: u32,
     out_c: u32, out_h: u32, out_w: u32, out_off: u32,
@@ -23,10 +26,10 @@ struct Conv {
     add_off: u32, _p0: u32, _p1: u32, _p2: u32,
 };
 
-@group(0) @binding(0) var<storage, read_write> src: array<f32>;
+@group(0) @binding(0) var<storage, read_write> src: array<E>;
 @group(0) @binding(1) var<storage, read> prm: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
-@group(0) @binding(3) var<storage, read_write> addsrc: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<E>;
+@group(0) @binding(3) var<storage, read_write> addsrc: array<E>;
 @group(0) @binding(4) var<uniform> p: Conv;
 
 override WG_X: u32 = 8u;
@@ -46,16 +49,16 @@ fn activate(v: vec4<f32>, slope: vec4<f32>) -> vec4<f32> {
 
 fn load_src(base: u32, x: i32, w: u32) -> f32 {
     if (x >= 0 && u32(x) < w) {
-        return src[base + u32(x)];
+        return f32(src[base + u32(x)]);
     }
     return 0.0;
 }
 
 fn addend(i: u32) -> f32 {
     switch p.add_mode {
-        case 1u: { return dst[p.add_off + i]; }
-        case 2u: { return addsrc[p.add_off + i]; }
-        case 3u: { return src[p.add_off + i]; }
+        case 1u: { return f32(dst[p.add_off + i]); }
+        case 2u: { return f32(addsrc[p.add_off + i]); }
+        case 3u: { return f32(src[p.add_off + i]); }
         default: { return 0.0; }
     }
 }
@@ -77,7 +80,7 @@ fn store_px(v: vec4<f32>, oc0: u32, nlanes: u32, oy: u32, ox: u32, slope: vec4<f
     }
     r = activate(r, slope);
     for (var l = 0u; l < nlanes; l++) {
-        dst[p.out_off + (oc0 + l) * hw + pix] = r[l];
+        dst[p.out_off + (oc0 + l) * hw + pix] = E(r[l]);
     }
 }
 
@@ -210,7 +213,7 @@ fn convt_load(cbase: u32, iy: i32, ox: u32, kx: u32) -> f32 {
     if (iy < 0 || ix < 0) {
         return 0.0;
     }
-    return src[cbase + u32(iy) * p.in_w + u32(ix)];
+    return f32(src[cbase + u32(iy) * p.in_w + u32(ix)]);
 }
 
 // Transposed convolution in gather form. Same tiling and weight packing as `conv2d`
@@ -287,10 +290,10 @@ fn conv_transpose2d_tiled(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var ic = 0u; ic < p.icpg; ic++) {
         let row = p.in_off + (grp * p.icpg + ic) * plane + iy * p.in_w;
         let wrow = p.w_off + (blk * p.icpg + ic) * khw + ky * p.k_w;
-        a0 += prm[wrow + kx[0]] * src[row + ix[0]];
-        a1 += prm[wrow + kx[1]] * src[row + ix[1]];
-        a2 += prm[wrow + kx[2]] * src[row + ix[2]];
-        a3 += prm[wrow + kx[3]] * src[row + ix[3]];
+        a0 += prm[wrow + kx[0]] * f32(src[row + ix[0]]);
+        a1 += prm[wrow + kx[1]] * f32(src[row + ix[1]]);
+        a2 += prm[wrow + kx[2]] * f32(src[row + ix[2]]);
+        a3 += prm[wrow + kx[3]] * f32(src[row + ix[3]]);
     }
     epilogue(a0, a1, a2, a3, blk, oc0, nlanes, oy, ox0);
 }

@@ -6,16 +6,19 @@
 // The second operand (addend, multiplier) is read from `addsrc`; `prm` holds per-channel values
 // (and the permutation, as exactly representable float indices).
 
+// Element type of the activations: f32, or f16 in the half-precision variant (see kernels::Shader::source).
+alias E = f32;
+
 struct Affine {
     c: u32, hw: u32, x_off: u32, y_off: u32,
     add_off: u32, has_add: u32, act: u32, row: u32, // row: invocations per gid.y step
     scale_off: u32, shift_off: u32, slope_off: u32, per_channel: u32,
 };
 
-@group(0) @binding(0) var<storage, read_write> src: array<f32>;
+@group(0) @binding(0) var<storage, read_write> src: array<E>;
 @group(0) @binding(1) var<storage, read> prm: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
-@group(0) @binding(3) var<storage, read_write> addsrc: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<E>;
+@group(0) @binding(3) var<storage, read_write> addsrc: array<E>;
 @group(0) @binding(4) var<uniform> p: Affine;
 
 override WG: u32 = 64u;
@@ -39,11 +42,11 @@ fn affine(@builtin(global_invocation_id) gid: vec3<u32>) {
     let n = p.c * p.hw;
     for (var i = i0; i < min(i0 + 4u, n); i++) {
         let c = i / p.hw;
-        var v = src[p.x_off + i];
+        var v = f32(src[p.x_off + i]);
         if (p.has_add != 0u) {
-            v += addsrc[p.add_off + i];
+            v += f32(addsrc[p.add_off + i]);
         }
-        dst[p.y_off + i] = activate(prm[p.scale_off + c] * v + prm[p.shift_off + c], prm[p.slope_off + c]);
+        dst[p.y_off + i] = E(activate(prm[p.scale_off + c] * v + prm[p.shift_off + c], prm[p.slope_off + c]));
     }
 }
 
@@ -57,7 +60,7 @@ fn mul(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (p.per_channel != 0u) {
         j = i / p.hw;
     }
-    dst[p.y_off + i] = src[p.x_off + i] * addsrc[p.add_off + j];
+    dst[p.y_off + i] = E(src[p.x_off + i] * addsrc[p.add_off + j]);
 }
 
 @compute @workgroup_size(WG, 1, 1)
@@ -68,5 +71,5 @@ fn gather(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let c = i / p.hw;
     let src_c = u32(prm[p.scale_off + c]);
-    dst[p.y_off + i] = src[p.x_off + src_c * p.hw + i % p.hw];
+    dst[p.y_off + i] = E(src[p.x_off + src_c * p.hw + i % p.hw]);
 }

@@ -3,6 +3,9 @@
 // [floor(i*n/m), ceil((i+1)*n/m)); global average pooling is the 1x1 case). One invocation per
 // output element.
 
+// Element type of the activations: f32, or f16 in the half-precision variant (see kernels::Shader::source).
+alias E = f32;
+
 struct Pool {
     c: u32, in_h: u32, in_w: u32, in_off: u32,
     out_h: u32, out_w: u32, out_off: u32, mode: u32, // mode 0: avg counting padding, 1: avg without, 2: max
@@ -10,8 +13,8 @@ struct Pool {
     pad_h: u32, pad_w: u32, row: u32, _p0: u32, // row: invocations per gid.y step
 };
 
-@group(0) @binding(0) var<storage, read_write> src: array<f32>;
-@group(0) @binding(1) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(0) var<storage, read_write> src: array<E>;
+@group(0) @binding(1) var<storage, read_write> dst: array<E>;
 @group(0) @binding(2) var<uniform> p: Pool;
 
 override WG: u32 = 64u;
@@ -45,7 +48,7 @@ fn pool2d(@builtin(global_invocation_id) gid: vec3<u32>) {
         var any_nan = false;
         for (var y = wy.x; y < wy.y; y++) {
             for (var x = wx.x; x < wx.y; x++) {
-                let v = src[base + y * p.in_w + x];
+                let v = f32(src[base + y * p.in_w + x]);
                 m = max(m, v);
                 any_nan = any_nan || (v != v);
             }
@@ -55,7 +58,7 @@ fn pool2d(@builtin(global_invocation_id) gid: vec3<u32>) {
         var s = 0.0;
         for (var y = wy.x; y < wy.y; y++) {
             for (var x = wx.x; x < wx.y; x++) {
-                s += src[base + y * p.in_w + x];
+                s += f32(src[base + y * p.in_w + x]);
             }
         }
         var div = f32(wy.z * wx.z);
@@ -64,7 +67,7 @@ fn pool2d(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
         r = s / div;
     }
-    dst[p.out_off + i] = r;
+    dst[p.out_off + i] = E(r);
 }
 
 @compute @workgroup_size(WG, 1, 1)
@@ -85,8 +88,8 @@ fn adaptive_avg_pool2d(@builtin(global_invocation_id) gid: vec3<u32>) {
     var s = 0.0;
     for (var y = y0; y < y1; y++) {
         for (var x = x0; x < x1; x++) {
-            s += src[base + y * p.in_w + x];
+            s += f32(src[base + y * p.in_w + x]);
         }
     }
-    dst[p.out_off + i] = s / f32((y1 - y0) * (x1 - x0));
+    dst[p.out_off + i] = E(s / f32((y1 - y0) * (x1 - x0)));
 }

@@ -5,14 +5,17 @@
 // is clamped to the last row/column. The scales are computed by the host in float32, as PyTorch
 // does for float tensors. One invocation per output element.
 
+// Element type of the activations: f32, or f16 in the half-precision variant (see kernels::Shader::source).
+alias E = f32;
+
 struct Resize {
     c: u32, in_h: u32, in_w: u32, in_off: u32,
     out_h: u32, out_w: u32, out_off: u32, align: u32,
     row: u32, scale_h: f32, scale_w: f32, _p0: u32,
 };
 
-@group(0) @binding(0) var<storage, read_write> src: array<f32>;
-@group(0) @binding(1) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(0) var<storage, read_write> src: array<E>;
+@group(0) @binding(1) var<storage, read_write> dst: array<E>;
 @group(0) @binding(2) var<uniform> p: Resize;
 
 override WG: u32 = 64u;
@@ -49,7 +52,7 @@ fn bilinear(@builtin(global_invocation_id) gid: vec3<u32>) {
     let x1 = u32(sx.y);
     let ly = sy.z;
     let lx = sx.z;
-    let top = (1.0 - lx) * src[r0 + x0] + lx * src[r0 + x1];
-    let bot = (1.0 - lx) * src[r1 + x0] + lx * src[r1 + x1];
-    dst[p.out_off + i] = (1.0 - ly) * top + ly * bot;
+    let top = (1.0 - lx) * f32(src[r0 + x0]) + lx * f32(src[r0 + x1]);
+    let bot = (1.0 - lx) * f32(src[r1 + x0]) + lx * f32(src[r1 + x1]);
+    dst[p.out_off + i] = E((1.0 - ly) * top + ly * bot);
 }

@@ -1,12 +1,15 @@
 // Softmax over channels, for a probability output: y[c, p] = exp(x[c, p] - m) / sum_k exp(x[k, p] - m)
 // with m the pixel's maximum (so large logits do not overflow). One invocation per pixel.
 
+// Element type of the activations: f32, or f16 in the half-precision variant (see kernels::Shader::source).
+alias E = f32;
+
 struct Softmax {
     c: u32, hw: u32, x_off: u32, y_off: u32,
     row: u32, _p0: u32, _p1: u32, _p2: u32,
 };
 
-@group(0) @binding(0) var<storage, read_write> src: array<f32>;
+@group(0) @binding(0) var<storage, read_write> src: array<E>;
 @group(0) @binding(1) var<storage, read_write> dst: array<f32>;
 @group(0) @binding(2) var<uniform> p: Softmax;
 
@@ -18,16 +21,16 @@ fn softmax(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (px >= p.hw) {
         return;
     }
-    var m = src[p.x_off + px];
+    var m = f32(src[p.x_off + px]);
     for (var k = 1u; k < p.c; k++) {
-        m = max(m, src[p.x_off + k * p.hw + px]);
+        m = max(m, f32(src[p.x_off + k * p.hw + px]));
     }
     var s = 0.0;
     for (var k = 0u; k < p.c; k++) {
-        s += exp(src[p.x_off + k * p.hw + px] - m);
+        s += exp(f32(src[p.x_off + k * p.hw + px]) - m);
     }
     let inv = 1.0 / s;
     for (var k = 0u; k < p.c; k++) {
-        dst[p.y_off + k * p.hw + px] = exp(src[p.x_off + k * p.hw + px] - m) * inv;
+        dst[p.y_off + k * p.hw + px] = exp(f32(src[p.x_off + k * p.hw + px]) - m) * inv;
     }
 }

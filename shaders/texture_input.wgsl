@@ -6,6 +6,9 @@
 // preprocess.wgsl (channels c_begin .. c_begin + c_count, from out_off). A texture of the model's
 // size gives exactly the pixel path's input.
 
+// Element type of the activations: f32, or f16 in the half-precision variant (see kernels::Shader::source).
+alias E = f32;
+
 struct TexIn {
     src_w: u32, src_h: u32, dst_w: u32, dst_h: u32,
     out_off: u32, srgb: u32, perm0: u32, perm1: u32,
@@ -15,7 +18,7 @@ struct TexIn {
 };
 
 @group(0) @binding(0) var src_tex: texture_2d<f32>;
-@group(0) @binding(1) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(1) var<storage, read_write> dst: array<E>;
 @group(0) @binding(2) var<uniform> p: TexIn;
 
 fn srgb_encode(c: vec3<f32>) -> vec3<f32> {
@@ -75,6 +78,6 @@ fn texture_input(@builtin(global_invocation_id) gid: vec3<u32>) {
     let mean = vec3<f32>(p.mean0, p.mean1, p.mean2);
     let istd = vec3<f32>(p.istd0, p.istd1, p.istd2);
     for (var c = p.c_begin; c < p.c_begin + p.c_count; c++) {
-        dst[p.out_off + (c - p.c_begin) * hw + i] = ((px[perm[c]] * p.pre_scale - mean[c]) * istd[c]) * p.post_scale;
+        dst[p.out_off + (c - p.c_begin) * hw + i] = E(((px[perm[c]] * p.pre_scale - mean[c]) * istd[c]) * p.post_scale);
     }
 }

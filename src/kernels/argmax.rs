@@ -4,17 +4,17 @@ use super::grid_1d;
 
 pub const WG: u32 = 64;
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct ArgmaxParams {
-    pub c: u32,
-    pub hw: u32,
-    pub x_off: u32,
-    pub words: u32,
-    pub row: u32,
-    pub c_base: u32,
-    pub first: u32,
-    pub _pad: u32,
+crate::param_block! {
+    pub struct ArgmaxParams {
+        pub c: u32,
+        pub hw: u32,
+        pub x_off: u32,
+        pub words: u32,
+        pub row: u32,
+        pub c_base: u32,
+        pub first: u32,
+        pub _pad: u32,
+    }
 }
 
 /// Bytes of the packed class map for `hw` pixels.

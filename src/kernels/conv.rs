@@ -9,35 +9,35 @@ use crate::shape::{Conv2dGeom, Pad};
 /// Workgroup size of the family (the shader's `WG_X`, `WG_Y` defaults).
 pub const WG: (u32, u32) = (8, 8);
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct ConvParams {
-    pub in_c: u32,
-    pub in_h: u32,
-    pub in_w: u32,
-    pub in_off: u32,
-    pub out_c: u32,
-    pub out_h: u32,
-    pub out_w: u32,
-    pub out_off: u32,
-    pub k_h: u32,
-    pub k_w: u32,
-    pub stride_h: u32,
-    pub stride_w: u32,
-    pub pad_t: u32,
-    pub pad_l: u32,
-    pub dil_h: u32,
-    pub dil_w: u32,
-    pub icpg: u32,
-    pub ocpg: u32,
-    pub ocb_pg: u32,
-    pub act: u32,
-    pub w_off: u32,
-    pub b_off: u32,
-    pub s_off: u32,
-    pub add_mode: u32,
-    pub add_off: u32,
-    pub _pad: [u32; 3],
+crate::param_block! {
+    pub struct ConvParams {
+        pub in_c: u32,
+        pub in_h: u32,
+        pub in_w: u32,
+        pub in_off: u32,
+        pub out_c: u32,
+        pub out_h: u32,
+        pub out_w: u32,
+        pub out_off: u32,
+        pub k_h: u32,
+        pub k_w: u32,
+        pub stride_h: u32,
+        pub stride_w: u32,
+        pub pad_t: u32,
+        pub pad_l: u32,
+        pub dil_h: u32,
+        pub dil_w: u32,
+        pub icpg: u32,
+        pub ocpg: u32,
+        pub ocb_pg: u32,
+        pub act: u32,
+        pub w_off: u32,
+        pub b_off: u32,
+        pub s_off: u32,
+        pub add_mode: u32,
+        pub add_off: u32,
+        pub _pad: [u32; 3],
+    }
 }
 
 /// Where a convolution's addend lives.

@@ -6,21 +6,21 @@ use crate::ops::{Affine, Gather, Mul};
 
 pub const WG: u32 = 64;
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct AffineParams {
-    pub c: u32,
-    pub hw: u32,
-    pub x_off: u32,
-    pub y_off: u32,
-    pub add_off: u32,
-    pub has_add: u32,
-    pub act: u32,
-    pub row: u32,
-    pub scale_off: u32,
-    pub shift_off: u32,
-    pub slope_off: u32,
-    pub per_channel: u32,
+crate::param_block! {
+    pub struct AffineParams {
+        pub c: u32,
+        pub hw: u32,
+        pub x_off: u32,
+        pub y_off: u32,
+        pub add_off: u32,
+        pub has_add: u32,
+        pub act: u32,
+        pub row: u32,
+        pub scale_off: u32,
+        pub shift_off: u32,
+        pub slope_off: u32,
+        pub per_channel: u32,
+    }
 }
 
 /// Returns the parameter block, the packed scale/shift/slope array and the grid. `add_off` is the

@@ -10,8 +10,11 @@ pub mod resize;
 pub mod softmax;
 pub mod texture;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
+use crate::graph::DType;
 
 /// A kernel family: one `.wgsl` file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -28,7 +31,7 @@ pub enum Shader {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Bind {
+pub enum Bind {
     /// `var<storage, read_write>`: activations. Every activation binding is read_write so that two
     /// ranges of one arena buffer can be bound in one dispatch without a usage conflict.
     Storage,
@@ -72,7 +75,48 @@ impl Shader {
         }
     }
 
-    fn bindings(self) -> &'static [Bind] {
+    /// The line a variant file declares its activation element type with.
+    pub const ELEMENT_ALIAS: &'static str = "alias E = f32;";
+
+    /// Element types this family is built for: f32, and f16 where the file declares its
+    /// activations through [`Shader::ELEMENT_ALIAS`].
+    pub fn dtypes(self) -> &'static [DType] {
+        if self.source().contains(Self::ELEMENT_ALIAS) {
+            &[DType::F32, DType::F16]
+        } else {
+            &[DType::F32]
+        }
+    }
+
+    /// The source of the `dtype` variant: the file as it is for f32; for f16 the same file with
+    /// `enable f16;` first and the element alias declaring `f16` (the arithmetic stays f32: loads
+    /// convert, stores round). `None` when the family has no such variant.
+    pub fn variant_source(self, dtype: DType) -> Option<Cow<'static, str>> {
+        match dtype {
+            DType::F32 => Some(Cow::Borrowed(self.source())),
+            DType::F16 if self.dtypes().contains(&DType::F16) => Some(Cow::Owned(format!("enable f16;\n{}", self.source().replacen(Self::ELEMENT_ALIAS, "alias E = f16;", 1)))),
+            _ => None,
+        }
+    }
+
+    /// The fields of the family's parameter block (its uniform), from the Rust struct.
+    pub fn param_fields(self) -> &'static [(&'static str, usize, usize, &'static str)] {
+        match self {
+            Shader::Conv => conv::ConvParams::FIELDS,
+            Shader::Pool => pool::PoolParams::FIELDS,
+            Shader::Eltwise => eltwise::AffineParams::FIELDS,
+            Shader::Argmax => argmax::ArgmaxParams::FIELDS,
+            Shader::Preprocess => preprocess::PreParams::FIELDS,
+            Shader::Resize => resize::ResizeParams::FIELDS,
+            Shader::Softmax => softmax::SoftmaxParams::FIELDS,
+            Shader::TextureInput => texture::TexInParams::FIELDS,
+            Shader::Overlay => texture::OverlayParams::FIELDS,
+        }
+    }
+
+    /// The family's bindings, in binding order (checked against the shader by naga reflection in
+    /// `tests/shaders.rs`).
+    pub fn bindings(self) -> &'static [Bind] {
         use Bind::*;
         match self {
             Shader::Conv | Shader::Eltwise => &[Storage, StorageRead, Storage, Storage, Uniform],
@@ -126,7 +170,12 @@ impl Dispatch {
     }
 }
 
-/// Compiled shader modules and pipelines of one device, cached by (family, entry point).
+/// A pipeline's identity: family, entry point, element type and override constants (as bits, so
+/// the key is hashable).
+pub type PipelineKey = (Shader, &'static str, DType, Vec<(&'static str, u64)>);
+
+/// Compiled shader modules and pipelines of one device, cached by family, entry point, element
+/// type and override constants.
 #[derive(Clone)]
 pub struct Kernels {
     device: wgpu::Device,
@@ -138,8 +187,8 @@ pub struct Kernels {
 #[derive(Default)]
 struct Cache {
     layouts: HashMap<Shader, (wgpu::BindGroupLayout, wgpu::PipelineLayout)>,
-    modules: HashMap<Shader, wgpu::ShaderModule>,
-    pipelines: HashMap<(Shader, &'static str), wgpu::ComputePipeline>,
+    modules: HashMap<(Shader, DType), wgpu::ShaderModule>,
+    pipelines: HashMap<PipelineKey, wgpu::ComputePipeline>,
 }
 
 impl Kernels {
@@ -187,28 +236,36 @@ impl Kernels {
             .clone()
     }
 
-    /// The pipeline of `entry` in `shader`, compiled on first use.
+    /// The pipeline of `entry` in `shader` (f32, default constants), compiled on first use.
     pub fn pipeline(&self, shader: Shader, entry: &'static str) -> wgpu::ComputePipeline {
+        self.pipeline_for(shader, entry, DType::F32, &[]).expect("every family has an f32 variant")
+    }
+
+    /// The pipeline of `entry` in the `dtype` variant of `shader` with override `constants`,
+    /// compiled on first use; `None` if the family has no such variant.
+    pub fn pipeline_for(&self, shader: Shader, entry: &'static str, dtype: DType, constants: &[(&'static str, f64)]) -> Option<wgpu::ComputePipeline> {
+        let key: PipelineKey = (shader, entry, dtype, constants.iter().map(|&(k, v)| (k, v.to_bits())).collect());
         let mut cache = self.inner.lock().expect("kernel cache poisoned");
-        if let Some(p) = cache.pipelines.get(&(shader, entry)) {
-            return p.clone();
+        if let Some(p) = cache.pipelines.get(&key) {
+            return Some(p.clone());
         }
+        let source = shader.variant_source(dtype)?;
         let (_, pl) = self.layout(&mut cache, shader);
         let module = cache
             .modules
-            .entry(shader)
-            .or_insert_with(|| self.device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(shader.file()), source: wgpu::ShaderSource::Wgsl(shader.source().into()) }))
+            .entry((shader, dtype))
+            .or_insert_with(|| self.device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(shader.file()), source: wgpu::ShaderSource::Wgsl(source) }))
             .clone();
         let p = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(entry),
             layout: Some(&pl),
             module: &module,
             entry_point: Some(entry),
-            compilation_options: Default::default(),
+            compilation_options: wgpu::PipelineCompilationOptions { constants, ..Default::default() },
             cache: None,
         });
-        cache.pipelines.insert((shader, entry), p.clone());
-        p
+        cache.pipelines.insert(key, p.clone());
+        Some(p)
     }
 
     /// A dispatch of `entry` with `slots` bound in the family's binding order.
@@ -231,6 +288,42 @@ impl Kernels {
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(label), layout: &bgl, entries: &entries });
         Dispatch { label: label.to_string(), entry, shape: String::new(), pipeline, bind_group, groups, flops, bytes }
     }
+}
+
+/// The scalar kind and count of a parameter-block field, for the reflection test.
+pub trait FieldKind {
+    const KIND: &'static str;
+}
+impl FieldKind for u32 {
+    const KIND: &'static str = "u32";
+}
+impl FieldKind for f32 {
+    const KIND: &'static str = "f32";
+}
+impl<T: FieldKind, const N: usize> FieldKind for [T; N] {
+    const KIND: &'static str = T::KIND;
+}
+
+/// A kernel's parameter block (a uniform): its fields as `(name, byte offset, byte size, scalar
+/// kind)`, derived from the struct definition itself by [`param_block!`].
+pub trait ParamBlock: bytemuck::Pod {
+    const FIELDS: &'static [(&'static str, usize, usize, &'static str)];
+}
+
+/// Declares a `#[repr(C)]` parameter block and its [`ParamBlock`] field list from one definition,
+/// so the layout `tests/shaders.rs` compares with the WGSL struct is the one the code uploads.
+#[macro_export]
+macro_rules! param_block {
+    ($(#[$m:meta])* pub struct $name:ident { $($(#[$fm:meta])* pub $f:ident : $t:ty,)* }) => {
+        $(#[$m])*
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+        pub struct $name { $($(#[$fm])* pub $f: $t,)* }
+        impl $crate::kernels::ParamBlock for $name {
+            const FIELDS: &'static [(&'static str, usize, usize, &'static str)] =
+                &[$((stringify!($f), std::mem::offset_of!($name, $f), std::mem::size_of::<$t>(), <$t as $crate::kernels::FieldKind>::KIND),)*];
+        }
+    };
 }
 
 /// Maximum workgroups along one dispatch dimension (WebGPU's default limit).

@@ -7,25 +7,25 @@ use crate::shape::PoolKind;
 
 pub const WG: u32 = 64;
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct PoolParams {
-    pub c: u32,
-    pub in_h: u32,
-    pub in_w: u32,
-    pub in_off: u32,
-    pub out_h: u32,
-    pub out_w: u32,
-    pub out_off: u32,
-    pub mode: u32,
-    pub k_h: u32,
-    pub k_w: u32,
-    pub stride_h: u32,
-    pub stride_w: u32,
-    pub pad_h: u32,
-    pub pad_w: u32,
-    pub row: u32,
-    pub _pad: u32,
+crate::param_block! {
+    pub struct PoolParams {
+        pub c: u32,
+        pub in_h: u32,
+        pub in_w: u32,
+        pub in_off: u32,
+        pub out_h: u32,
+        pub out_w: u32,
+        pub out_off: u32,
+        pub mode: u32,
+        pub k_h: u32,
+        pub k_w: u32,
+        pub stride_h: u32,
+        pub stride_w: u32,
+        pub pad_h: u32,
+        pub pad_w: u32,
+        pub row: u32,
+        pub _pad: u32,
+    }
 }
 
 pub fn prepare(op: &Pool2d, x_off: u32, y_off: u32) -> Result<(PoolParams, [u32; 3])> {

@@ -5,21 +5,21 @@ use crate::ops::Resize;
 
 pub const WG: u32 = 64;
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct ResizeParams {
-    pub c: u32,
-    pub in_h: u32,
-    pub in_w: u32,
-    pub in_off: u32,
-    pub out_h: u32,
-    pub out_w: u32,
-    pub out_off: u32,
-    pub align: u32,
-    pub row: u32,
-    pub scale_h: f32,
-    pub scale_w: f32,
-    pub _pad: u32,
+crate::param_block! {
+    pub struct ResizeParams {
+        pub c: u32,
+        pub in_h: u32,
+        pub in_w: u32,
+        pub in_off: u32,
+        pub out_h: u32,
+        pub out_w: u32,
+        pub out_off: u32,
+        pub align: u32,
+        pub row: u32,
+        pub scale_h: f32,
+        pub scale_w: f32,
+        pub _pad: u32,
+    }
 }
 
 /// PyTorch's scale: `(in-1)/(out-1)` (0 for a single output) with aligned corners, else `in/out`,

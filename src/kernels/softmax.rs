@@ -4,15 +4,15 @@ use super::grid_1d;
 
 pub const WG: u32 = 64;
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct SoftmaxParams {
-    pub c: u32,
-    pub hw: u32,
-    pub x_off: u32,
-    pub y_off: u32,
-    pub row: u32,
-    pub _pad: [u32; 3],
+crate::param_block! {
+    pub struct SoftmaxParams {
+        pub c: u32,
+        pub hw: u32,
+        pub x_off: u32,
+        pub y_off: u32,
+        pub row: u32,
+        pub _pad: [u32; 3],
+    }
 }
 
 pub fn prepare(c: usize, hw: usize, x_off: u32, y_off: u32) -> (SoftmaxParams, [u32; 3]) {

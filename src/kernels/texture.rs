@@ -3,36 +3,42 @@
 
 use crate::preprocess::Normalize;
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct TexInParams {
-    pub src_w: u32,
-    pub src_h: u32,
-    pub dst_w: u32,
-    pub dst_h: u32,
-    pub out_off: u32,
-    pub srgb: u32,
-    pub perm: [u32; 3],
-    pub c_begin: u32,
-    pub c_count: u32,
-    pub _pad: u32,
-    pub mean: [f32; 3],
-    pub pre_scale: f32,
-    pub inv_std: [f32; 3],
-    pub post_scale: f32,
+crate::param_block! {
+    pub struct TexInParams {
+        pub src_w: u32,
+        pub src_h: u32,
+        pub dst_w: u32,
+        pub dst_h: u32,
+        pub out_off: u32,
+        pub srgb: u32,
+        pub perm0: u32,
+        pub perm1: u32,
+        pub perm2: u32,
+        pub c_begin: u32,
+        pub c_count: u32,
+        pub _pad: u32,
+        pub mean0: f32,
+        pub mean1: f32,
+        pub mean2: f32,
+        pub pre_scale: f32,
+        pub istd0: f32,
+        pub istd1: f32,
+        pub istd2: f32,
+        pub post_scale: f32,
+    }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct OverlayParams {
-    pub tex_w: u32,
-    pub tex_h: u32,
-    pub map_w: u32,
-    pub map_h: u32,
-    pub alpha: f32,
-    pub srgb: u32,
-    pub classes: u32,
-    pub _pad: u32,
+crate::param_block! {
+    pub struct OverlayParams {
+        pub tex_w: u32,
+        pub tex_h: u32,
+        pub map_w: u32,
+        pub map_h: u32,
+        pub alpha: f32,
+        pub srgb: u32,
+        pub classes: u32,
+        pub _pad: u32,
+    }
 }
 
 /// Texture formats the input path reads, and whether they are sRGB-encoded.
@@ -54,13 +60,19 @@ pub fn prepare_input(n: &Normalize, (src_w, src_h): (u32, u32), (dst_w, dst_h): 
         dst_h,
         out_off,
         srgb: srgb as u32,
-        perm: n.perm(),
+        perm0: n.perm()[0],
+        perm1: n.perm()[1],
+        perm2: n.perm()[2],
         c_begin: c_begin as u32,
         c_count: c_count as u32,
         _pad: 0,
-        mean: n.mean,
+        mean0: n.mean[0],
+        mean1: n.mean[1],
+        mean2: n.mean[2],
         pre_scale: n.pre_scale,
-        inv_std: n.std.map(|s| 1.0 / s),
+        istd0: 1.0 / n.std[0],
+        istd1: 1.0 / n.std[1],
+        istd2: 1.0 / n.std[2],
         post_scale: n.post_scale,
     };
     (p, [dst_w.div_ceil(8), dst_h.div_ceil(8), 1])
