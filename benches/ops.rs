@@ -74,6 +74,19 @@ fn bench_ops(c: &mut Criterion) {
         group.bench_function(&name, |b| b.iter(|| op.submit(ITERS).unwrap()));
     }
     group.finish();
+    // the test problems of every registered operator, at the sizes they give for benchmarks
+    let mut group = c.benchmark_group("registry");
+    group.sample_size(10);
+    for &(kind, make) in atrous::ops::REGISTRY {
+        for p in make(1, true) {
+            let op = runner.prepare(&p.graph, p.node, &p.data).unwrap();
+            let flops = p.graph.nodes[p.node].op.flops(&p.graph) * ITERS as u64;
+            group.throughput(Throughput::Elements(flops.max(1)));
+            op.submit(1).unwrap();
+            group.bench_function(format!("{kind}: {}", p.name), |b| b.iter(|| op.submit(ITERS).unwrap()));
+        }
+    }
+    group.finish();
 }
 
 fn bench_model(c: &mut Criterion) {

@@ -367,6 +367,21 @@ impl Graph {
         (0..self.nodes.len()).filter(|&i| self.nodes[i].op.outputs().iter().any(|v| v.tensor == t)).collect()
     }
 
+    /// Tensors in use: graph inputs and outputs and every tensor a node reads or writes (rewrite
+    /// passes leave the tensors they merged away unused).
+    pub fn live_tensors(&self) -> Vec<TensorId> {
+        let mut used = vec![false; self.tensors.len()];
+        for &t in self.inputs.iter().chain(&self.outputs) {
+            used[t] = true;
+        }
+        for n in &self.nodes {
+            for v in n.op.reads().into_iter().chain(n.op.outputs()) {
+                used[v.tensor] = true;
+            }
+        }
+        (0..self.tensors.len()).filter(|&t| used[t]).collect()
+    }
+
     /// Whether `t` is a graph input or output.
     pub fn is_io(&self, t: TensorId) -> bool {
         self.inputs.contains(&t) || self.outputs.contains(&t) || self.logits == Some(t)

@@ -83,6 +83,24 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Run raw tensors through a model: reads the graph's inputs from a safetensors file (a single
+    /// input may be called `input`; NCHW or CHW; F32, F16, BF16 or F64) and writes every graph
+    /// output — `logits` (F32, NCHW) and `classes` (the class map, U8, HxW) — to a safetensors file.
+    /// The input's size sets the graph's size. For comparing atrous with another framework.
+    Run {
+        /// Model file or zoo name.
+        #[arg(long)]
+        model: String,
+        /// safetensors file with the input tensor(s).
+        #[arg(long)]
+        input: PathBuf,
+        /// safetensors file to write (replaced only with --overwrite).
+        #[arg(long)]
+        output: PathBuf,
+        /// Replace an existing output file.
+        #[arg(long)]
+        overwrite: bool,
+    },
     /// Time a model: per-kernel GPU times (timestamp queries), GFLOP/s and GB/s, end-to-end
     /// latency and images/s.
     Bench {
@@ -114,6 +132,7 @@ fn main() -> ExitCode {
         Cmd::Eval { model, images, labels, ignore, json } => eval(&model, &images, &labels, &ignore, json),
         Cmd::Models { fetch } => models(&fetch).map(|_| ExitCode::SUCCESS),
         Cmd::Inspect { model, size, json } => inspect(&model, size.as_deref(), json).map(|_| ExitCode::SUCCESS),
+        Cmd::Run { model, input, output, overwrite } => run(&model, &input, &output, overwrite).map(|_| ExitCode::SUCCESS),
         Cmd::Bench { model, size, iters, json } => bench(&model, size.as_deref(), iters, json).map(|_| ExitCode::SUCCESS),
     };
     match r {
@@ -398,6 +417,13 @@ fn inspect(model_arg: &str, size: Option<&str>, json: bool) -> Result<()> {
             "input": {"width": w, "height": h, "size_rule": format!("{:?}", model.info.size), "normalize": model.info.normalize},
             "flops": g.flops(),
             "layers": layers,
+            "inputs": g.inputs.iter().map(|&t| &g.tensors[t].name).collect::<Vec<_>>(),
+            "outputs": g.outputs.iter().map(|&t| &g.tensors[t].name).collect::<Vec<_>>(),
+            "tensors": g.live_tensors().into_iter().map(|t| {
+                let d = &g.tensors[t];
+                let role = if g.inputs.contains(&t) { "input" } else if g.outputs.contains(&t) { "output" } else { "intermediate" };
+                serde_json::json!({"name": d.name, "dtype": d.dtype.name(), "shape": d.shape(), "bytes": d.bytes(), "role": role})
+            }).collect::<Vec<_>>(),
             "memory": {"peak_arena_bytes": plan.peak_bytes(), "sum_of_tensors_bytes": plan.sum_tensors, "live_set_lower_bound_bytes": plan.live_lower_bound, "arenas": plan.arenas},
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -413,8 +439,71 @@ fn inspect(model_arg: &str, size: Option<&str>, json: bool) -> Result<()> {
         println!("{:<48} {:<18} {:<52} {:>12.3}", n.name, n.op.kind(), n.describe(&g), n.op.flops(&g) as f64 / 1e6);
     }
     println!();
-    println!("total: {} nodes, {} tensors, {:.3} GFLOP", g.nodes.len(), g.tensors.len(), g.flops() as f64 / 1e9);
+    println!("total: {} nodes, {} tensors, {:.3} GFLOP", g.nodes.len(), g.live_tensors().len(), g.flops() as f64 / 1e9);
     println!("memory plan: peak arena {} B, sum of all tensors {} B, live-set lower bound {} B (peak/bound {:.4})", plan.peak_bytes(), plan.sum_tensors, plan.live_lower_bound, plan.peak_bytes() as f64 / plan.live_lower_bound.max(1) as f64);
+    Ok(())
+}
+
+/// A tensor of a safetensors file as float32 (from F32, F16, BF16 or F64).
+fn tensor_f32(name: &str, t: &safetensors::tensor::TensorView<'_>) -> Result<Vec<f32>> {
+    use safetensors::Dtype;
+    let b = t.data();
+    Ok(match t.dtype() {
+        Dtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        Dtype::F16 => b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        Dtype::BF16 => b.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        Dtype::F64 => b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32).collect(),
+        d => bail!("tensor `{name}` has dtype {d:?}; a model input must be F32, F16, BF16 or F64"),
+    })
+}
+
+fn run(model_arg: &str, input: &Path, output: &Path, overwrite: bool) -> Result<()> {
+    let model = load_model(model_arg)?;
+    let bytes = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).with_context(|| format!("{} is not a safetensors file", input.display()))?;
+    let names: Vec<String> = st.names().into_iter().map(|n| n.to_string()).collect();
+    // the graph's single input is `input`; take a tensor of that name, or the only tensor
+    let name = if names.iter().any(|n| n == "input") {
+        "input".to_string()
+    } else if names.len() == 1 {
+        names[0].clone()
+    } else {
+        bail!("{}: no tensor called `input` among {names:?}", input.display());
+    };
+    let t = st.tensor(&name)?;
+    let (c, h, w) = match *t.shape() {
+        [1, c, h, w] | [c, h, w] => (c, h, w),
+        ref s => bail!("tensor `{name}` has shape {s:?}; expected [1, C, H, W] or [C, H, W]"),
+    };
+    let x = tensor_f32(&name, &t)?;
+    let g = model.graph(h, w).with_context(|| format!("building {} for a {w}x{h} input", model.info.name))?;
+    let want_c = g.tensors[g.input].c;
+    if c != want_c {
+        bail!("tensor `{name}` has {c} channels; {} takes {want_c}", model.info.name);
+    }
+    if output.exists() && !overwrite {
+        bail!("{} exists (pass --overwrite to replace it)", output.display());
+    }
+    if std::fs::canonicalize(output).ok().is_some_and(|o| std::fs::canonicalize(input).ok() == Some(o)) {
+        bail!("the output would overwrite the input {}", input.display());
+    }
+    let gpu = Gpu::new()?;
+    let mut session = Session::new(&gpu, &g, None)?;
+    let (map, logits) = session.run_tensor_logits(&x)?;
+    let classes = session.num_classes();
+    let logit_bytes: Vec<u8> = bytemuck::cast_slice(&logits).to_vec();
+    let views = vec![
+        ("logits".to_string(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1, classes, h, w], &logit_bytes)?),
+        ("classes".to_string(), safetensors::tensor::TensorView::new(safetensors::Dtype::U8, vec![h, w], &map.data)?),
+    ];
+    let meta = HashMap::from([("model".to_string(), model.info.name.clone()), ("input".to_string(), input.display().to_string()), ("made_by".to_string(), format!("atrous {} run", env!("CARGO_PKG_VERSION")))]);
+    let data = safetensors::serialize(views, Some(meta))?;
+    // complete or absent: a temporary file in the same folder, renamed into place
+    let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{}.{}.tmp", output.file_name().map_or("out".into(), |n| n.to_string_lossy()), std::process::id()));
+    std::fs::write(&tmp, &data).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, output).with_context(|| format!("renaming into {}", output.display()))?;
+    eprintln!("{}: logits [1, {classes}, {h}, {w}] and classes [{h}, {w}] written to {}", model.info.name, output.display());
     Ok(())
 }
 

@@ -709,12 +709,19 @@ impl OpRunner {
             let d = &graph.tensors[v.tensor];
             Ok((Slot::whole(&bufs[&v.tensor]), (v.c0 * d.h * d.w) as u32))
         };
-        let (dispatch, keep) = encode_node(dev, &self.kernels, graph, n, &resolve)?;
+        // an operator that lowers to others (a concatenation to copies) runs as its pieces
+        let mut dispatches = vec![];
+        let mut keep = vec![];
+        for piece in crate::split::split_node(n, &|_| vec![])? {
+            let (d, k) = encode_node(dev, &self.kernels, graph, &piece, &resolve)?;
+            dispatches.push(d);
+            keep.extend(k);
+        }
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Gpu { during: format!("preparing `{}`", n.name), reason: e.to_string() });
         }
         let out = n.op.writes().tensor;
-        Ok(PreparedOp { gpu: self.gpu.clone(), dispatch, output: bufs.remove(&out).expect("output buffer"), _keep: (bufs.into_values().collect(), keep) })
+        Ok(PreparedOp { gpu: self.gpu.clone(), dispatch: dispatches[0].clone(), rest: dispatches[1..].to_vec(), output: bufs.remove(&out).expect("output buffer"), _keep: (bufs.into_values().collect(), keep) })
     }
 
     /// Runs `graph.nodes[node]` once and returns the whole tensor it writes.
@@ -729,6 +736,8 @@ impl OpRunner {
 pub struct PreparedOp {
     gpu: Gpu,
     pub dispatch: Dispatch,
+    /// Further dispatches of an operator that runs as several (a lowered concatenation).
+    pub rest: Vec<Dispatch>,
     output: wgpu::Buffer,
     _keep: (Vec<wgpu::Buffer>, Vec<wgpu::Buffer>),
 }
@@ -743,6 +752,9 @@ impl PreparedOp {
             let mut pass = enc.begin_compute_pass(&Default::default());
             for _ in 0..iters.max(1) {
                 self.dispatch.record(&mut pass);
+                for d in &self.rest {
+                    d.record(&mut pass);
+                }
             }
         }
         self.gpu.queue.submit([enc.finish()]);

@@ -165,3 +165,56 @@ fn segment_writes_overlay_and_probabilities() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `atrous run` on the reference `input` of every ESPNet CamVid case reproduces PyTorch's logits
+/// (the model tests' bound, `1e-4 + 1e-5 * max|logit|`) and class map; an existing output is kept
+/// without `--overwrite`; a misshaped input is a clear error.
+#[test]
+fn run_reproduces_the_reference_outputs() {
+    let Some(shared) = common::shared() else { return };
+    if common::gpu().is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("atrous-cli-run-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = shared.join("models/espnet_camvid.safetensors");
+    let cases = common::reference_cases(&shared, "espnet_camvid", "camvid_val");
+    assert!(cases.len() >= 3, "{cases:?}");
+    for case in &cases {
+        let out = dir.join("out.safetensors");
+        let r = Command::new(env!("CARGO_BIN_EXE_atrous")).args(["run", "--overwrite", "--model"]).arg(&model).arg("--input").arg(case).arg("--output").arg(&out).output().unwrap();
+        assert!(r.status.success(), "{}: {}", case.display(), String::from_utf8_lossy(&r.stderr));
+        let got = common::read_tensors(&out);
+        let want = common::read_tensors(case);
+        let (ls, l) = &got["logits"];
+        let (rs, rl) = &want["logits"];
+        assert_eq!(ls, rs);
+        let bound = 1e-4 + 1e-5 * rl.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let err = l.iter().zip(rl).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(err <= bound, "{}: logits max abs error {err} > {bound}", case.display());
+        let (cs, c) = &got["classes"];
+        let (_, rc) = &want["argmax"];
+        assert_eq!(cs, &vec![ls[2], ls[3]]);
+        let agree = c.iter().zip(rc).filter(|(a, b)| a == b).count();
+        assert!(agree as f64 >= 0.999 * rc.len() as f64, "{}: class map {agree}/{}", case.display(), rc.len());
+        // kept without --overwrite
+        let r = Command::new(env!("CARGO_BIN_EXE_atrous")).args(["run", "--model"]).arg(&model).arg("--input").arg(case).arg("--output").arg(&out).output().unwrap();
+        assert!(!r.status.success() && String::from_utf8_lossy(&r.stderr).contains("--overwrite"), "{}", String::from_utf8_lossy(&r.stderr));
+    }
+    // logits are 4-D: as an input of a 3-channel model they have the wrong channel count
+    let bad = dir.join("bad.safetensors");
+    let r = Command::new(env!("CARGO_BIN_EXE_atrous")).args(["run", "--model"]).arg(&model).arg("--input").arg(&out_of(&dir)).arg("--output").arg(&bad).output().unwrap();
+    assert!(!r.status.success() && String::from_utf8_lossy(&r.stderr).contains("channels"), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(!bad.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A file holding only a `[1, 12, 8, 8]` tensor called `logits`.
+fn out_of(dir: &std::path::Path) -> std::path::PathBuf {
+    let p = dir.join("twelve.safetensors");
+    let data = vec![0u8; 12 * 64 * 4];
+    let v = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1, 12, 8, 8], &data).unwrap();
+    std::fs::write(&p, safetensors::serialize(vec![("logits", v)], None).unwrap()).unwrap();
+    p
+}
