@@ -55,7 +55,12 @@ pub fn run(model_path: &Path, image: &Path, overlay_png: Option<&Path>) -> Resul
     let mut session = Session::new(&gpu, &model.graph(sh, sw)?, Some(model.info.normalize))?;
 
     // Outputs the application owns: a buffer for the class map and a texture for the overlay.
-    let classes = device.create_buffer(&wgpu::BufferDescriptor { label: Some("app classes"), size: session.class_map_bytes(), usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC, mapped_at_creation: false });
+    let classes = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("app classes"),
+        size: session.class_map_bytes(),
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
     let overlay = device.create_texture(&wgpu::TextureDescriptor {
         label: Some("app overlay"),
         size,

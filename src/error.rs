@@ -16,32 +16,19 @@ pub enum Error {
     #[error("weights: tensor `{name}` is missing")]
     MissingTensor { name: String },
     #[error("weights: tensor `{name}` has shape {got:?}, expected {expected:?}")]
-    ShapeMismatch {
-        name: String,
-        expected: Vec<usize>,
-        got: Vec<usize>,
-    },
+    ShapeMismatch { name: String, expected: Vec<usize>, got: Vec<usize> },
     #[error("weights: tensor `{name}` has dtype {dtype}, expected a float type (F32, F16 or BF16)")]
     UnsupportedDtype { name: String, dtype: String },
     #[error("weights: tensor `{name}` holds a non-finite value at index {index}")]
     NonFinite { name: String, index: usize },
     #[error("weights: {count} tensor(s) not used by the {arch} builder, e.g. `{first}`: the file does not match the architecture")]
-    UnexpectedTensors {
-        arch: String,
-        count: usize,
-        first: String,
-    },
+    UnexpectedTensors { arch: String, count: usize, first: String },
     #[error("model metadata `{key}`: {reason}")]
     Metadata { key: String, reason: String },
     #[error("unknown model architecture: {0}")]
     UnknownArchitecture(String),
     #[error("input size {h}x{w} (HxW) not accepted by {model}: {reason}")]
-    InputSize {
-        model: String,
-        h: usize,
-        w: usize,
-        reason: String,
-    },
+    InputSize { model: String, h: usize, w: usize, reason: String },
     #[error("invalid operator `{op}`: {reason}")]
     InvalidOp { op: String, reason: String },
     #[error("no GPU adapter found for backends {backends}: {hint}")]
@@ -82,15 +69,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io { path: path.into(), source }
     }
     pub(crate) fn op(op: impl Into<String>, reason: impl Into<String>) -> Self {
-        Error::InvalidOp {
-            op: op.into(),
-            reason: reason.into(),
-        }
+        Error::InvalidOp { op: op.into(), reason: reason.into() }
     }
 }

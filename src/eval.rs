@@ -19,9 +19,12 @@ pub fn is_image(p: &Path) -> bool {
     p.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
+/// (image, label) pairs, and the images that have no label.
+pub type Pairing = (Vec<(PathBuf, PathBuf)>, Vec<PathBuf>);
+
 /// Pairs every image in `images` with the PNG of the same stem in `labels`. Returns the pairs
 /// (sorted) and the images that have no label.
-pub fn pair_by_stem(images: &Path, labels: &Path) -> Result<(Vec<(PathBuf, PathBuf)>, Vec<PathBuf>)> {
+pub fn pair_by_stem(images: &Path, labels: &Path) -> Result<Pairing> {
     let list = |d: &Path| -> Result<Vec<PathBuf>> {
         let mut v: Vec<PathBuf> = std::fs::read_dir(d).map_err(|e| Error::io(d, e))?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file() && is_image(p)).collect();
         v.sort();

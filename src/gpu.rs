@@ -49,10 +49,10 @@ impl Gpu {
         let pick = match &wanted {
             Some(name) => {
                 let n = name.to_lowercase();
-                adapters.into_iter().find(|a| a.get_info().name.to_lowercase().contains(&n)).ok_or_else(|| Error::NoAdapter {
-                    backends: format!("{backends:?}"),
-                    hint: format!("no adapter name contains `{name}` ({ENV_ADAPTER}); found: [{}]", listed.join("; ")),
-                })?
+                adapters
+                    .into_iter()
+                    .find(|a| a.get_info().name.to_lowercase().contains(&n))
+                    .ok_or_else(|| Error::NoAdapter { backends: format!("{backends:?}"), hint: format!("no adapter name contains `{name}` ({ENV_ADAPTER}); found: [{}]", listed.join("; ")) })?
             }
             None => {
                 let rank = |t: wgpu::DeviceType| match t {
@@ -76,12 +76,7 @@ impl Gpu {
         }
         let features = pick.features() & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES);
         let (device, queue) = pick
-            .request_device(&wgpu::DeviceDescriptor {
-                label: Some("atrous"),
-                required_features: features,
-                required_limits: pick.limits(),
-                ..Default::default()
-            })
+            .request_device(&wgpu::DeviceDescriptor { label: Some("atrous"), required_features: features, required_limits: pick.limits(), ..Default::default() })
             .await
             .map_err(|e| Error::RequestDevice { adapter: describe(&info), reason: e.to_string() })?;
         log::info!("atrous: using adapter {}", describe(&info));

@@ -188,7 +188,7 @@ fn models(fetch: &[String]) -> Result<()> {
         atrous::zoo::fetch(&card, &opts)?;
     }
     println!("cache: {}{}", opts.cache.display(), opts.mirror.as_ref().map(|m| format!(" (mirror {m})")).unwrap_or_default());
-    println!("{:<20} {:<8} {:<58} {}", "name", "cached", "architecture", "upstream");
+    println!("{:<20} {:<8} {:<58} upstream", "name", "cached", "architecture");
     for c in atrous::zoo::cards()? {
         let cached = if c.cached_path(&opts.cache).is_file() { "yes" } else { "no" };
         println!("{:<20} {:<8} {:<58} {}@{} ({})", c.name, cached, c.architecture.chars().take(58).collect::<String>(), c.upstream.repository, c.upstream.commit, c.licence);
@@ -253,7 +253,17 @@ fn segment(model_arg: &str, inputs: &[PathBuf], out: &Path, extras: Extras) -> R
 type Decoded = atrous::Result<(RgbImage, Option<RgbImage>)>;
 
 #[allow(clippy::too_many_arguments)]
-fn segment_one(model: &Model, gpu: &Gpu, sessions: &mut HashMap<(usize, usize), Session>, f: &Path, decoded: Decoded, out: &Path, inputs: &[PathBuf], written: &mut HashMap<PathBuf, PathBuf>, extras: Extras) -> Result<PathBuf> {
+fn segment_one(
+    model: &Model,
+    gpu: &Gpu,
+    sessions: &mut HashMap<(usize, usize), Session>,
+    f: &Path,
+    decoded: Decoded,
+    out: &Path,
+    inputs: &[PathBuf],
+    written: &mut HashMap<PathBuf, PathBuf>,
+    extras: Extras,
+) -> Result<PathBuf> {
     let stem = f.file_stem().with_context(|| format!("{} has no file name", f.display()))?.to_string_lossy().into_owned();
     let dst = out.join(format!("{stem}.png"));
     let overlay_dst = out.join(format!("{stem}_overlay.png"));
@@ -342,7 +352,8 @@ fn eval(model_arg: &str, images: &Path, labels: &Path, ignore: &[u8], json: bool
     let names = &model.info.classes;
     let med = median(&report.ms_per_image);
     if json {
-        let per_class: Vec<serde_json::Value> = m.per_class.iter().map(|c| serde_json::json!({"class": names[c.class], "index": c.class, "iou": c.iou, "accuracy": c.accuracy, "gt_pixels": c.gt_pixels, "predicted_pixels": c.predicted_pixels})).collect();
+        let per_class: Vec<serde_json::Value> =
+            m.per_class.iter().map(|c| serde_json::json!({"class": names[c.class], "index": c.class, "iou": c.iou, "accuracy": c.accuracy, "gt_pixels": c.gt_pixels, "predicted_pixels": c.predicted_pixels})).collect();
         let n = report.confusion.n;
         let rows: Vec<Vec<u64>> = (0..n).filter(|&g| report.real[g]).map(|g| report.confusion.hist[g * n..(g + 1) * n].to_vec()).collect();
         let v = serde_json::json!({
@@ -360,8 +371,8 @@ fn eval(model_arg: &str, images: &Path, labels: &Path, ignore: &[u8], json: bool
         let n = report.confusion.n;
         println!("confusion matrix (rows: ground truth, columns: prediction):");
         print!("{:>14}", "");
-        for c in 0..n {
-            print!(" {:>9.9}", names[c]);
+        for name in names.iter().take(n) {
+            print!(" {:>9.9}", name);
         }
         println!();
         for g in (0..n).filter(|&g| report.real[g]) {
@@ -403,11 +414,7 @@ fn inspect(model_arg: &str, size: Option<&str>, json: bool) -> Result<()> {
     let g = model.graph(h, w)?;
     let limits = atrous::plan::PlanLimits::unlimited();
     let plan = atrous::plan::Plan::new(&g, limits)?;
-    let layers: Vec<serde_json::Value> = g
-        .nodes
-        .iter()
-        .map(|n| serde_json::json!({"name": n.name, "op": n.op.kind(), "shape": n.describe(&g), "flops": n.op.flops(&g)}))
-        .collect();
+    let layers: Vec<serde_json::Value> = g.nodes.iter().map(|n| serde_json::json!({"name": n.name, "op": n.op.kind(), "shape": n.describe(&g), "flops": n.op.flops(&g)})).collect();
     if json {
         let v = serde_json::json!({
             "model": model.info.name,
@@ -440,7 +447,13 @@ fn inspect(model_arg: &str, size: Option<&str>, json: bool) -> Result<()> {
     }
     println!();
     println!("total: {} nodes, {} tensors, {:.3} GFLOP", g.nodes.len(), g.live_tensors().len(), g.flops() as f64 / 1e9);
-    println!("memory plan: peak arena {} B, sum of all tensors {} B, live-set lower bound {} B (peak/bound {:.4})", plan.peak_bytes(), plan.sum_tensors, plan.live_lower_bound, plan.peak_bytes() as f64 / plan.live_lower_bound.max(1) as f64);
+    println!(
+        "memory plan: peak arena {} B, sum of all tensors {} B, live-set lower bound {} B (peak/bound {:.4})",
+        plan.peak_bytes(),
+        plan.sum_tensors,
+        plan.live_lower_bound,
+        plan.peak_bytes() as f64 / plan.live_lower_bound.max(1) as f64
+    );
     Ok(())
 }
 
@@ -561,12 +574,21 @@ fn bench(model_arg: &str, size: Option<&str>, iters: usize, json: bool) -> Resul
     if json {
         for d in &prof.dispatches {
             let ns = d.median_ns();
-            println!("{}", serde_json::json!({"type": "dispatch", "name": d.label, "kernel": d.entry, "shape": d.shape, "clock": clock, "median_us": ns / 1e3, "flops": d.flops, "bytes": d.bytes, "gflops": gflops(d.flops, ns), "gbps": gbs(d.bytes, ns)}));
+            println!(
+                "{}",
+                serde_json::json!({"type": "dispatch", "name": d.label, "kernel": d.entry, "shape": d.shape, "clock": clock, "median_us": ns / 1e3, "flops": d.flops, "bytes": d.bytes, "gflops": gflops(d.flops, ns), "gbps": gbs(d.bytes, ns)})
+            );
         }
         for k in &kernels {
-            println!("{}", serde_json::json!({"type": "kernel", "kernel": k.0, "dispatches": k.1, "clock": clock, "total_us": k.2 / 1e3, "share": k.2 / total_ns, "flops": k.3, "bytes": k.4, "gflops": gflops(k.3, k.2), "gbps": gbs(k.4, k.2)}));
+            println!(
+                "{}",
+                serde_json::json!({"type": "kernel", "kernel": k.0, "dispatches": k.1, "clock": clock, "total_us": k.2 / 1e3, "share": k.2 / total_ns, "flops": k.3, "bytes": k.4, "gflops": gflops(k.3, k.2), "gbps": gbs(k.4, k.2)})
+            );
         }
-        println!("{}", serde_json::json!({"type": "end_to_end", "model": model.info.name, "width": w, "height": h, "adapter": gpu.describe(), "iters": iters, "min_ms": mn, "median_ms": med, "p95_ms": p95, "images_per_s": 1e3 / med, "sequential_images_per_s": seq_ips, "pipelined_images_per_s": pipe_ips, "gpu_sum_of_dispatches_ms": total_ns / 1e6, "flops": g.flops(), "device_bytes": s.device_bytes()}));
+        println!(
+            "{}",
+            serde_json::json!({"type": "end_to_end", "model": model.info.name, "width": w, "height": h, "adapter": gpu.describe(), "iters": iters, "min_ms": mn, "median_ms": med, "p95_ms": p95, "images_per_s": 1e3 / med, "sequential_images_per_s": seq_ips, "pipelined_images_per_s": pipe_ips, "gpu_sum_of_dispatches_ms": total_ns / 1e6, "flops": g.flops(), "device_bytes": s.device_bytes()})
+        );
         return Ok(());
     }
     println!("per dispatch ({clock}, median of {iters}):");

@@ -43,12 +43,7 @@ pub struct PlanLimits {
 
 impl PlanLimits {
     pub fn from_device(l: &wgpu::Limits) -> Self {
-        PlanLimits {
-            align: l.min_storage_buffer_offset_alignment as u64,
-            max_arena: l.max_buffer_size,
-            max_binding: l.max_storage_buffer_binding_size,
-            budget: budget_from_env(),
-        }
+        PlanLimits { align: l.min_storage_buffer_offset_alignment as u64, max_arena: l.max_buffer_size, max_binding: l.max_storage_buffer_binding_size, budget: budget_from_env() }
     }
 
     /// No limits at all (for reporting plans).
@@ -204,14 +199,7 @@ impl Plan {
             }
         }
 
-        Ok(Plan {
-            order,
-            arenas,
-            sum_tensors: placements.iter().flatten().map(|p| p.bytes).sum(),
-            live_lower_bound: live.into_iter().max().unwrap_or(0),
-            placements,
-            limits,
-        })
+        Ok(Plan { order, arenas, sum_tensors: placements.iter().flatten().map(|p| p.bytes).sum(), live_lower_bound: live.into_iter().max().unwrap_or(0), placements, limits })
     }
 
     /// The chunk of tensor `t` that holds channels `c0 .. c0 + c`, if one does.

@@ -232,8 +232,18 @@ impl Session {
             for start in (0..n).step_by(PER_SET) {
                 let m = (n - start).min(PER_SET);
                 let qs = dev.create_query_set(&wgpu::QuerySetDescriptor { label: Some("atrous profile"), ty: wgpu::QueryType::Timestamp, count: 2 * m as u32 });
-                let resolve = dev.create_buffer(&wgpu::BufferDescriptor { label: Some("atrous timestamps"), size: 16 * m as u64, usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC, mapped_at_creation: false });
-                let rb = dev.create_buffer(&wgpu::BufferDescriptor { label: Some("atrous timestamps readback"), size: 16 * m as u64, usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false });
+                let resolve = dev.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("atrous timestamps"),
+                    size: 16 * m as u64,
+                    usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                    mapped_at_creation: false,
+                });
+                let rb = dev.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("atrous timestamps readback"),
+                    size: 16 * m as u64,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                });
                 for _ in 0..iters {
                     let mut enc = dev.create_command_encoder(&Default::default());
                     for (i, d) in self.dispatches[start..start + m].iter().enumerate() {
@@ -271,12 +281,7 @@ impl Session {
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Gpu { during: "profiling".into(), reason: e.to_string() });
         }
-        let dispatches = self
-            .dispatches
-            .iter()
-            .zip(nanos)
-            .map(|(d, nanos)| DispatchProfile { label: d.label.clone(), entry: d.entry, shape: d.shape.clone(), flops: d.flops, bytes: d.bytes, nanos })
-            .collect();
+        let dispatches = self.dispatches.iter().zip(nanos).map(|(d, nanos)| DispatchProfile { label: d.label.clone(), entry: d.entry, shape: d.shape.clone(), flops: d.flops, bytes: d.bytes, nanos }).collect();
         Ok(Profile { timestamps, dispatches })
     }
 
@@ -443,7 +448,14 @@ impl Session {
         let hw = self.h * self.w;
         let dev = self.gpu.device.clone();
         let (pre, rgba) = self.preprocess.as_ref().ok_or_else(|| Error::Input("this session was built without a normalisation, so it takes tensors only".into()))?;
-        let rb = [0, 1].map(|i| dev.create_buffer(&wgpu::BufferDescriptor { label: Some(&format!("atrous readback {i}")), size: self.readback.size(), usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false }));
+        let rb = [0, 1].map(|i| {
+            dev.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(&format!("atrous readback {i}")),
+                size: self.readback.size(),
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        });
         let mut pending: Option<(usize, usize, wgpu::SubmissionIndex)> = None;
         let finish = |p: (usize, usize, wgpu::SubmissionIndex), sink: &mut dyn FnMut(usize, Result<ClassMap>)| {
             let (i, slot, sub) = p;
@@ -536,7 +548,9 @@ impl Session {
             }
         }
         let logits_bytes = (self.classes * hw * 4) as u64;
-        let extra_rb = (extra != Extra::None).then(|| dev.create_buffer(&wgpu::BufferDescriptor { label: Some("atrous logits readback"), size: logits_bytes, usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false }));
+        let extra_rb = (extra != Extra::None).then(|| {
+            dev.create_buffer(&wgpu::BufferDescriptor { label: Some("atrous logits readback"), size: logits_bytes, usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false })
+        });
         let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("atrous run") });
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("atrous"), timestamp_writes: None });
@@ -623,12 +637,8 @@ fn read_buffer_after(gpu: &Gpu, buf: &wgpu::Buffer, submission: wgpu::Submission
     slice.map_async(wgpu::MapMode::Read, move |r| {
         let _ = tx.send(r);
     });
-    gpu.device
-        .poll(wgpu::PollType::Wait { submission_index: Some(submission), timeout: None })
-        .map_err(|e| Error::Gpu { during: "waiting for a run".into(), reason: e.to_string() })?;
-    rx.recv()
-        .map_err(|e| Error::Gpu { during: "reading back".into(), reason: e.to_string() })?
-        .map_err(|e| Error::Gpu { during: "mapping the readback buffer".into(), reason: e.to_string() })?;
+    gpu.device.poll(wgpu::PollType::Wait { submission_index: Some(submission), timeout: None }).map_err(|e| Error::Gpu { during: "waiting for a run".into(), reason: e.to_string() })?;
+    rx.recv().map_err(|e| Error::Gpu { during: "reading back".into(), reason: e.to_string() })?.map_err(|e| Error::Gpu { during: "mapping the readback buffer".into(), reason: e.to_string() })?;
     let out = slice.get_mapped_range().map_err(|e| Error::Gpu { during: "reading the mapped range".into(), reason: e.to_string() })?.to_vec();
     buf.unmap();
     Ok(out)
@@ -654,9 +664,7 @@ pub fn read_buffer(gpu: &Gpu, buf: &wgpu::Buffer) -> Result<Vec<u8>> {
         let _ = tx.send(r);
     });
     gpu.wait()?;
-    rx.recv()
-        .map_err(|e| Error::Gpu { during: "reading back".into(), reason: e.to_string() })?
-        .map_err(|e| Error::Gpu { during: "mapping the readback buffer".into(), reason: e.to_string() })?;
+    rx.recv().map_err(|e| Error::Gpu { during: "reading back".into(), reason: e.to_string() })?.map_err(|e| Error::Gpu { during: "mapping the readback buffer".into(), reason: e.to_string() })?;
     let out = slice.get_mapped_range().map_err(|e| Error::Gpu { during: "reading the mapped range".into(), reason: e.to_string() })?.to_vec();
     buf.unmap();
     Ok(out)
@@ -701,9 +709,7 @@ impl OpRunner {
             if d.len() != graph.tensors[t].numel() {
                 return Err(Error::Input(format!("tensor `{}` needs {} values, got {}", graph.tensors[t].name, graph.tensors[t].numel(), d.len())));
             }
-            bufs.entry(t).or_insert_with(|| {
-                buffer_init(dev, &graph.tensors[t].name, bytemuck::cast_slice(d), wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST)
-            });
+            bufs.entry(t).or_insert_with(|| buffer_init(dev, &graph.tensors[t].name, bytemuck::cast_slice(d), wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST));
         }
         let resolve = |v: View| -> Result<(Slot<'_>, u32)> {
             let d = &graph.tensors[v.tensor];

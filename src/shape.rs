@@ -42,20 +42,7 @@ impl Conv2dGeom {
     /// Square-kernel convenience constructor with PyTorch's symmetric padding.
     #[allow(clippy::too_many_arguments)]
     pub fn new(in_c: usize, in_h: usize, in_w: usize, out_c: usize, k: usize, stride: usize, pad: usize, dil: usize, groups: usize) -> Self {
-        Conv2dGeom {
-            in_c,
-            in_h,
-            in_w,
-            out_c,
-            k_h: k,
-            k_w: k,
-            stride_h: stride,
-            stride_w: stride,
-            dil_h: dil,
-            dil_w: dil,
-            pad: Pad::same(pad),
-            groups,
-        }
+        Conv2dGeom { in_c, in_h, in_w, out_c, k_h: k, k_w: k, stride_h: stride, stride_w: stride, dil_h: dil, dil_w: dil, pad: Pad::same(pad), groups }
     }
 
     pub fn icpg(&self) -> usize {
@@ -157,9 +144,7 @@ impl ConvT2dGeom {
         if self.out_pad_h >= self.stride_h.max(self.dil_h) || self.out_pad_w >= self.stride_w.max(self.dil_w) {
             return Err(Error::op("conv_transpose2d", "output padding must be smaller than stride or dilation"));
         }
-        let f = |n: usize, k: usize, s: usize, d: usize, p0: usize, p1: usize, op: usize| -> Option<usize> {
-            ((n - 1) * s + d * (k - 1) + op + 1).checked_sub(p0 + p1).filter(|&v| v > 0)
-        };
+        let f = |n: usize, k: usize, s: usize, d: usize, p0: usize, p1: usize, op: usize| -> Option<usize> { ((n - 1) * s + d * (k - 1) + op + 1).checked_sub(p0 + p1).filter(|&v| v > 0) };
         let oh = f(self.in_h, self.k_h, self.stride_h, self.dil_h, self.pad.top, self.pad.bottom, self.out_pad_h);
         let ow = f(self.in_w, self.k_w, self.stride_w, self.dil_w, self.pad.left, self.pad.right, self.out_pad_w);
         match (oh, ow) {

@@ -2,9 +2,9 @@
 //! asks for it, and every tensor must be used by the builder, so a file that does not match the
 //! architecture fails at load time with the name of the tensor at fault.
 
-use std::sync::Mutex;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use safetensors::{Dtype, SafeTensors};
 

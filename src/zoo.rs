@@ -180,7 +180,7 @@ impl Card {
             return Err(Error::HashMismatch { file: self.upstream.file.clone(), expected: self.upstream.sha256.clone(), got });
         }
         let file = &self.upstream.file;
-        let (tensors, extra): (Vec<(String, Vec<usize>, Vec<f32>)>, Vec<(String, String)>) = match self.upstream.format.as_str() {
+        let (tensors, extra): (Vec<NamedTensor>, Vec<(String, String)>) = match self.upstream.format.as_str() {
             "pytorch" => (pytorch::read_checkpoint(bytes, file)?.into_iter().map(|t| (t.name, t.shape, t.data)).collect(), vec![]),
             "tflite" => {
                 let mut f = vec![];
@@ -299,3 +299,6 @@ pub fn resolve(arg: &str, opts: &FetchOptions) -> Result<PathBuf> {
         None => Err(Error::UnknownModel(arg.to_string())),
     }
 }
+
+/// A converted tensor: name, shape, float32 data.
+type NamedTensor = (String, Vec<usize>, Vec<f32>);

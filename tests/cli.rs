@@ -18,15 +18,7 @@ fn segment_writes_palette_masks_and_reports_bad_files() {
     std::fs::write(&bad, b"\x89PNG\r\n\x1a\nthis is not a png").unwrap();
     let out = dir.join("out");
     let img = shared.join("data/camvid/val/images/0016E5_07959.png");
-    let r = Command::new(env!("CARGO_BIN_EXE_atrous"))
-        .args(["segment", "--model"])
-        .arg(shared.join("models/espnet_camvid.safetensors"))
-        .arg(&img)
-        .arg(&bad)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let r = Command::new(env!("CARGO_BIN_EXE_atrous")).args(["segment", "--model"]).arg(shared.join("models/espnet_camvid.safetensors")).arg(&img).arg(&bad).arg("--out").arg(&out).output().unwrap();
     let stderr = String::from_utf8_lossy(&r.stderr);
     eprintln!("{stderr}");
     assert_eq!(r.status.code(), Some(1), "one input failed, so the exit code is 1");
@@ -204,7 +196,7 @@ fn run_reproduces_the_reference_outputs() {
     }
     // logits are 4-D: as an input of a 3-channel model they have the wrong channel count
     let bad = dir.join("bad.safetensors");
-    let r = Command::new(env!("CARGO_BIN_EXE_atrous")).args(["run", "--model"]).arg(&model).arg("--input").arg(&out_of(&dir)).arg("--output").arg(&bad).output().unwrap();
+    let r = Command::new(env!("CARGO_BIN_EXE_atrous")).args(["run", "--model"]).arg(&model).arg("--input").arg(out_of(&dir)).arg("--output").arg(&bad).output().unwrap();
     assert!(!r.status.success() && String::from_utf8_lossy(&r.stderr).contains("channels"), "{}", String::from_utf8_lossy(&r.stderr));
     assert!(!bad.exists());
     let _ = std::fs::remove_dir_all(&dir);

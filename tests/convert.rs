@@ -61,9 +61,12 @@ fn tflite_flatbuffer_converts_exactly() {
     eprintln!("deeplabv3.tflite: {nf} float tensors equal, {ni} int32 constants equal");
 }
 
+/// (name, storage type, storage key, offset, size, stride) of one tensor in [`torch_pickle`].
+type Entry<'a> = (&'a str, &'a str, &'a str, usize, &'a [usize], &'a [usize]);
+
 /// A pickle in the shape torch writes: `OrderedDict([(name, _rebuild_tensor_v2(persid, offset,
 /// size, stride, False, OrderedDict())), ...])`.
-fn torch_pickle(entries: &[(&str, &str, &str, usize, &[usize], &[usize])]) -> Vec<u8> {
+fn torch_pickle(entries: &[Entry<'_>]) -> Vec<u8> {
     let mut p = vec![0x80, 2];
     let s = |p: &mut Vec<u8>, v: &str| {
         p.push(b'X');

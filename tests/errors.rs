@@ -47,7 +47,7 @@ fn a_lost_device_gives_typed_errors() {
     s.run_rgb(&vec![128u8; 64 * 64 * 3]).unwrap();
     gpu.device.destroy();
     let _ = gpu.device.poll(wgpu::PollType::Poll);
-    let e = s.run_rgb(&vec![128u8; 64 * 64 * 3]).err().expect("a destroyed device cannot run");
+    let e = s.run_rgb(&vec![128u8; 64 * 64 * 3]).expect_err("a destroyed device cannot run");
     assert!(matches!(e, Error::DeviceLost(_)), "{e}");
     let e = Session::new(&gpu, &g, Some(m.info.normalize)).err().expect("no new session on a lost device");
     assert!(matches!(e, Error::DeviceLost(_) | Error::Gpu { .. }), "{e}");

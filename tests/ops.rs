@@ -245,13 +245,24 @@ fn run_convt(r: &OpRunner, case: &ConvTCase) -> Result<(), String> {
 #[test]
 fn conv_transpose2d_random_cases() {
     let Some(r) = runner() else { return };
-    let strat = (
-        (1usize..=3, 1usize..=5, 1usize..=6, 1usize..=13, 1usize..=13),
-        (1usize..=4, 1usize..=4, 1usize..=3, 1usize..=3, 1usize..=3),
-        (0usize..=2, 0usize..=2, 0usize..=2, any::<bool>(), 0u8..7, any::<u64>()),
-    )
+    let strat = ((1usize..=3, 1usize..=5, 1usize..=6, 1usize..=13, 1usize..=13), (1usize..=4, 1usize..=4, 1usize..=3, 1usize..=3, 1usize..=3), (0usize..=2, 0usize..=2, 0usize..=2, any::<bool>(), 0u8..7, any::<u64>()))
         .prop_map(|((groups, icpg, ocpg, h, w), (kh, kw, sh, sw, dil), (p, oph, opw, bias, act, seed))| ConvTCase {
-            geom: ConvT2dGeom { in_c: groups * icpg, in_h: h, in_w: w, out_c: groups * ocpg, k_h: kh, k_w: kw, stride_h: sh, stride_w: sw, dil_h: dil, dil_w: dil, pad: Pad::same(p), out_pad_h: oph, out_pad_w: opw, groups },
+            geom: ConvT2dGeom {
+                in_c: groups * icpg,
+                in_h: h,
+                in_w: w,
+                out_c: groups * ocpg,
+                k_h: kh,
+                k_w: kw,
+                stride_h: sh,
+                stride_w: sw,
+                dil_h: dil,
+                dil_w: dil,
+                pad: Pad::same(p),
+                out_pad_h: oph,
+                out_pad_w: opw,
+                groups,
+            },
             bias,
             act,
             seed,
@@ -464,7 +475,7 @@ fn adaptive_avg_pool_random_cases() {
     let case = |c: usize, ih: usize, iw: usize, oh: usize, ow: usize, seed: u64| {
         let mut g = Graph::new(c, ih, iw);
         let y = g.tensor("y", c + 1, oh, ow);
-        g.adaptive_avg_pool("pool", g.all(g.input), g.slice(y, 0, c), ).unwrap();
+        g.adaptive_avg_pool("pool", g.all(g.input), g.slice(y, 0, c)).unwrap();
         let k = (ih.div_ceil(oh) + 1) * (iw.div_ceil(ow) + 1);
         run_single(&r, &g, seed, move |_, _| 1e-6 + 2.0 * k as f32 * EPS)
     };

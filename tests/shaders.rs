@@ -46,7 +46,10 @@ fn bindings_and_parameter_blocks_match_the_shaders() {
             v.validate(&module).unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(&src)));
             if dtype == DType::F16 {
                 f16_variants += 1;
-                assert!(module.types.iter().any(|(_, t)| matches!(t.inner, TypeInner::Array { base, .. } if matches!(module.types[base].inner, TypeInner::Scalar(s) if s.kind == ScalarKind::Float && s.width == 2))), "{what}: no f16 array");
+                assert!(
+                    module.types.iter().any(|(_, t)| matches!(t.inner, TypeInner::Array { base, .. } if matches!(module.types[base].inner, TypeInner::Scalar(s) if s.kind == ScalarKind::Float && s.width == 2))),
+                    "{what}: no f16 array"
+                );
             }
             // bindings
             let mut globals: Vec<(u32, Bind, naga::Handle<naga::Type>)> = vec![];

@@ -22,7 +22,9 @@ fn split_graph(g: &Graph, limits: PlanLimits) -> (Graph, usize) {
 #[test]
 fn split_operators_compute_the_same_on_the_cpu_reference() {
     let Some(shared) = common::shared() else { return };
-    for (file, h, w, binding) in [("espnet_camvid", 64, 64, 40 * 1024), ("espnetv2_s2.0_voc384", 64, 64, 40 * 1024), ("torchvision/lraspp_mobilenet_v3_large", 33, 47, 8 * 1024), ("torchvision/deeplabv3_resnet50", 33, 47, 16 * 1024)] {
+    for (file, h, w, binding) in
+        [("espnet_camvid", 64, 64, 40 * 1024), ("espnetv2_s2.0_voc384", 64, 64, 40 * 1024), ("torchvision/lraspp_mobilenet_v3_large", 33, 47, 8 * 1024), ("torchvision/deeplabv3_resnet50", 33, 47, 16 * 1024)]
+    {
         let m = Model::load(shared.join(format!("models/{file}.safetensors"))).unwrap();
         let g = m.graph(h, w).unwrap();
         let limits = PlanLimits { align: 256, max_arena: 1 << 40, max_binding: binding, budget: None };
@@ -66,12 +68,7 @@ fn split_sessions_match_unsplit_sessions_on_the_gpu() {
         let max_logit = l1.iter().map(|v| v.abs()).fold(0f32, f32::max);
         let diff = l1.iter().zip(&l2).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
         let agree = m1.data.iter().zip(&m2.data).filter(|(a, b)| a == b).count();
-        eprintln!(
-            "{file} {h}x{w}, binding {binding} B: {chunked} tensors split, {} -> {} dispatches, logits max|diff| {diff:.2e}, class maps {agree}/{}",
-            whole.dispatches.len(),
-            split.dispatches.len(),
-            m1.data.len()
-        );
+        eprintln!("{file} {h}x{w}, binding {binding} B: {chunked} tensors split, {} -> {} dispatches, logits max|diff| {diff:.2e}, class maps {agree}/{}", whole.dispatches.len(), split.dispatches.len(), m1.data.len());
         assert!(chunked > 0, "{file}: nothing was split");
         assert!(l2.iter().all(|v| v.is_finite()), "{file}: unwritten values");
         assert!(diff <= 1e-4 + 1e-5 * max_logit, "{file}: {diff}");

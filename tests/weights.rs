@@ -18,7 +18,10 @@ struct Owned {
     data: Vec<u8>,
 }
 
-fn original() -> Option<(Vec<u8>, HashMap<String, Owned>, HashMap<String, String>)> {
+/// The file's bytes, its tensors and its metadata.
+type Original = (Vec<u8>, HashMap<String, Owned>, HashMap<String, String>);
+
+fn original() -> Option<Original> {
     let shared = common::shared()?;
     let bytes = std::fs::read(shared.join("models/espnet_camvid.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();

@@ -179,7 +179,7 @@ pub fn read(data: &[u8], mut pos: usize, what: &str) -> Result<(Value, usize)> {
                 let items = pop_mark(&mut stack, &err)?;
                 stack.push(Item::V(Value::Tuple(items)));
             }
-            0x85 | 0x86 | 0x87 => {
+            0x85..=0x87 => {
                 let n = (op - 0x84) as usize;
                 let mut items = vec![];
                 for _ in 0..n {

@@ -118,7 +118,8 @@ fn read_legacy(bytes: &[u8], file: &str) -> Result<Vec<Tensor>> {
     }
     let (obj, pos) = pickle::read(bytes, pos, file)?;
     let (keys, mut pos) = pickle::read(bytes, pos, file)?;
-    let keys: Vec<String> = keys.as_tuple().ok_or_else(|| bad(file, "storage key list missing"))?.iter().map(|k| k.as_str().map(str::to_string).ok_or_else(|| bad(file, "storage key is not a string"))).collect::<Result<_>>()?;
+    let keys: Vec<String> =
+        keys.as_tuple().ok_or_else(|| bad(file, "storage key list missing"))?.iter().map(|k| k.as_str().map(str::to_string).ok_or_else(|| bad(file, "storage key is not a string"))).collect::<Result<_>>()?;
     let (refs, dtype_of) = tensor_refs(&obj, file)?;
     let mut storages: HashMap<String, &[u8]> = HashMap::new();
     for k in &keys {

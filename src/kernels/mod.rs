@@ -215,7 +215,9 @@ impl Kernels {
                         visibility: wgpu::ShaderStages::COMPUTE,
                         ty: match b {
                             Bind::Texture => wgpu::BindingType::Texture { sample_type: wgpu::TextureSampleType::Float { filterable: false }, view_dimension: wgpu::TextureViewDimension::D2, multisampled: false },
-                            Bind::StorageTextureRgba8 => wgpu::BindingType::StorageTexture { access: wgpu::StorageTextureAccess::WriteOnly, format: wgpu::TextureFormat::Rgba8Unorm, view_dimension: wgpu::TextureViewDimension::D2 },
+                            Bind::StorageTextureRgba8 => {
+                                wgpu::BindingType::StorageTexture { access: wgpu::StorageTextureAccess::WriteOnly, format: wgpu::TextureFormat::Rgba8Unorm, view_dimension: wgpu::TextureViewDimension::D2 }
+                            }
                             buf => wgpu::BindingType::Buffer {
                                 ty: match buf {
                                     Bind::StorageRead => wgpu::BufferBindingType::Storage { read_only: true },
@@ -251,11 +253,8 @@ impl Kernels {
         }
         let source = shader.variant_source(dtype)?;
         let (_, pl) = self.layout(&mut cache, shader);
-        let module = cache
-            .modules
-            .entry((shader, dtype))
-            .or_insert_with(|| self.device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(shader.file()), source: wgpu::ShaderSource::Wgsl(source) }))
-            .clone();
+        let module =
+            cache.modules.entry((shader, dtype)).or_insert_with(|| self.device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(shader.file()), source: wgpu::ShaderSource::Wgsl(source) })).clone();
         let p = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(entry),
             layout: Some(&pl),

@@ -17,25 +17,8 @@ pub const SIZE: SizeRule = SizeRule::Fixed(257, 257);
 /// (output channels, depthwise stride, depthwise dilation) of `expanded_conv`, `expanded_conv_1`
 /// .. `expanded_conv_16`: MobileNetV2 with depth multiplier 0.5, strides past 1/8 turned into
 /// dilation (blocks 6 and 13 keep the previous rate).
-const BLOCKS: [(usize, usize, usize); 17] = [
-    (8, 1, 1),
-    (12, 2, 1),
-    (12, 1, 1),
-    (16, 2, 1),
-    (16, 1, 1),
-    (16, 1, 1),
-    (32, 1, 1),
-    (32, 1, 2),
-    (32, 1, 2),
-    (32, 1, 2),
-    (48, 1, 2),
-    (48, 1, 2),
-    (48, 1, 2),
-    (80, 1, 2),
-    (80, 1, 4),
-    (80, 1, 4),
-    (160, 1, 4),
-];
+const BLOCKS: [(usize, usize, usize); 17] =
+    [(8, 1, 1), (12, 2, 1), (12, 1, 1), (16, 2, 1), (16, 1, 1), (16, 1, 1), (32, 1, 1), (32, 1, 2), (32, 1, 2), (32, 1, 2), (48, 1, 2), (48, 1, 2), (48, 1, 2), (80, 1, 2), (80, 1, 4), (80, 1, 4), (160, 1, 4)];
 
 pub fn recognise(w: &Weights) -> bool {
     w.has("MobilenetV2/Conv/weights") && w.has("concat_projection/weights")
@@ -52,20 +35,8 @@ fn conv(n: &mut Net, prefix: &str, weight: &str, bias: &str, x: View, out_c: usi
     let ph = tf_same_pad(h, k, stride, dil);
     let pw = tf_same_pad(w, k, stride, dil);
     let groups = if depthwise { x.c } else { 1 };
-    let geom = Conv2dGeom {
-        in_c: x.c,
-        in_h: h,
-        in_w: w,
-        out_c,
-        k_h: k,
-        k_w: k,
-        stride_h: stride,
-        stride_w: stride,
-        dil_h: dil,
-        dil_w: dil,
-        pad: crate::shape::Pad { top: ph.0, bottom: ph.1, left: pw.0, right: pw.1 },
-        groups,
-    };
+    let geom =
+        Conv2dGeom { in_c: x.c, in_h: h, in_w: w, out_c, k_h: k, k_w: k, stride_h: stride, stride_w: stride, dil_h: dil, dil_w: dil, pad: crate::shape::Pad { top: ph.0, bottom: ph.1, left: pw.0, right: pw.1 }, groups };
     let wname = format!("{prefix}{weight}");
     let torch = if depthwise {
         let raw = n.w.get(&wname, &[1, k, k, out_c])?;

@@ -60,7 +60,7 @@ impl B<'_> {
     }
 
     /// EdgeNets' `CBR` (`{p}.conv`, `{p}.bn`, `{p}.act`) or `CB` when `prelu` is false.
-    fn cbr(&mut self, p: &str, x: View, out_c: usize, k: usize, stride: usize, groups: usize, prelu: bool, into: Option<View>, add: Option<View>) -> Result<View> {
+    fn cbr(&mut self, p: &str, x: View, (out_c, k, stride, groups): (usize, usize, usize, usize), prelu: bool, into: Option<View>, add: Option<View>) -> Result<View> {
         let wn = format!("{p}.conv.weight");
         let act = if prelu { Act::PRelu(self.w().get(&format!("{p}.act.weight"), &[out_c])?) } else { Act::None };
         self.n.conv(x, Conv::new(&wn, out_c, k).stride(stride).groups(groups).bn(format!("{p}.bn")).act(act), into, add)
@@ -93,7 +93,7 @@ impl B<'_> {
         if n * k != out_c {
             return Err(Error::op(p, format!("{out_c} output channels are not divisible by {k} branches")));
         }
-        let proj = self.cbr(&format!("{p}.proj_1x1"), x, n, 1, 1, k, true, None, None)?;
+        let proj = self.cbr(&format!("{p}.proj_1x1"), x, (n, 1, 1, k), true, None, None)?;
         let (h, w) = self.n.g.hw(proj);
         let (oh, ow) = (crate::shape::conv_out(h, 3, stride, 1, 1, 1).expect("size"), crate::shape::conv_out(w, 3, stride, 1, 1, 1).expect("size"));
         let cat = self.n.tensor(&format!("{p}.cat"), out_c, oh, ow);
@@ -116,7 +116,7 @@ impl B<'_> {
             // Upstream builds `module_act` for every EESP but applies it only with stride 1; the
             // checkpoint still holds it, so it is checked here and then left out.
             self.w().get(&format!("{p}.module_act.weight"), &[out_c])?;
-            self.cbr(&format!("{p}.conv_1x1_exp"), br, out_c, 1, 1, k, false, into, None)
+            self.cbr(&format!("{p}.conv_1x1_exp"), br, (out_c, 1, 1, k), false, into, None)
         }
     }
 
@@ -131,7 +131,7 @@ impl B<'_> {
         self.avg_pool(&format!("{p}.avg"), x, Some(self.n.g.slice(cat.tensor, 0, x.c)))?;
         let eesp_out = self.n.g.slice(cat.tensor, x.c, out_c - x.c);
         self.eesp(&format!("{p}.eesp"), x, out_c - x.c, 2, [1, 2, 3, 4], Some(eesp_out))?;
-        let r = self.cbr(&format!("{p}.inp_reinf.0"), img, 3, 3, 1, 1, true, None, None)?;
+        let r = self.cbr(&format!("{p}.inp_reinf.0"), img, (3, 3, 1, 1), true, None, None)?;
         let slopes = self.w().get(&format!("{p}.act.weight"), &[out_c])?;
         let wn = format!("{p}.inp_reinf.1.conv.weight");
         self.n.conv(r, Conv::new(&wn, out_c, 1).bn(format!("{p}.inp_reinf.1.bn")).act(Act::PRelu(slopes)), None, Some(cat))
@@ -229,7 +229,7 @@ pub fn build(w: &Weights, cfg: &EspNetV2Config, h: usize, wd: usize) -> Result<G
     let p3 = b.avg_pool("input.pool3", p2, None)?;
     let p4 = b.avg_pool("input.pool4", p3, None)?;
 
-    let l1 = b.cbr("base_net.level1", input, c1, 3, 2, 1, true, None, None)?;
+    let l1 = b.cbr("base_net.level1", input, (c1, 3, 2, 1), true, None, None)?;
     let l2 = b.downsampler("base_net.level2_0", l1, c2, p2)?;
     let mut l3 = b.downsampler("base_net.level3_0", l2, c3, p3)?;
     for i in 0..cfg.level3_blocks {

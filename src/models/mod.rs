@@ -202,9 +202,8 @@ impl Model {
 
 /// PASCAL VOC class names (also torchvision's `COCO_WITH_VOC_LABELS`), the default for 21-class
 /// files without a `classes` entry.
-pub const VOC_CLASSES: [&str; 21] = [
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-];
+pub const VOC_CLASSES: [&str; 21] =
+    ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor"];
 
 /// The PASCAL VOC colour map (bit-interleaved), used when a file has no palette.
 pub fn default_palette(n: usize) -> Vec<[u8; 3]> {

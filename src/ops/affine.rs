@@ -3,8 +3,8 @@
 //! its own, element-wise add and copy are all this operator (the rewrite passes fold it into the
 //! convolution before it where they can). Kernel: `shaders/eltwise.wgsl` (`affine`).
 
-use super::{boxed_op, check_same_shape, check_view, distinct, per_channel_segments, sub, Cuts, EncodeCx, Encoded, Operator, Problem, Rng};
 use super::conv2d::slice_act;
+use super::{boxed_op, check_same_shape, check_view, distinct, per_channel_segments, sub, Cuts, EncodeCx, Encoded, Operator, Problem, Rng};
 use crate::error::{Error, Result};
 use crate::graph::{Act, Graph, View};
 use crate::kernels::{eltwise, Shader, Slot};
@@ -78,7 +78,10 @@ impl Operator for Affine {
         let views: Vec<View> = [Some(o.x), o.add, Some(o.y)].into_iter().flatten().collect();
         Ok(per_channel_segments(&views, o.y.c, cuts).map(|segs| {
             segs.into_iter()
-                .map(|(a, b)| Box::new(Affine { x: sub(o.x, a, b), add: o.add.map(|v| sub(v, a, b)), y: sub(o.y, a, b), scale: o.scale[a..b].to_vec(), shift: o.shift[a..b].to_vec(), act: slice_act(&o.act, a, b) }) as Box<dyn Operator>)
+                .map(|(a, b)| {
+                    Box::new(Affine { x: sub(o.x, a, b), add: o.add.map(|v| sub(v, a, b)), y: sub(o.y, a, b), scale: o.scale[a..b].to_vec(), shift: o.shift[a..b].to_vec(), act: slice_act(&o.act, a, b) })
+                        as Box<dyn Operator>
+                })
                 .collect()
         }))
     }
@@ -110,7 +113,6 @@ pub fn reference(x: &[f32], add: Option<&[f32]>, hw: usize, scale: &[f32], shift
         })
         .collect()
 }
-
 
 /// Test problems: random channel counts and sizes, with and without an addend, every activation;
 /// or ESPNet's batch norm + PReLU over 131 channels for the benchmarks.

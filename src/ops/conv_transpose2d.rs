@@ -175,7 +175,22 @@ pub fn problems(seed: u64, bench: bool) -> Vec<Problem> {
                 let dil = rng.range(1, 2);
                 let p = rng.range(0, (dil * (k - 1)).min(2));
                 let op = rng.range(0, stride - 1).min(dil.max(stride) - 1);
-                ConvT2dGeom { in_c: rng.range(1, 5) * groups, in_h: rng.range(1, 9), in_w: rng.range(1, 11), out_c: rng.range(1, 5) * groups, k_h: k, k_w: k, stride_h: stride, stride_w: stride, dil_h: dil, dil_w: dil, pad: Pad::same(p), out_pad_h: op, out_pad_w: op, groups }
+                ConvT2dGeom {
+                    in_c: rng.range(1, 5) * groups,
+                    in_h: rng.range(1, 9),
+                    in_w: rng.range(1, 11),
+                    out_c: rng.range(1, 5) * groups,
+                    k_h: k,
+                    k_w: k,
+                    stride_h: stride,
+                    stride_w: stride,
+                    dil_h: dil,
+                    dil_w: dil,
+                    pad: Pad::same(p),
+                    out_pad_h: op,
+                    out_pad_w: op,
+                    groups,
+                }
             })
             .collect()
     };

@@ -51,24 +51,24 @@ impl Operator for Gather {
         if view_cuts(o.x, cuts).is_empty() && view_cuts(o.y, cuts).is_empty() {
             return Ok(None);
         }
-            // chunks of x as absolute channel ranges
-            let xt = cuts(o.x.tensor);
-            let chunk_of = |c: usize| xt.iter().filter(|&&k| k <= c).count();
-            let mut out_cuts = view_cuts(o.y, cuts);
-            for j in 1..o.perm.len() {
-                if chunk_of(o.x.c0 + o.perm[j]) != chunk_of(o.x.c0 + o.perm[j - 1]) {
-                    out_cuts.push(j);
-                }
+        // chunks of x as absolute channel ranges
+        let xt = cuts(o.x.tensor);
+        let chunk_of = |c: usize| xt.iter().filter(|&&k| k <= c).count();
+        let mut out_cuts = view_cuts(o.y, cuts);
+        for j in 1..o.perm.len() {
+            if chunk_of(o.x.c0 + o.perm[j]) != chunk_of(o.x.c0 + o.perm[j - 1]) {
+                out_cuts.push(j);
             }
-            let pieces = segments(o.y.c, out_cuts)
-                .into_iter()
-                .map(|(a, b)| {
-                    let src: Vec<usize> = o.perm[a..b].iter().map(|&p| o.x.c0 + p).collect();
-                    let (lo, hi) = (*src.iter().min().expect("non-empty"), *src.iter().max().expect("non-empty"));
-                    let x = View { tensor: o.x.tensor, c0: lo, c: hi + 1 - lo };
-                    Box::new(Gather { x, y: sub(o.y, a, b), perm: src.iter().map(|&p| p - lo).collect() }) as Box<dyn Operator>
-                })
-                .collect();
+        }
+        let pieces = segments(o.y.c, out_cuts)
+            .into_iter()
+            .map(|(a, b)| {
+                let src: Vec<usize> = o.perm[a..b].iter().map(|&p| o.x.c0 + p).collect();
+                let (lo, hi) = (*src.iter().min().expect("non-empty"), *src.iter().max().expect("non-empty"));
+                let x = View { tensor: o.x.tensor, c0: lo, c: hi + 1 - lo };
+                Box::new(Gather { x, y: sub(o.y, a, b), perm: src.iter().map(|&p| p - lo).collect() }) as Box<dyn Operator>
+            })
+            .collect();
         Ok(Some(pieces))
     }
     fn encode(&self, cx: &EncodeCx<'_, '_>, name: &str) -> Result<Encoded> {
@@ -88,7 +88,6 @@ impl Operator for Gather {
 pub fn reference(x: &[f32], perm: &[usize], hw: usize) -> Vec<f32> {
     perm.iter().flat_map(|&p| x[p * hw..(p + 1) * hw].iter().copied()).collect()
 }
-
 
 /// Test problems: random permutations and gathers (repeats allowed) over odd sizes; or
 /// ESPNetv2's channel shuffle for the benchmarks.

@@ -52,7 +52,8 @@ impl Operator for Mul {
         vec![reference(&read(self.x), &read(self.s), h * w)]
     }
     fn split(&self, cuts: Cuts<'_>, _name: &str) -> Result<Option<Vec<Box<dyn Operator>>>> {
-        Ok(per_channel_segments(&[self.x, self.s, self.y], self.y.c, cuts).map(|segs| segs.into_iter().map(|(a, b)| Box::new(Mul { x: sub(self.x, a, b), s: sub(self.s, a, b), y: sub(self.y, a, b) }) as Box<dyn Operator>).collect()))
+        Ok(per_channel_segments(&[self.x, self.s, self.y], self.y.c, cuts)
+            .map(|segs| segs.into_iter().map(|(a, b)| Box::new(Mul { x: sub(self.x, a, b), s: sub(self.s, a, b), y: sub(self.y, a, b) }) as Box<dyn Operator>).collect()))
     }
     fn encode(&self, cx: &EncodeCx<'_, '_>, name: &str) -> Result<Encoded> {
         let ((xs, xo), (ys, yo), (ss, so)) = (cx.resolve(self.x)?, cx.resolve(self.y)?, cx.resolve(self.s)?);
@@ -76,7 +77,6 @@ pub fn reference(x: &[f32], s: &[f32], hw: usize) -> Vec<f32> {
     let per_channel = s.len() * hw == x.len() && hw != 1;
     x.iter().enumerate().map(|(i, &v)| v * if per_channel { s[i / hw] } else { s[i] }).collect()
 }
-
 
 /// Test problems: per-channel and element-wise multipliers over odd sizes.
 pub fn problems(seed: u64, bench: bool) -> Vec<Problem> {

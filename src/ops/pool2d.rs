@@ -113,7 +113,6 @@ pub fn reference(x: &[f32], g: &Pool2dGeom, kind: PoolKind) -> Vec<f32> {
     y
 }
 
-
 /// Test problems: random windows, strides, padding and `ceil_mode`, both kinds; or ESPNet's
 /// input pyramid for the benchmarks.
 pub fn problems(seed: u64, bench: bool) -> Vec<Problem> {

@@ -47,7 +47,8 @@ impl Operator for Resize {
         vec![reference(&read(self.x), self.x.c, ih, iw, oh, ow, self.align_corners)]
     }
     fn split(&self, cuts: Cuts<'_>, _name: &str) -> Result<Option<Vec<Box<dyn Operator>>>> {
-        Ok(per_channel_segments(&[self.x, self.y], self.y.c, cuts).map(|segs| segs.into_iter().map(|(a, b)| Box::new(Resize { x: sub(self.x, a, b), y: sub(self.y, a, b), align_corners: self.align_corners }) as Box<dyn Operator>).collect()))
+        Ok(per_channel_segments(&[self.x, self.y], self.y.c, cuts)
+            .map(|segs| segs.into_iter().map(|(a, b)| Box::new(Resize { x: sub(self.x, a, b), y: sub(self.y, a, b), align_corners: self.align_corners }) as Box<dyn Operator>).collect()))
     }
     fn encode(&self, cx: &EncodeCx<'_, '_>, name: &str) -> Result<Encoded> {
         let ((xs, xo), (ys, yo)) = (cx.resolve(self.x)?, cx.resolve(self.y)?);
@@ -92,12 +93,12 @@ pub fn reference(x: &[f32], c: usize, ih: usize, iw: usize, oh: usize, ow: usize
     y
 }
 
-
 /// Test problems: up and down by odd factors, both corner conventions; or ESPNet-sized logits
 /// upsampled 8x for the benchmarks.
 pub fn problems(seed: u64, bench: bool) -> Vec<Problem> {
     let mut rng = Rng(seed | 1);
-    let shapes: Vec<(usize, usize, usize, usize, usize)> = if bench { vec![(21, 33, 33, 257, 257)] } else { (0..8).map(|_| (rng.range(1, 5), rng.range(1, 9), rng.range(1, 9), rng.range(1, 17), rng.range(1, 17))).collect() };
+    let shapes: Vec<(usize, usize, usize, usize, usize)> =
+        if bench { vec![(21, 33, 33, 257, 257)] } else { (0..8).map(|_| (rng.range(1, 5), rng.range(1, 9), rng.range(1, 9), rng.range(1, 17), rng.range(1, 17))).collect() };
     let mut out = vec![];
     for (i, (c, ih, iw, oh, ow)) in shapes.into_iter().enumerate() {
         let mut g = Graph::new(1, 1, 1);
