@@ -2,8 +2,8 @@
 //! averages input `[floor(i*n/m), ceil((i+1)*n/m))`). Global average pooling is the 1x1 case.
 //! Kernel: `shaders/pool.wgsl` (`adaptive_avg_pool2d`).
 
-use super::{boxed_op, check_view, distinct, per_channel_segments, sub, Cuts, EncodeCx, Encoded, Operator, Problem, Rng};
-use crate::error::{Error, Result};
+use super::{boxed_op, per_channel_segments, sub, Cuts, EncodeCx, Encoded, Operator, Problem, Rng};
+use crate::error::Result;
 use crate::graph::{Graph, View};
 use crate::kernels::{pool, Shader, Slot};
 
@@ -17,23 +17,9 @@ impl Operator for AdaptiveAvgPool {
     fn kind(&self) -> &'static str {
         "adaptive_avg_pool2d"
     }
-    fn inputs(&self) -> Vec<View> {
-        vec![self.x]
-    }
-    fn outputs(&self) -> Vec<View> {
-        vec![self.y]
-    }
-    fn views_mut(&mut self) -> Vec<&mut View> {
-        vec![&mut self.x, &mut self.y]
-    }
+    super::unary_views!();
     fn check(&self, g: &Graph, name: &str) -> Result<()> {
-        check_view(g, name, self.x)?;
-        check_view(g, name, self.y)?;
-        distinct(g, name, self.x, self.y)?;
-        if self.x.c != self.y.c {
-            return Err(Error::op(name, format!("{} channels pooled into {}", self.x.c, self.y.c)));
-        }
-        Ok(())
+        super::check_unary(g, name, self.x, self.y)
     }
     fn flops(&self, g: &Graph) -> u64 {
         let (h, w) = g.hw(self.x);

@@ -30,17 +30,7 @@ impl Operator for Affine {
     fn kind(&self) -> &'static str {
         "affine"
     }
-    fn inputs(&self) -> Vec<View> {
-        std::iter::once(self.x).chain(self.add).collect()
-    }
-    fn outputs(&self) -> Vec<View> {
-        vec![self.y]
-    }
-    fn views_mut(&mut self) -> Vec<&mut View> {
-        let mut v = vec![&mut self.x, &mut self.y];
-        v.extend(self.add.as_mut());
-        v
-    }
+    super::addend_views!();
     fn check(&self, g: &Graph, op: &str) -> Result<()> {
         let (x, y) = (self.x, self.y);
         check_view(g, op, x)?;

@@ -78,21 +78,35 @@ pub(crate) fn add_from<'a>(cx: &EncodeCx<'a, '_>, x: &Slot<'a>, y: &Slot<'a>, ad
     })
 }
 
+/// Encodes a member of the convolution family: input, packed parameters, output, addend (where it
+/// has its own binding) and the parameter block, as `shaders/conv.wgsl` binds them.
+pub(crate) fn encode_conv_family(
+    cx: &EncodeCx<'_, '_>,
+    name: &str,
+    op: &dyn Operator,
+    (x, y, add): (View, View, Option<View>),
+    prepare: impl FnOnce(u32, u32, conv::AddFrom) -> Result<conv::Prepared>,
+) -> Result<Encoded> {
+    let ((xs, xo), (ys, yo)) = (cx.resolve(x)?, cx.resolve(y)?);
+    let (add, add_slot) = add_from(cx, &xs, &ys, add)?;
+    let prep = prepare(xo, yo, add).map_err(|e| Error::op(name, e.to_string()))?;
+    let prm = cx.storage(name, &prep.prm);
+    let u = cx.uniform(&prep.params);
+    let slots = [xs, Slot::whole(&prm), ys, add_slot.unwrap_or(cx.dummy()), Slot::whole(&u)];
+    let dispatch = cx.dispatch(Shader::Conv, prep.entry, &slots, prep.groups, name, op.flops(cx.graph), cx.act_bytes(op) + prm.size());
+    Ok(Encoded { dispatch, buffers: vec![prm, u] })
+}
+
+/// Parameters of a convolution-family operator: weights, bias and PReLU slopes.
+pub(crate) fn conv_parameters(weight: &[f32], bias: Option<&Vec<f32>>, act: &Act) -> usize {
+    weight.len() + bias.map_or(0, |b| b.len()) + act.slopes().map_or(0, |s| s.len())
+}
+
 impl Operator for Conv2d {
     fn kind(&self) -> &'static str {
         "conv2d"
     }
-    fn inputs(&self) -> Vec<View> {
-        std::iter::once(self.x).chain(self.add).collect()
-    }
-    fn outputs(&self) -> Vec<View> {
-        vec![self.y]
-    }
-    fn views_mut(&mut self) -> Vec<&mut View> {
-        let mut v = vec![&mut self.x, &mut self.y];
-        v.extend(self.add.as_mut());
-        v
-    }
+    super::addend_views!();
     fn check(&self, g: &Graph, op: &str) -> Result<()> {
         let geom = &self.geom;
         let out_hw = geom.out_hw().map_err(|e| Error::op(op, e.to_string()))?;
@@ -111,7 +125,7 @@ impl Operator for Conv2d {
         format!(" k{}x{} s{} d{} g{}{add}", c.k_h, c.k_w, c.stride_h, c.dil_h, c.groups)
     }
     fn parameters(&self) -> usize {
-        self.weight.len() + self.bias.as_ref().map_or(0, |b| b.len()) + self.act.slopes().map_or(0, |s| s.len())
+        conv_parameters(&self.weight, self.bias.as_ref(), &self.act)
     }
     fn reference(&self, _g: &Graph, read: &dyn Fn(View) -> Vec<f32>) -> Vec<Vec<f32>> {
         let add = self.add.map(read);
@@ -121,14 +135,7 @@ impl Operator for Conv2d {
         split(self, cuts)
     }
     fn encode(&self, cx: &EncodeCx<'_, '_>, name: &str) -> Result<Encoded> {
-        let ((xs, xo), (ys, yo)) = (cx.resolve(self.x)?, cx.resolve(self.y)?);
-        let (add, add_slot) = add_from(cx, &xs, &ys, self.add)?;
-        let prep = conv::prepare_conv2d(self, xo, yo, add).map_err(|e| Error::op(name, e.to_string()))?;
-        let prm = cx.storage(name, &prep.prm);
-        let u = cx.uniform(&prep.params);
-        let slots = [xs, Slot::whole(&prm), ys, add_slot.unwrap_or(cx.dummy()), Slot::whole(&u)];
-        let dispatch = cx.dispatch(Shader::Conv, prep.entry, &slots, prep.groups, name, self.flops(cx.graph), cx.act_bytes(self) + prm.size());
-        Ok(Encoded { dispatch, buffers: vec![prm, u] })
+        encode_conv_family(cx, name, self, (self.x, self.y, self.add), |xo, yo, add| conv::prepare_conv2d(self, xo, yo, add))
     }
     boxed_op!();
 }

@@ -2,11 +2,11 @@
 //! bias, then `+ add`, then the activation. Kernel: `shaders/conv.wgsl` (`conv_transpose2d`, and
 //! `conv_transpose2d_tiled` where kernel = stride), parameter block in [`crate::kernels::conv`].
 
-use super::conv2d::{add_from, check_addend, check_conv, slice_act};
+use super::conv2d::{check_addend, check_conv, conv_parameters, encode_conv_family, slice_act};
 use super::{boxed_op, segments, sub, view_cuts, Cuts, EncodeCx, Encoded, Operator, Problem, Rng};
 use crate::error::{Error, Result};
 use crate::graph::{Act, Graph, View};
-use crate::kernels::{conv, Shader, Slot};
+use crate::kernels::conv;
 use crate::shape::{ConvT2dGeom, Pad};
 
 #[derive(Clone, Debug)]
@@ -25,17 +25,7 @@ impl Operator for ConvT2d {
     fn kind(&self) -> &'static str {
         "conv_transpose2d"
     }
-    fn inputs(&self) -> Vec<View> {
-        std::iter::once(self.x).chain(self.add).collect()
-    }
-    fn outputs(&self) -> Vec<View> {
-        vec![self.y]
-    }
-    fn views_mut(&mut self) -> Vec<&mut View> {
-        let mut v = vec![&mut self.x, &mut self.y];
-        v.extend(self.add.as_mut());
-        v
-    }
+    super::addend_views!();
     fn check(&self, g: &Graph, op: &str) -> Result<()> {
         let geom = &self.geom;
         let out_hw = geom.out_hw().map_err(|e| Error::op(op, e.to_string()))?;
@@ -53,7 +43,7 @@ impl Operator for ConvT2d {
         format!(" k{}x{} s{} g{}{add}", self.geom.k_h, self.geom.k_w, self.geom.stride_h, self.geom.groups)
     }
     fn parameters(&self) -> usize {
-        self.weight.len() + self.bias.as_ref().map_or(0, |b| b.len()) + self.act.slopes().map_or(0, |s| s.len())
+        conv_parameters(&self.weight, self.bias.as_ref(), &self.act)
     }
     fn reference(&self, _g: &Graph, read: &dyn Fn(View) -> Vec<f32>) -> Vec<Vec<f32>> {
         let add = self.add.map(read);
@@ -63,14 +53,7 @@ impl Operator for ConvT2d {
         split(self, cuts, name)
     }
     fn encode(&self, cx: &EncodeCx<'_, '_>, name: &str) -> Result<Encoded> {
-        let ((xs, xo), (ys, yo)) = (cx.resolve(self.x)?, cx.resolve(self.y)?);
-        let (add, add_slot) = add_from(cx, &xs, &ys, self.add)?;
-        let prep = conv::prepare_conv_t2d(self, xo, yo, add).map_err(|e| Error::op(name, e.to_string()))?;
-        let prm = cx.storage(name, &prep.prm);
-        let u = cx.uniform(&prep.params);
-        let slots = [xs, Slot::whole(&prm), ys, add_slot.unwrap_or(cx.dummy()), Slot::whole(&u)];
-        let dispatch = cx.dispatch(Shader::Conv, prep.entry, &slots, prep.groups, name, self.flops(cx.graph), cx.act_bytes(self) + prm.size());
-        Ok(Encoded { dispatch, buffers: vec![prm, u] })
+        encode_conv_family(cx, name, self, (self.x, self.y, self.add), |xo, yo, add| conv::prepare_conv_t2d(self, xo, yo, add))
     }
     boxed_op!();
 }

@@ -18,15 +18,7 @@ impl Operator for Gather {
     fn kind(&self) -> &'static str {
         "gather"
     }
-    fn inputs(&self) -> Vec<View> {
-        vec![self.x]
-    }
-    fn outputs(&self) -> Vec<View> {
-        vec![self.y]
-    }
-    fn views_mut(&mut self) -> Vec<&mut View> {
-        vec![&mut self.x, &mut self.y]
-    }
+    super::unary_views!();
     fn check(&self, g: &Graph, name: &str) -> Result<()> {
         let (x, y, perm) = (self.x, self.y, &self.perm);
         check_view(g, name, x)?;

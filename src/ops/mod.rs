@@ -132,6 +132,40 @@ macro_rules! boxed_op {
 }
 pub(crate) use boxed_op;
 
+/// `inputs`, `outputs` and `views_mut` of an operator with fields `x` (read) and `y` (written).
+macro_rules! unary_views {
+    () => {
+        fn inputs(&self) -> Vec<$crate::graph::View> {
+            vec![self.x]
+        }
+        fn outputs(&self) -> Vec<$crate::graph::View> {
+            vec![self.y]
+        }
+        fn views_mut(&mut self) -> Vec<&mut $crate::graph::View> {
+            vec![&mut self.x, &mut self.y]
+        }
+    };
+}
+pub(crate) use unary_views;
+
+/// The same for `x`, an optional addend `add` (read, in that binding order) and `y`.
+macro_rules! addend_views {
+    () => {
+        fn inputs(&self) -> Vec<$crate::graph::View> {
+            std::iter::once(self.x).chain(self.add).collect()
+        }
+        fn outputs(&self) -> Vec<$crate::graph::View> {
+            vec![self.y]
+        }
+        fn views_mut(&mut self) -> Vec<&mut $crate::graph::View> {
+            let mut v = vec![&mut self.x, &mut self.y];
+            v.extend(self.add.as_mut());
+            v
+        }
+    };
+}
+pub(crate) use addend_views;
+
 /// Where a view lives: the binding (a tensor, or the channel chunk of a tensor that holds the
 /// view) and the view's element offset inside it.
 pub type Resolve<'a, 'b> = &'b dyn Fn(View) -> Result<(Slot<'a>, u32)>;
@@ -202,6 +236,18 @@ pub(crate) fn check_view(g: &Graph, op: &str, v: View) -> Result<()> {
     let t = g.tensors.get(v.tensor).ok_or_else(|| Error::op(op, format!("unknown tensor {}", v.tensor)))?;
     if v.c == 0 || v.c0 + v.c > t.c {
         return Err(Error::op(op, format!("channels {}..{} outside tensor `{}` with {} channels", v.c0, v.c0 + v.c, t.name, t.c)));
+    }
+    Ok(())
+}
+
+/// Checks the views of an operator reading `x` and writing `y` (distinct tensors) with the same
+/// channel count.
+pub(crate) fn check_unary(g: &Graph, op: &str, x: View, y: View) -> Result<()> {
+    check_view(g, op, x)?;
+    check_view(g, op, y)?;
+    distinct(g, op, x, y)?;
+    if x.c != y.c {
+        return Err(Error::op(op, format!("{} channels in, {} out", x.c, y.c)));
     }
     Ok(())
 }

@@ -19,15 +19,7 @@ impl Operator for Pool2d {
     fn kind(&self) -> &'static str {
         "pool2d"
     }
-    fn inputs(&self) -> Vec<View> {
-        vec![self.x]
-    }
-    fn outputs(&self) -> Vec<View> {
-        vec![self.y]
-    }
-    fn views_mut(&mut self) -> Vec<&mut View> {
-        vec![&mut self.x, &mut self.y]
-    }
+    super::unary_views!();
     fn check(&self, g: &Graph, op: &str) -> Result<()> {
         let (x, y, geom) = (self.x, self.y, &self.geom);
         check_view(g, op, x)?;
