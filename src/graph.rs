@@ -44,6 +44,29 @@ impl DType {
             DType::U8 => "u8",
         }
     }
+    /// Device bytes of `values` (the CPU reference's representation: floats as floats, u8 as
+    /// their values, u32 as `f32` bit patterns), padded to whole 4-byte words.
+    pub fn encode(self, values: &[f32]) -> Vec<u8> {
+        let mut b: Vec<u8> = match self {
+            DType::F32 => bytemuck::cast_slice(values).to_vec(),
+            DType::F16 => values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect(),
+            DType::U32 => values.iter().flat_map(|v| v.to_bits().to_le_bytes()).collect(),
+            DType::U8 => values.iter().map(|&v| if v.is_nan() { 0xff } else { v as u8 }).collect(),
+        };
+        b.resize(b.len().next_multiple_of(4), 0);
+        b
+    }
+
+    /// The inverse of [`encode`](Self::encode) for `n` elements.
+    pub fn decode(self, bytes: &[u8], n: usize) -> Vec<f32> {
+        match self {
+            DType::F32 => bytes.chunks_exact(4).take(n).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            DType::F16 => bytes.chunks_exact(2).take(n).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            DType::U32 => bytes.chunks_exact(4).take(n).map(|c| f32::from_bits(u32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect(),
+            DType::U8 => bytes.iter().take(n).map(|&b| b as f32).collect(),
+        }
+    }
+
     /// The safetensors dtype name.
     pub fn safetensors(self) -> &'static str {
         match self {

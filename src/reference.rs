@@ -15,18 +15,7 @@ pub use crate::ops::mul::reference as mul;
 pub use crate::ops::pool2d::reference as pool2d;
 pub use crate::ops::resize::reference as resize_bilinear;
 
-/// Softmax over channels of `[c, hw]`.
-pub fn softmax(x: &[f32], c: usize, hw: usize) -> Vec<f32> {
-    let mut y = vec![0f32; c * hw];
-    for p in 0..hw {
-        let m = (0..c).map(|k| x[k * hw + p] as f64).fold(f64::NEG_INFINITY, f64::max);
-        let s: f64 = (0..c).map(|k| (x[k * hw + p] as f64 - m).exp()).sum();
-        for k in 0..c {
-            y[k * hw + p] = ((x[k * hw + p] as f64 - m).exp() / s) as f32;
-        }
-    }
-    y
-}
+pub use crate::ops::softmax::reference as softmax;
 
 /// Argmax over channels of `[c, hw]`: the first maximum wins (PyTorch), and NaN counts as the maximum.
 pub fn argmax(x: &[f32], c: usize, hw: usize) -> Vec<u8> {

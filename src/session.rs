@@ -4,7 +4,9 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::graph::{Graph, Node, View};
+use std::collections::HashMap;
+
+use crate::graph::{DType, Graph, Node, TensorId, View};
 use crate::kernels::{self, Dispatch, Kernels, Shader, Slot};
 use crate::ops::{buffer_init, EncodeCx, Resolve};
 use crate::plan::{Plan, PlanLimits};
@@ -18,32 +20,116 @@ pub struct ClassMap {
     pub data: Vec<u8>,
 }
 
+/// The contents of a tensor passed to or returned by [`Session::run`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum TensorData {
+    F32(Vec<f32>),
+    F16(Vec<half::f16>),
+    U32(Vec<u32>),
+    U8(Vec<u8>),
+}
+
+impl TensorData {
+    pub fn dtype(&self) -> DType {
+        match self {
+            TensorData::F32(_) => DType::F32,
+            TensorData::F16(_) => DType::F16,
+            TensorData::U32(_) => DType::U32,
+            TensorData::U8(_) => DType::U8,
+        }
+    }
+    pub fn len(&self) -> usize {
+        match self {
+            TensorData::F32(v) => v.len(),
+            TensorData::F16(v) => v.len(),
+            TensorData::U32(v) => v.len(),
+            TensorData::U8(v) => v.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Little-endian device bytes, padded to whole 4-byte words.
+    fn bytes(&self) -> Vec<u8> {
+        let mut b: Vec<u8> = match self {
+            TensorData::F32(v) => bytemuck::cast_slice(v).to_vec(),
+            TensorData::F16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            TensorData::U32(v) => bytemuck::cast_slice(v).to_vec(),
+            TensorData::U8(v) => v.clone(),
+        };
+        b.resize(b.len().next_multiple_of(4), 0);
+        b
+    }
+    fn from_bytes(dtype: DType, b: &[u8], n: usize) -> Self {
+        match dtype {
+            DType::F32 => TensorData::F32(b.chunks_exact(4).take(n).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
+            DType::F16 => TensorData::F16(b.chunks_exact(2).take(n).map(|c| half::f16::from_le_bytes([c[0], c[1]])).collect()),
+            DType::U32 => TensorData::U32(b.chunks_exact(4).take(n).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
+            DType::U8 => TensorData::U8(b[..n].to_vec()),
+        }
+    }
+}
+
+/// A named, typed tensor: an input or output of [`Session::run`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor {
+    pub name: String,
+    /// `[1, c, h, w]`
+    pub shape: [usize; 4],
+    pub data: TensorData,
+}
+
+/// How a session is built.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SessionOptions {
+    /// Take 8-bit pixels: adds the preprocessing head (graph input `rgba`).
+    pub normalize: Option<Normalize>,
+    /// Add the probabilities head (graph output `probs`, softmax over the logits). Without it,
+    /// the first call that asks for probabilities rebuilds the session with it.
+    pub probabilities: bool,
+    /// Planner limits (default: the device's).
+    pub limits: Option<PlanLimits>,
+}
+
+/// Tensors of the graph with its heads that the convenience calls use.
+#[derive(Clone, Copy, Debug)]
+struct Ids {
+    input: TensorId,
+    rgba: Option<TensorId>,
+    logits: TensorId,
+    classes: TensorId,
+    probs: Option<TensorId>,
+}
+
+/// A graph planned for one input size on one device: the network with its heads (preprocessing,
+/// class map, probabilities) as ordinary nodes, one arena plan, and every node's dispatches with
+/// their buffers, pipelines and bind groups built once. [`Session::run`] takes and returns named,
+/// typed tensors and records only the nodes the requested outputs need; the other calls are thin
+/// wrappers over it. Each run is one command submission.
 pub struct Session {
     gpu: Gpu,
     pub plan: Plan,
+    /// The network with its heads.
+    pub graph: Graph,
     h: usize,
     w: usize,
-    input_c: usize,
     classes: usize,
+    ids: Ids,
     arenas: Vec<wgpu::Buffer>,
     /// Parameter and uniform buffers, kept with the bind groups that use them.
     _owned: Vec<wgpu::Buffer>,
-    /// One or more per graph node (one per channel piece when a tensor is split across
-    /// bindings), in execution order, then the argmax.
+    /// The dispatches of each node (several when its tensors are split across bindings).
+    node_dispatches: Vec<Vec<Dispatch>>,
+    /// The network and the class-map head, in execution order: what a run from the input tensor
+    /// to the class map records (and what [`Session::profile`] times).
     pub dispatches: Vec<Dispatch>,
-    /// Preprocessing dispatches (one per input chunk) and the RGBA upload buffer.
-    preprocess: Option<(Vec<Dispatch>, wgpu::Buffer)>,
-    classes_buf: wgpu::Buffer,
-    /// Best logit per pixel between the passes of a chunked argmax.
-    best_buf: Option<wgpu::Buffer>,
-    readback: wgpu::Buffer,
-    /// Chunks of the input and of the logits: (arena, byte offset, first channel, channels).
-    input_at: Vec<(usize, u64, usize, usize)>,
-    logits_at: Vec<(usize, u64, usize, usize)>,
-    /// Softmax dispatch and its output buffer, once enabled.
-    probs: Option<(Dispatch, wgpu::Buffer, wgpu::Buffer)>,
+    /// Readback buffers by tensor, made on first use.
+    readbacks: HashMap<TensorId, wgpu::Buffer>,
     kernels: Kernels,
     normalize: Option<Normalize>,
+    options: SessionOptions,
+    /// The network as given (for a rebuild with other heads).
+    network: Graph,
 }
 
 /// Where [`Session::encode_texture`] writes.
@@ -56,20 +142,47 @@ pub enum TextureOutput<'a> {
     Overlay { target: &'a wgpu::Texture, palette: &'a [[u8; 3]], alpha: f32 },
 }
 
+const NO_PIXELS: &str = "this session was built without a normalisation, so it takes tensors only";
+
+/// The network plus its heads.
+fn with_heads(network: &Graph, options: &SessionOptions) -> Result<(Graph, Ids)> {
+    let mut g = network.clone();
+    let logits = g.logits.ok_or_else(|| Error::op("graph", "no logits tensor"))?;
+    let input = g.input;
+    let rgba = options.normalize.map(|n| crate::ops::preprocess::attach(&mut g, input, n)).transpose()?;
+    let lv = g.all(logits);
+    let (classes, _) = crate::ops::argmax::attach(&mut g, lv)?;
+    g.add_output(classes);
+    let probs = if options.probabilities {
+        let d = &g.tensors[logits];
+        let p = g.tensor("probs", d.c, d.h, d.w);
+        g.push("softmax", crate::ops::Softmax { x: g.all(logits), y: g.all(p) })?;
+        g.add_output(p);
+        Some(p)
+    } else {
+        None
+    };
+    Ok((g, Ids { input, rgba, logits, classes, probs }))
+}
+
 impl Session {
     /// Plans `graph` for `gpu`, uploads its parameters and records every dispatch. `normalize`
     /// enables [`Session::run_rgb`] (GPU-side preprocessing of 8-bit pixels).
     pub fn new(gpu: &Gpu, graph: &Graph, normalize: Option<Normalize>) -> Result<Self> {
-        Self::with_limits(gpu, graph, normalize, PlanLimits::from_device(&gpu.limits()))
+        Self::with_options(gpu, graph, SessionOptions { normalize, ..Default::default() })
     }
 
     /// Like [`Session::new`] with explicit planner limits (tests force small arenas with it).
     pub fn with_limits(gpu: &Gpu, graph: &Graph, normalize: Option<Normalize>, limits: PlanLimits) -> Result<Self> {
+        Self::with_options(gpu, graph, SessionOptions { normalize, limits: Some(limits), ..Default::default() })
+    }
+
+    pub fn with_options(gpu: &Gpu, graph: &Graph, options: SessionOptions) -> Result<Self> {
         gpu.check()?;
         let dev = &gpu.device;
         let scope = dev.push_error_scope(wgpu::ErrorFilter::Validation);
         let oom = dev.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let built = Self::build(gpu, graph, normalize, limits);
+        let built = Self::build(gpu, graph, options);
         let oom_err = pollster::block_on(oom.pop());
         let val_err = pollster::block_on(scope.pop());
         if let Some(e) = oom_err {
@@ -84,9 +197,11 @@ impl Session {
         built
     }
 
-    fn build(gpu: &Gpu, graph: &Graph, normalize: Option<Normalize>, limits: PlanLimits) -> Result<Self> {
+    fn build(gpu: &Gpu, network: &Graph, options: SessionOptions) -> Result<Self> {
         let dev = &gpu.device;
-        let plan = Plan::new(graph, limits)?;
+        let (graph, ids) = with_heads(network, &options)?;
+        let limits = options.limits.unwrap_or_else(|| PlanLimits::from_device(&gpu.limits()));
+        let plan = Plan::new(&graph, limits)?;
         let kernels = Kernels::new(dev);
         let arenas: Vec<wgpu::Buffer> = plan
             .arenas
@@ -101,8 +216,7 @@ impl Session {
                 })
             })
             .collect();
-        let chunk_slot = |p: &crate::plan::Placement, plane: usize| Slot { buffer: &arenas[p.arena], offset: p.offset, size: (p.c * plane * 4) as u64 };
-        let view_slot = |p: &crate::plan::Placement, d: &crate::graph::TensorDesc| Slot { buffer: &arenas[p.arena], offset: p.offset, size: p.c as u64 * d.plane_bytes() };
+        let view_slot = |p: &crate::plan::Placement, d: &crate::graph::TensorDesc| Slot { buffer: &arenas[p.arena], offset: p.offset, size: (p.c as u64 * d.plane_bytes()).next_multiple_of(4) };
         let resolve = |v: View| -> Result<(Slot<'_>, u32)> {
             let d = &graph.tensors[v.tensor];
             let p = plan.chunk_of(v.tensor, v.c0, v.c).ok_or_else(|| Error::op(&d.name, format!("channels {}..{} straddle a binding split", v.c0, v.c0 + v.c)))?;
@@ -110,79 +224,38 @@ impl Session {
         };
         let cuts = |t: usize| plan.cuts(t);
         let mut owned: Vec<wgpu::Buffer> = vec![];
-        let mut dispatches = vec![];
+        let mut node_dispatches: Vec<Vec<Dispatch>> = vec![vec![]; graph.nodes.len()];
         for &ni in &plan.order {
             let node = &graph.nodes[ni];
             for piece in crate::split::split_node(node, &cuts)? {
-                let (mut d, bufs) = encode_node(dev, &kernels, graph, &piece, &resolve)?;
-                d.shape = piece.describe(graph);
-                dispatches.push(d);
+                let (mut d, bufs) = encode_node(dev, &kernels, &graph, &piece, &resolve)?;
+                d.shape = piece.describe(&graph);
+                node_dispatches[ni].push(d);
                 owned.extend(bufs);
             }
         }
-        let logits = graph.logits.ok_or_else(|| Error::op("graph", "no logits tensor"))?;
-        let ld = &graph.tensors[logits];
-        let hw = ld.h * ld.w;
-        if ld.c > 256 {
-            return Err(Error::op("argmax", format!("{} classes do not fit the 8-bit class map", ld.c)));
-        }
-        let input = &graph.tensors[graph.input];
-        let map_bytes = kernels::argmax::map_bytes(hw);
-        let classes_buf = dev.create_buffer(&wgpu::BufferDescriptor { label: Some("atrous classes"), size: map_bytes, usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC, mapped_at_creation: false });
-        let lchunks = &plan.placements[logits];
-        let best_buf = (lchunks.len() > 1).then(|| dev.create_buffer(&wgpu::BufferDescriptor { label: Some("atrous argmax best"), size: (hw * 4) as u64, usage: wgpu::BufferUsages::STORAGE, mapped_at_creation: false }));
-        for (k, p) in lchunks.iter().enumerate() {
-            let (amp, am_groups) = kernels::argmax::prepare(p.c, hw, 0, p.c0, k == 0);
-            let am_u = uniform_buffer(dev, &amp);
-            let (entry, best) = match &best_buf {
-                Some(b) => ("argmax_chunk", Slot::whole(b)),
-                None => ("argmax", kernels.dummy()),
-            };
-            let mut d = kernels.dispatch(Shader::Argmax, entry, &[chunk_slot(p, hw), Slot::whole(&classes_buf), Slot::whole(&am_u), best], am_groups, "argmax", (p.c * hw) as u64, (p.c * hw * 4) as u64 + map_bytes);
-            d.shape = format!("{}x{}x{} -> classes", ld.c, ld.h, ld.w);
-            dispatches.push(d);
-            owned.push(am_u);
-        }
-        if normalize.is_some() && input.c != 3 {
-            return Err(Error::op("preprocess", format!("pixel input needs a 3-channel graph input, this one has {}", input.c)));
-        }
-        let ihw = input.h * input.w;
-        let preprocess = match normalize {
-            None => None,
-            Some(n) => {
-                let rgba = dev.create_buffer(&wgpu::BufferDescriptor { label: Some("atrous rgba"), size: (ihw * 4) as u64, usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false });
-                let mut ds = vec![];
-                for p in &plan.placements[graph.input] {
-                    let (pp, groups) = kernels::preprocess::prepare(&n, ihw, 0, p.c0, p.c);
-                    let u = uniform_buffer(dev, &pp);
-                    ds.push(kernels.dispatch(Shader::Preprocess, "preprocess", &[Slot::whole(&rgba), chunk_slot(p, ihw), Slot::whole(&u)], groups, "preprocess", (p.c * ihw * 3) as u64, (ihw * 4 + p.c * ihw * 4) as u64));
-                    owned.push(u);
-                }
-                Some((ds, rgba))
-            }
-        };
-        let readback = dev.create_buffer(&wgpu::BufferDescriptor { label: Some("atrous readback"), size: map_bytes, usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false });
-        let at = |t: usize| plan.placements[t].iter().map(|p| (p.arena, p.offset, p.c0, p.c)).collect::<Vec<_>>();
-        Ok(Session {
+        let input = &graph.tensors[ids.input];
+        let (h, w, classes) = (input.h, input.w, graph.tensors[ids.logits].c);
+        let mut s = Session {
             gpu: gpu.clone(),
-            h: input.h,
-            w: input.w,
-            input_c: input.c,
-            classes: ld.c,
-            input_at: at(graph.input),
-            logits_at: at(logits),
+            h,
+            w,
+            classes,
+            ids,
             arenas,
             _owned: owned,
-            dispatches,
-            preprocess,
-            classes_buf,
-            best_buf,
-            readback,
+            node_dispatches,
+            dispatches: vec![],
+            readbacks: HashMap::new(),
             plan,
-            probs: None,
+            graph,
             kernels,
-            normalize,
-        })
+            normalize: options.normalize,
+            options,
+            network: network.clone(),
+        };
+        s.dispatches = s.selected(&[ids.input], &[ids.classes])?.into_iter().flat_map(|n| s.node_dispatches[n].clone()).collect();
+        Ok(s)
     }
 
     /// Input size (height, width) this session was planned for.
@@ -198,22 +271,24 @@ impl Session {
         &self.gpu
     }
 
+    /// Names of the graph inputs [`Session::run`] takes (`input`, and `rgba` with a normalisation).
+    pub fn input_names(&self) -> Vec<&str> {
+        self.graph.inputs.iter().map(|&t| self.graph.tensors[t].name.as_str()).collect()
+    }
+
+    /// Names of the outputs [`Session::run`] returns: the graph outputs, and `logits`.
+    pub fn output_names(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.graph.outputs.iter().map(|&t| self.graph.tensors[t].name.as_str()).collect();
+        v.push("logits");
+        v
+    }
+
     /// Device memory held by this session's buffers (arenas, parameters, uniforms, staging), in
     /// bytes. The weights are part of it: each session uploads its own.
     pub fn device_bytes(&self) -> u64 {
         let mut b: u64 = self.arenas.iter().map(|a| a.size()).sum();
         b += self._owned.iter().map(|a| a.size()).sum::<u64>();
-        b += self.classes_buf.size() + self.readback.size();
-        if let Some((_, rgba)) = &self.preprocess {
-            b += rgba.size();
-        }
-        if let Some(best) = &self.best_buf {
-            b += best.size();
-        }
-        if let Some((_, p, u)) = &self.probs {
-            b += p.size() + u.size();
-        }
-        b
+        b + self.readbacks.values().map(|r| r.size()).sum::<u64>()
     }
 
     /// Times every dispatch of the graph `iters` times. With the adapter's timestamp queries each
@@ -288,7 +363,18 @@ impl Session {
     /// Bytes of the packed class map (`ceil(h*w/4)` words, 4 pixels per u32, pixel `4j+i` in
     /// byte `i` of word `j`).
     pub fn class_map_bytes(&self) -> u64 {
-        self.classes_buf.size()
+        kernels::argmax::map_bytes(self.h * self.w)
+    }
+
+    /// The class map's binding in its arena.
+    fn classes_slot(&self) -> Slot<'_> {
+        let p = &self.plan.placements[self.ids.classes][0];
+        Slot { buffer: &self.arenas[p.arena], offset: p.offset, size: self.class_map_bytes() }
+    }
+
+    /// (arena, byte offset, first channel, channels) of each chunk of tensor `t`.
+    fn chunks(&self, t: TensorId) -> Vec<(usize, u64, usize, usize)> {
+        self.plan.placements[t].iter().map(|p| (p.arena, p.offset, p.c0, p.c)).collect()
     }
 
     /// Records the segmentation of a texture already on the GPU into the caller's `encoder`: the
@@ -312,7 +398,7 @@ impl Session {
         let hw = self.h * self.w;
         let mut pre = vec![];
         let mut keep = vec![];
-        for &(a, off, c0, c) in &self.input_at {
+        for &(a, off, c0, c) in &self.chunks(self.ids.input) {
             let (tp, groups) = kernels::texture::prepare_input(&normalize, (tw, th), (self.w as u32, self.h as u32), 0, srgb, c0, c);
             let tu = uniform_buffer(&dev, &tp);
             let input = Slot { buffer: &self.arenas[a], offset: off, size: (c * hw * 4) as u64 };
@@ -332,8 +418,8 @@ impl Session {
         for out in outputs {
             match out {
                 TextureOutput::ClassMap { buffer, offset } => {
-                    if buffer.size() < offset + self.classes_buf.size() || !buffer.usage().contains(wgpu::BufferUsages::COPY_DST) {
-                        return Err(Error::Input(format!("class-map buffer needs COPY_DST usage and {} bytes from offset {offset}", self.classes_buf.size())));
+                    if buffer.size() < offset + self.class_map_bytes() || !buffer.usage().contains(wgpu::BufferUsages::COPY_DST) {
+                        return Err(Error::Input(format!("class-map buffer needs COPY_DST usage and {} bytes from offset {offset}", self.class_map_bytes())));
                     }
                     copies.push((*buffer, *offset));
                 }
@@ -351,13 +437,7 @@ impl Session {
                     post.push(self.kernels.dispatch_resources(
                         Shader::Overlay,
                         "overlay",
-                        vec![
-                            wgpu::BindingResource::TextureView(&src_view),
-                            Slot::whole(&self.classes_buf).resource(),
-                            Slot::whole(&pal).resource(),
-                            wgpu::BindingResource::TextureView(&dst_view),
-                            Slot::whole(&ou).resource(),
-                        ],
+                        vec![wgpu::BindingResource::TextureView(&src_view), self.classes_slot().resource(), Slot::whole(&pal).resource(), wgpu::BindingResource::TextureView(&dst_view), Slot::whole(&ou).resource()],
                         groups,
                         "overlay",
                         (tw * th * 6) as u64,
@@ -381,7 +461,8 @@ impl Session {
             }
         }
         for (buf, off) in copies {
-            encoder.copy_buffer_to_buffer(&self.classes_buf, 0, buf, off, self.classes_buf.size());
+            let s = self.classes_slot();
+            encoder.copy_buffer_to_buffer(s.buffer, s.offset, buf, off, self.class_map_bytes());
         }
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Gpu { during: "recording the texture path".into(), reason: e.to_string() });
@@ -398,40 +479,221 @@ impl Session {
         }
     }
 
+    /// The tensor a run name refers to: a graph input or output by name, or `logits`.
+    fn tensor_named(&self, name: &str) -> Result<TensorId> {
+        if name == "logits" {
+            return Ok(self.ids.logits);
+        }
+        self.graph
+            .inputs
+            .iter()
+            .chain(&self.graph.outputs)
+            .copied()
+            .find(|&t| self.graph.tensors[t].name == name)
+            .ok_or_else(|| Error::Input(format!("no input or output called `{name}`; inputs {:?}, outputs {:?}", self.input_names(), self.output_names())))
+    }
+
+    /// Nodes needed to compute `outputs` from `provided`, in execution order: walking back from
+    /// the outputs, a node is needed when it writes a needed tensor that is not provided.
+    fn selected(&self, provided: &[TensorId], outputs: &[TensorId]) -> Result<Vec<usize>> {
+        let g = &self.graph;
+        let mut needed = vec![false; g.tensors.len()];
+        for &o in outputs {
+            needed[o] = true;
+        }
+        let mut take = vec![false; g.nodes.len()];
+        for &ni in self.plan.order.iter().rev() {
+            let n = &g.nodes[ni];
+            if n.op.outputs().iter().any(|v| needed[v.tensor] && !provided.contains(&v.tensor)) {
+                take[ni] = true;
+                for r in n.op.reads() {
+                    needed[r.tensor] = true;
+                }
+            }
+        }
+        if let Some(&missing) = g.inputs.iter().find(|&&t| needed[t] && !provided.contains(&t) && !g.nodes.iter().enumerate().any(|(i, n)| take[i] && n.op.outputs().iter().any(|v| v.tensor == t))) {
+            let alternatives: Vec<&str> = g.inputs.iter().filter(|&&t| t != missing).map(|&t| g.tensors[t].name.as_str()).collect();
+            return Err(Error::Input(format!("the requested outputs need the input `{}`{}", g.tensors[missing].name, if alternatives.is_empty() { String::new() } else { format!(" (or {alternatives:?})") })));
+        }
+        Ok(self.plan.order.iter().copied().filter(|&i| take[i]).collect())
+    }
+
+    /// Uploads `inputs` (checked against the graph's input tensors: dtype and size) and records
+    /// the dispatches that `outputs` need. Returns the recorded encoder and the output tensors.
+    fn record(&mut self, inputs: &[Tensor], outputs: &[&str]) -> Result<(wgpu::CommandEncoder, Vec<TensorId>)> {
+        let mut provided = vec![];
+        for t in inputs {
+            let id = self.tensor_named(&t.name)?;
+            if !self.graph.inputs.contains(&id) {
+                return Err(Error::Input(format!("`{}` is not an input; inputs are {:?}", t.name, self.input_names())));
+            }
+            let d = &self.graph.tensors[id];
+            if t.data.dtype() != d.dtype || t.data.len() != d.numel() {
+                return Err(Error::Input(format!("input `{}` needs {} {} values ({}x{}x{}), got {} {}", d.name, d.numel(), d.dtype.name(), d.c, d.h, d.w, t.data.len(), t.data.dtype().name())));
+            }
+            let bytes = t.data.bytes();
+            let plane = d.plane_bytes() as usize;
+            for (a, off, c0, c) in self.chunks(id) {
+                let end = ((c0 + c) * plane).min(bytes.len());
+                let chunk = &bytes[c0 * plane..end];
+                let mut padded = chunk.to_vec();
+                padded.resize(chunk.len().next_multiple_of(4), 0);
+                self.gpu.queue.write_buffer(&self.arenas[a], off, &padded);
+            }
+            provided.push(id);
+        }
+        let outs: Vec<TensorId> = outputs.iter().map(|n| self.tensor_named(n)).collect::<Result<_>>()?;
+        let nodes = self.selected(&provided, &outs)?;
+        let dev = self.gpu.device.clone();
+        let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("atrous run") });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("atrous"), timestamp_writes: None });
+            for &n in &nodes {
+                for d in &self.node_dispatches[n] {
+                    d.record(&mut pass);
+                }
+            }
+        }
+        Ok((enc, outs))
+    }
+
+    /// A MAP_READ buffer for tensor `t` (made once), and the copies of its chunks into it.
+    fn copy_out(&mut self, enc: &mut wgpu::CommandEncoder, t: TensorId) -> wgpu::Buffer {
+        let d = &self.graph.tensors[t];
+        let size = d.bytes().next_multiple_of(4).max(4);
+        let rb = self
+            .readbacks
+            .entry(t)
+            .or_insert_with(|| {
+                self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(&format!("atrous readback {}", d.name)),
+                    size,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            })
+            .clone();
+        let plane = d.plane_bytes();
+        for p in &self.plan.placements[t] {
+            let bytes = (p.c as u64 * plane).next_multiple_of(4).min(size - p.c0 as u64 * plane);
+            enc.copy_buffer_to_buffer(&self.arenas[p.arena], p.offset, &rb, p.c0 as u64 * plane, bytes);
+        }
+        rb
+    }
+
+    /// Runs the graph: `inputs` are graph inputs by name (`input`: the normalised NCHW float
+    /// tensor; `rgba`: packed RGBA8 pixels, one `u32` each, with a normalisation), `outputs` are
+    /// graph outputs by name (`classes`: the class map as `u8`; `logits`; `probs` with the
+    /// probabilities head). Only the nodes the outputs need are recorded; one submission.
+    pub fn run(&mut self, inputs: &[Tensor], outputs: &[&str]) -> Result<Vec<Tensor>> {
+        self.gpu.check()?;
+        let dev = self.gpu.device.clone();
+        let scope = dev.push_error_scope(wgpu::ErrorFilter::Validation);
+        let (mut enc, outs) = self.record(inputs, outputs)?;
+        let rbs: Vec<wgpu::Buffer> = outs.iter().map(|&t| self.copy_out(&mut enc, t)).collect();
+        self.gpu.queue.submit([enc.finish()]);
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            self.gpu.check()?;
+            return Err(Error::Gpu { during: "recording the run".into(), reason: e.to_string() });
+        }
+        let mut result = vec![];
+        for ((&t, rb), name) in outs.iter().zip(&rbs).zip(outputs) {
+            let d = &self.graph.tensors[t];
+            let bytes = read_buffer(&self.gpu, rb)?;
+            result.push(Tensor { name: name.to_string(), shape: d.shape(), data: TensorData::from_bytes(d.dtype, &bytes, d.numel()) });
+        }
+        Ok(result)
+    }
+
+    fn pixels(&self, rgb: &[u8]) -> Result<Tensor> {
+        if self.ids.rgba.is_none() {
+            return Err(Error::Input(NO_PIXELS.into()));
+        }
+        let hw = self.h * self.w;
+        if rgb.len() != 3 * hw {
+            return Err(Error::Input(format!("image has {} bytes, the session expects {}x{} RGB = {}", rgb.len(), self.h, self.w, 3 * hw)));
+        }
+        let px: Vec<u32> = rgb.chunks_exact(3).map(|p| u32::from_le_bytes([p[0], p[1], p[2], 255])).collect();
+        Ok(Tensor { name: "rgba".into(), shape: [1, 1, self.h, self.w], data: TensorData::U32(px) })
+    }
+
+    fn tensor_input(&self, x: &[f32]) -> Result<Tensor> {
+        let c = self.graph.tensors[self.ids.input].c;
+        let hw = self.h * self.w;
+        if x.len() != c * hw {
+            return Err(Error::Input(format!("tensor has {} values, the session expects {}x{}x{} = {}", x.len(), c, self.h, self.w, c * hw)));
+        }
+        Ok(Tensor { name: self.graph.tensors[self.ids.input].name.clone(), shape: [1, c, self.h, self.w], data: TensorData::F32(x.to_vec()) })
+    }
+
+    fn class_map(&self, t: Tensor) -> ClassMap {
+        let data = match t.data {
+            TensorData::U8(v) => v,
+            _ => unreachable!("the class map is u8"),
+        };
+        ClassMap { h: self.h, w: self.w, data }
+    }
+
+    /// Runs with the class map and, if asked, one float output; returns both.
+    fn run_with(&mut self, input: Tensor, extra: Option<&str>) -> Result<(ClassMap, Option<Vec<f32>>)> {
+        if extra == Some("probs") && self.ids.probs.is_none() {
+            self.enable_probabilities()?;
+        }
+        let names: Vec<&str> = std::iter::once("classes").chain(extra).collect();
+        let mut out = self.run(&[input], &names)?.into_iter();
+        let map = self.class_map(out.next().expect("classes"));
+        let extra = out.next().map(|t| match t.data {
+            TensorData::F32(v) => v,
+            _ => unreachable!("float output"),
+        });
+        Ok((map, extra))
+    }
+
+    /// Rebuilds the session with the probabilities head (once).
+    fn enable_probabilities(&mut self) -> Result<()> {
+        let options = SessionOptions { probabilities: true, ..self.options };
+        *self = Session::with_options(&self.gpu.clone(), &self.network.clone(), options)?;
+        Ok(())
+    }
+
     /// Runs on an already-normalised NCHW `[3, h, w]` tensor.
     pub fn run_tensor(&mut self, x: &[f32]) -> Result<ClassMap> {
-        Ok(self.run_inner(Input::Tensor(x), Extra::None)?.0)
+        let t = self.tensor_input(x)?;
+        Ok(self.run_with(t, None)?.0)
     }
 
     /// Runs on a normalised tensor and also reads back the logits (`[classes, h, w]`).
     pub fn run_tensor_logits(&mut self, x: &[f32]) -> Result<(ClassMap, Vec<f32>)> {
-        let (m, l) = self.run_inner(Input::Tensor(x), Extra::Logits)?;
+        let t = self.tensor_input(x)?;
+        let (m, l) = self.run_with(t, Some("logits"))?;
         Ok((m, l.expect("logits requested")))
     }
 
     /// Runs on 8-bit RGB pixels (row-major, 3 bytes per pixel) of exactly the planned size; the
     /// normalisation runs on the GPU.
     pub fn run_rgb(&mut self, rgb: &[u8]) -> Result<ClassMap> {
-        Ok(self.run_inner(Input::Rgb(rgb), Extra::None)?.0)
+        let t = self.pixels(rgb)?;
+        Ok(self.run_with(t, None)?.0)
     }
 
     pub fn run_rgb_logits(&mut self, rgb: &[u8]) -> Result<(ClassMap, Vec<f32>)> {
-        let (m, l) = self.run_inner(Input::Rgb(rgb), Extra::Logits)?;
+        let t = self.pixels(rgb)?;
+        let (m, l) = self.run_with(t, Some("logits"))?;
         Ok((m, l.expect("logits requested")))
     }
 
     /// Runs on 8-bit RGB pixels and also reads back per-class probabilities (softmax over the
     /// logits, `[classes, h, w]`), computed on the GPU.
     pub fn run_rgb_probabilities(&mut self, rgb: &[u8]) -> Result<(ClassMap, Vec<f32>)> {
-        self.enable_probabilities()?;
-        let (m, l) = self.run_inner(Input::Rgb(rgb), Extra::Probabilities)?;
+        let t = self.pixels(rgb)?;
+        let (m, l) = self.run_with(t, Some("probs"))?;
         Ok((m, l.expect("probabilities requested")))
     }
 
     /// Like [`run_rgb_probabilities`](Self::run_rgb_probabilities) for a normalised tensor.
     pub fn run_tensor_probabilities(&mut self, x: &[f32]) -> Result<(ClassMap, Vec<f32>)> {
-        self.enable_probabilities()?;
-        let (m, l) = self.run_inner(Input::Tensor(x), Extra::Probabilities)?;
+        let t = self.tensor_input(x)?;
+        let (m, l) = self.run_with(t, Some("probs"))?;
         Ok((m, l.expect("probabilities requested")))
     }
 
@@ -445,46 +707,39 @@ impl Session {
         I: IntoIterator<Item = Result<Vec<u8>>>,
     {
         self.gpu.check()?;
+        if self.ids.rgba.is_none() {
+            return Err(Error::Input(NO_PIXELS.into()));
+        }
         let hw = self.h * self.w;
         let dev = self.gpu.device.clone();
-        let (pre, rgba) = self.preprocess.as_ref().ok_or_else(|| Error::Input("this session was built without a normalisation, so it takes tensors only".into()))?;
+        let map_bytes = self.class_map_bytes();
         let rb = [0, 1].map(|i| {
-            dev.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(&format!("atrous readback {i}")),
-                size: self.readback.size(),
-                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            })
+            dev.create_buffer(&wgpu::BufferDescriptor { label: Some(&format!("atrous readback {i}")), size: map_bytes, usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false })
         });
         let mut pending: Option<(usize, usize, wgpu::SubmissionIndex)> = None;
+        let (h, w) = (self.h, self.w);
+        let gpu = self.gpu.clone();
         let finish = |p: (usize, usize, wgpu::SubmissionIndex), sink: &mut dyn FnMut(usize, Result<ClassMap>)| {
             let (i, slot, sub) = p;
-            sink(i, read_buffer_after(&self.gpu, &rb[slot], sub).map(|b| ClassMap { h: self.h, w: self.w, data: b[..hw].to_vec() }));
+            sink(i, read_buffer_after(&gpu, &rb[slot], sub).map(|b| ClassMap { h, w, data: b[..hw].to_vec() }));
         };
         for (i, img) in images.into_iter().enumerate() {
-            let px = match img {
-                Ok(px) if px.len() == 3 * hw => px,
-                bad => {
+            let input = match img.and_then(|px| self.pixels(&px)) {
+                Ok(t) => t,
+                Err(e) => {
                     // keep the results in order: the image in flight first
                     if let Some(p) = pending.take() {
                         finish(p, &mut sink);
                     }
-                    sink(i, Err(bad.err().unwrap_or_else(|| Error::Input(format!("image size does not match the session's {}x{} RGB", self.w, self.h)))));
+                    sink(i, Err(e));
                     continue;
                 }
             };
             let slot = i % 2;
             let scope = dev.push_error_scope(wgpu::ErrorFilter::Validation);
-            let data: Vec<u8> = px.chunks_exact(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect();
-            self.gpu.queue.write_buffer(rgba, 0, &data);
-            let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("atrous pipelined run") });
-            {
-                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("atrous"), timestamp_writes: None });
-                for d in pre.iter().chain(&self.dispatches) {
-                    d.record(&mut pass);
-                }
-            }
-            enc.copy_buffer_to_buffer(&self.classes_buf, 0, &rb[slot], 0, self.readback.size());
+            let (mut enc, _) = self.record(&[input], &["classes"])?;
+            let s = self.classes_slot();
+            enc.copy_buffer_to_buffer(s.buffer, s.offset, &rb[slot], 0, map_bytes);
             let sub = self.gpu.queue.submit([enc.finish()]);
             if let Some(e) = pollster::block_on(scope.pop()) {
                 return Err(Error::Gpu { during: "recording a pipelined run".into(), reason: e.to_string() });
@@ -499,93 +754,6 @@ impl Session {
             finish(p, &mut sink);
         }
         Ok(())
-    }
-
-    /// Creates the softmax dispatch and its output buffer (once).
-    fn enable_probabilities(&mut self) -> Result<()> {
-        if self.probs.is_some() {
-            return Ok(());
-        }
-        if self.logits_at.len() > 1 {
-            return Err(Error::Input("per-class probabilities need the logits in one binding; these logits are split across bindings (use the class map, or a smaller input)".into()));
-        }
-        let dev = &self.gpu.device;
-        let hw = self.h * self.w;
-        let bytes = (self.classes * hw * 4) as u64;
-        let out = dev.create_buffer(&wgpu::BufferDescriptor { label: Some("atrous probabilities"), size: bytes, usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC, mapped_at_creation: false });
-        let (sp, groups) = kernels::softmax::prepare(self.classes, hw, 0, 0);
-        let u = uniform_buffer(dev, &sp);
-        let logits = Slot { buffer: &self.arenas[self.logits_at[0].0], offset: self.logits_at[0].1, size: bytes };
-        let d = self.kernels.dispatch(Shader::Softmax, "softmax", &[logits, Slot::whole(&out), Slot::whole(&u)], groups, "softmax", (self.classes * hw * 4) as u64, 2 * bytes);
-        self.probs = Some((d, out, u));
-        Ok(())
-    }
-
-    fn run_inner(&mut self, input: Input<'_>, extra: Extra) -> Result<(ClassMap, Option<Vec<f32>>)> {
-        self.gpu.check()?;
-        let hw = self.h * self.w;
-        let dev = self.gpu.device.clone();
-        let queue = &self.gpu.queue;
-        let scope = dev.push_error_scope(wgpu::ErrorFilter::Validation);
-        let mut pre = None;
-        match input {
-            Input::Tensor(x) => {
-                if x.len() != self.input_c * hw {
-                    return Err(Error::Input(format!("tensor has {} values, the session expects {}x{}x{} = {}", x.len(), self.input_c, self.h, self.w, self.input_c * hw)));
-                }
-                for &(a, off, c0, c) in &self.input_at {
-                    queue.write_buffer(&self.arenas[a], off, bytemuck::cast_slice(&x[c0 * hw..(c0 + c) * hw]));
-                }
-            }
-            Input::Rgb(px) => {
-                if px.len() != 3 * hw {
-                    return Err(Error::Input(format!("image has {} bytes, the session expects {}x{} RGB = {}", px.len(), self.h, self.w, 3 * hw)));
-                }
-                let (d, buf) = self.preprocess.as_ref().ok_or_else(|| Error::Input("this session was built without a normalisation, so it takes tensors only".into()))?;
-                let rgba: Vec<u8> = px.chunks_exact(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect();
-                queue.write_buffer(buf, 0, &rgba);
-                pre = Some(d);
-            }
-        }
-        let logits_bytes = (self.classes * hw * 4) as u64;
-        let extra_rb = (extra != Extra::None).then(|| {
-            dev.create_buffer(&wgpu::BufferDescriptor { label: Some("atrous logits readback"), size: logits_bytes, usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false })
-        });
-        let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("atrous run") });
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("atrous"), timestamp_writes: None });
-            for d in pre.into_iter().flatten() {
-                d.record(&mut pass);
-            }
-            for d in &self.dispatches {
-                d.record(&mut pass);
-            }
-            if extra == Extra::Probabilities {
-                self.probs.as_ref().expect("enabled").0.record(&mut pass);
-            }
-        }
-        enc.copy_buffer_to_buffer(&self.classes_buf, 0, &self.readback, 0, self.readback.size());
-        match (&extra_rb, extra) {
-            (Some(rb), Extra::Logits) => {
-                for &(a, off, c0, c) in &self.logits_at {
-                    enc.copy_buffer_to_buffer(&self.arenas[a], off, rb, (c0 * hw * 4) as u64, (c * hw * 4) as u64);
-                }
-            }
-            (Some(rb), Extra::Probabilities) => enc.copy_buffer_to_buffer(&self.probs.as_ref().expect("enabled").1, 0, rb, 0, logits_bytes),
-            _ => {}
-        }
-        queue.submit([enc.finish()]);
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            self.gpu.check()?;
-            return Err(Error::Gpu { during: "recording the run".into(), reason: e.to_string() });
-        }
-        let bytes = read_buffer(&self.gpu, &self.readback)?;
-        let map = ClassMap { h: self.h, w: self.w, data: bytes[..hw].to_vec() };
-        let logits = match extra_rb {
-            Some(rb) => Some(bytemuck::cast_slice::<u8, f32>(&read_buffer(&self.gpu, &rb)?).to_vec()),
-            None => None,
-        };
-        Ok((map, logits))
     }
 }
 
@@ -644,18 +812,6 @@ fn read_buffer_after(gpu: &Gpu, buf: &wgpu::Buffer, submission: wgpu::Submission
     Ok(out)
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Extra {
-    None,
-    Logits,
-    Probabilities,
-}
-
-enum Input<'a> {
-    Tensor(&'a [f32]),
-    Rgb(&'a [u8]),
-}
-
 /// Maps a `MAP_READ` buffer, copies it out and unmaps it.
 pub fn read_buffer(gpu: &Gpu, buf: &wgpu::Buffer) -> Result<Vec<u8>> {
     let slice = buf.slice(..);
@@ -709,7 +865,8 @@ impl OpRunner {
             if d.len() != graph.tensors[t].numel() {
                 return Err(Error::Input(format!("tensor `{}` needs {} values, got {}", graph.tensors[t].name, graph.tensors[t].numel(), d.len())));
             }
-            bufs.entry(t).or_insert_with(|| buffer_init(dev, &graph.tensors[t].name, bytemuck::cast_slice(d), wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST));
+            let desc = &graph.tensors[t];
+            bufs.entry(t).or_insert_with(|| buffer_init(dev, &desc.name, &desc.dtype.encode(d), wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST));
         }
         let resolve = |v: View| -> Result<(Slot<'_>, u32)> {
             let d = &graph.tensors[v.tensor];
@@ -727,7 +884,16 @@ impl OpRunner {
             return Err(Error::Gpu { during: format!("preparing `{}`", n.name), reason: e.to_string() });
         }
         let out = n.op.writes().tensor;
-        Ok(PreparedOp { gpu: self.gpu.clone(), dispatch: dispatches[0].clone(), rest: dispatches[1..].to_vec(), output: bufs.remove(&out).expect("output buffer"), _keep: (bufs.into_values().collect(), keep) })
+        let (dtype, numel) = (graph.tensors[out].dtype, graph.tensors[out].numel());
+        Ok(PreparedOp {
+            gpu: self.gpu.clone(),
+            dispatch: dispatches[0].clone(),
+            rest: dispatches[1..].to_vec(),
+            output: bufs.remove(&out).expect("output buffer"),
+            dtype,
+            numel,
+            _keep: (bufs.into_values().collect(), keep),
+        })
     }
 
     /// Runs `graph.nodes[node]` once and returns the whole tensor it writes.
@@ -744,6 +910,8 @@ pub struct PreparedOp {
     pub dispatch: Dispatch,
     /// Further dispatches of an operator that runs as several (a lowered concatenation).
     pub rest: Vec<Dispatch>,
+    dtype: crate::graph::DType,
+    numel: usize,
     output: wgpu::Buffer,
     _keep: (Vec<wgpu::Buffer>, Vec<wgpu::Buffer>),
 }
@@ -777,6 +945,6 @@ impl PreparedOp {
         let mut enc = dev.create_command_encoder(&Default::default());
         enc.copy_buffer_to_buffer(&self.output, 0, &rb, 0, self.output.size());
         self.gpu.queue.submit([enc.finish()]);
-        Ok(bytemuck::cast_slice::<u8, f32>(&read_buffer(&self.gpu, &rb)?).to_vec())
+        Ok(self.dtype.decode(&read_buffer(&self.gpu, &rb)?, self.numel))
     }
 }

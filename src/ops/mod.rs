@@ -9,13 +9,16 @@
 
 pub mod adaptive_avg_pool;
 pub mod affine;
+pub mod argmax;
 pub mod concat;
 pub mod conv2d;
 pub mod conv_transpose2d;
 pub mod gather;
 pub mod mul;
 pub mod pool2d;
+pub mod preprocess;
 pub mod resize;
+pub mod softmax;
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -26,13 +29,16 @@ use crate::kernels::{Dispatch, Kernels, Shader, Slot};
 
 pub use adaptive_avg_pool::AdaptiveAvgPool;
 pub use affine::Affine;
+pub use argmax::Argmax;
 pub use concat::Concat;
 pub use conv2d::Conv2d;
 pub use conv_transpose2d::ConvT2d;
 pub use gather::Gather;
 pub use mul::Mul;
 pub use pool2d::Pool2d;
+pub use preprocess::Preprocess;
 pub use resize::Resize;
+pub use softmax::Softmax;
 
 /// Cut points of every tensor (channel indices where the plan splits it across bindings).
 pub type Cuts<'a> = &'a dyn Fn(TensorId) -> Vec<usize>;
@@ -346,6 +352,9 @@ pub const REGISTRY: &[(&str, MakeProblems)] = &[
     ("mul", mul::problems),
     ("gather", gather::problems),
     ("concat", concat::problems),
+    ("preprocess", preprocess::problems),
+    ("argmax", argmax::problems),
+    ("softmax", softmax::problems),
 ];
 
 /// A small deterministic generator for problems (xorshift).
