@@ -3,6 +3,9 @@
 // [floor(i*n/m), ceil((i+1)*n/m)); global average pooling is the 1x1 case). One invocation per
 // output element.
 
+// Also: max pooling that returns PyTorch's indices, max unpooling from them (windows of kernel =
+// stride, as MaxUnpool2d(2, 2) uses), and a spatial crop.
+
 // Element type of the activations: f32, or f16 in the half-precision variant (see kernels::Shader::source).
 alias E = f32;
 
@@ -10,12 +13,15 @@ struct Pool {
     c: u32, in_h: u32, in_w: u32, in_off: u32,
     out_h: u32, out_w: u32, out_off: u32, mode: u32, // mode 0: avg counting padding, 1: avg without, 2: max
     k_h: u32, k_w: u32, stride_h: u32, stride_w: u32,
-    pad_h: u32, pad_w: u32, row: u32, _p0: u32, // row: invocations per gid.y step
+    pad_h: u32, pad_w: u32, row: u32, aux_off: u32, // row: invocations per gid.y step; aux_off: indices
 };
 
 @group(0) @binding(0) var<storage, read_write> src: array<E>;
 @group(0) @binding(1) var<storage, read_write> dst: array<E>;
 @group(0) @binding(2) var<uniform> p: Pool;
+// Max-pooling indices (flat `y * in_w + x` inside each channel's input plane), written by
+// `max_pool2d_idx` and read by `max_unpool2d`.
+@group(0) @binding(3) var<storage, read_write> idx: array<u32>;
 
 override WG: u32 = 64u;
 
@@ -92,4 +98,78 @@ fn adaptive_avg_pool2d(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
     }
     dst[p.out_off + i] = E(s / f32((y1 - y0) * (x1 - x0)));
+}
+
+fn is_nan(v: f32) -> bool {
+    let b = bitcast<u32>(v);
+    return (b & 0x7f800000u) == 0x7f800000u && (b & 0x007fffffu) != 0u;
+}
+
+// PyTorch's max_pool2d_with_indices: the first maximum in row-major window order; NaN wins (the
+// last NaN); a window of -inf keeps its first index.
+@compute @workgroup_size(WG, 1, 1)
+fn max_pool2d_idx(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x + gid.y * p.row;
+    let ohw = p.out_h * p.out_w;
+    if (i >= p.c * ohw) {
+        return;
+    }
+    let c = i / ohw;
+    let oy = (i % ohw) / p.out_w;
+    let ox = i % p.out_w;
+    let wy = window(oy, p.k_h, p.stride_h, p.pad_h, p.in_h);
+    let wx = window(ox, p.k_w, p.stride_w, p.pad_w, p.in_w);
+    let base = p.in_off + c * p.in_h * p.in_w;
+    var m = bitcast<f32>(0xff800000u);
+    var mi = wy.x * p.in_w + wx.x;
+    for (var y = wy.x; y < wy.y; y++) {
+        for (var x = wx.x; x < wx.y; x++) {
+            let v = f32(src[base + y * p.in_w + x]);
+            if (v > m || is_nan(v)) {
+                m = v;
+                mi = y * p.in_w + x;
+            }
+        }
+    }
+    dst[p.out_off + i] = E(m);
+    idx[p.aux_off + i] = mi;
+}
+
+// Unpooling as a gather: output (oy, ox) lies in the window of input (oy / stride, ox / stride)
+// and takes its value where that window's index points here, else 0. Exact for indices from a
+// pool whose kernel equals its stride (non-overlapping windows, no padding).
+@compute @workgroup_size(WG, 1, 1)
+fn max_unpool2d(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x + gid.y * p.row;
+    let ohw = p.out_h * p.out_w;
+    if (i >= p.c * ohw) {
+        return;
+    }
+    let c = i / ohw;
+    let oy = (i % ohw) / p.out_w;
+    let ox = i % p.out_w;
+    let iy = oy / p.stride_h;
+    let ix = ox / p.stride_w;
+    var r = 0.0;
+    if (iy < p.in_h && ix < p.in_w) {
+        let j = c * p.in_h * p.in_w + iy * p.in_w + ix;
+        if (idx[p.aux_off + j] == oy * p.out_w + ox) {
+            r = f32(src[p.in_off + j]);
+        }
+    }
+    dst[p.out_off + i] = E(r);
+}
+
+// y[c, oy, ox] = x[c, oy + pad_h, ox + pad_w]: a crop at offset (pad_h, pad_w).
+@compute @workgroup_size(WG, 1, 1)
+fn crop(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x + gid.y * p.row;
+    let ohw = p.out_h * p.out_w;
+    if (i >= p.c * ohw) {
+        return;
+    }
+    let c = i / ohw;
+    let oy = (i % ohw) / p.out_w;
+    let ox = i % p.out_w;
+    dst[p.out_off + i] = src[p.in_off + (c * p.in_h + oy + p.pad_h) * p.in_w + ox + p.pad_w];
 }

@@ -56,3 +56,20 @@ fn bilinear(@builtin(global_invocation_id) gid: vec3<u32>) {
     let bot = (1.0 - lx) * f32(src[r1 + x0]) + lx * f32(src[r1 + x1]);
     dst[p.out_off + i] = E((1.0 - ly) * top + ly * bot);
 }
+
+// Nearest neighbour: src = floor(dst * in / out) in exact integer arithmetic (PyTorch's
+// `nearest` and Keras' UpSampling2D for integer factors).
+@compute @workgroup_size(WG, 1, 1)
+fn nearest(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x + gid.y * p.row;
+    let ohw = p.out_h * p.out_w;
+    if (i >= p.c * ohw) {
+        return;
+    }
+    let c = i / ohw;
+    let oy = (i % ohw) / p.out_w;
+    let ox = i % p.out_w;
+    let sy = oy * p.in_h / p.out_h;
+    let sx = ox * p.in_w / p.out_w;
+    dst[p.out_off + i] = src[p.in_off + (c * p.in_h + sy) * p.in_w + sx];
+}

@@ -121,7 +121,8 @@ impl Shader {
         match self {
             Shader::Conv | Shader::Eltwise => &[Storage, StorageRead, Storage, Storage, Uniform],
             Shader::Argmax => &[Storage, Storage, Uniform, Storage],
-            Shader::Pool | Shader::Preprocess | Shader::Resize | Shader::Softmax => &[Storage, Storage, Uniform],
+            Shader::Pool => &[Storage, Storage, Uniform, Storage],
+            Shader::Preprocess | Shader::Resize | Shader::Softmax => &[Storage, Storage, Uniform],
             Shader::TextureInput => &[Texture, Storage, Uniform],
             Shader::Overlay => &[Texture, Storage, StorageRead, StorageTextureRgba8, Uniform],
         }

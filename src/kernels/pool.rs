@@ -24,7 +24,7 @@ crate::param_block! {
         pub pad_h: u32,
         pub pad_w: u32,
         pub row: u32,
-        pub _pad: u32,
+        pub aux_off: u32,
     }
 }
 
@@ -53,7 +53,7 @@ pub fn prepare(op: &Pool2d, x_off: u32, y_off: u32) -> Result<(PoolParams, [u32;
         pad_h: g.pad_h as u32,
         pad_w: g.pad_w as u32,
         row,
-        _pad: 0,
+        aux_off: 0,
     };
     Ok((p, groups))
 }

@@ -36,7 +36,7 @@ impl Operator for AdaptiveAvgPool {
         let ((xs, xo), (ys, yo)) = (cx.resolve(self.x)?, cx.resolve(self.y)?);
         let (pp, groups) = pool::prepare_adaptive(self, cx.graph.hw(self.x), cx.graph.hw(self.y), xo, yo);
         let u = cx.uniform(&pp);
-        let dispatch = cx.dispatch(Shader::Pool, "adaptive_avg_pool2d", &[xs, ys, Slot::whole(&u)], groups, name, self.flops(cx.graph), cx.act_bytes(self));
+        let dispatch = cx.dispatch(Shader::Pool, "adaptive_avg_pool2d", &[xs, ys, Slot::whole(&u), cx.dummy()], groups, name, self.flops(cx.graph), cx.act_bytes(self));
         Ok(Encoded { dispatch, buffers: vec![u] })
     }
     boxed_op!();

@@ -13,12 +13,16 @@ pub mod argmax;
 pub mod concat;
 pub mod conv2d;
 pub mod conv_transpose2d;
+pub mod crop;
 pub mod gather;
+pub mod max_pool_idx;
+pub mod max_unpool;
 pub mod mul;
 pub mod pool2d;
 pub mod preprocess;
 pub mod resize;
 pub mod softmax;
+pub mod upsample;
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -33,12 +37,16 @@ pub use argmax::Argmax;
 pub use concat::Concat;
 pub use conv2d::Conv2d;
 pub use conv_transpose2d::ConvT2d;
+pub use crop::Crop;
 pub use gather::Gather;
+pub use max_pool_idx::MaxPool2dIdx;
+pub use max_unpool::MaxUnpool2d;
 pub use mul::Mul;
 pub use pool2d::Pool2d;
 pub use preprocess::Preprocess;
 pub use resize::Resize;
 pub use softmax::Softmax;
+pub use upsample::UpsampleNearest;
 
 /// Cut points of every tensor (channel indices where the plan splits it across bindings).
 pub type Cuts<'a> = &'a dyn Fn(TensorId) -> Vec<usize>;
@@ -355,6 +363,10 @@ pub const REGISTRY: &[(&str, MakeProblems)] = &[
     ("preprocess", preprocess::problems),
     ("argmax", argmax::problems),
     ("softmax", softmax::problems),
+    ("max_pool2d_idx", max_pool_idx::problems),
+    ("max_unpool2d", max_unpool::problems),
+    ("crop", crop::problems),
+    ("upsample_nearest", upsample::problems),
 ];
 
 /// A small deterministic generator for problems (xorshift).

@@ -60,7 +60,7 @@ impl Operator for Pool2d {
         let ((xs, xo), (ys, yo)) = (cx.resolve(self.x)?, cx.resolve(self.y)?);
         let (pp, groups) = pool::prepare(self, xo, yo).map_err(|e| Error::op(name, e.to_string()))?;
         let u = cx.uniform(&pp);
-        let dispatch = cx.dispatch(Shader::Pool, "pool2d", &[xs, ys, Slot::whole(&u)], groups, name, self.flops(cx.graph), cx.act_bytes(self));
+        let dispatch = cx.dispatch(Shader::Pool, "pool2d", &[xs, ys, Slot::whole(&u), cx.dummy()], groups, name, self.flops(cx.graph), cx.act_bytes(self));
         Ok(Encoded { dispatch, buffers: vec![u] })
     }
     boxed_op!();
