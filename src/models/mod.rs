@@ -4,7 +4,9 @@
 pub mod deeplab_tflite;
 pub mod espnet;
 pub mod espnetv2;
+pub mod fcn;
 pub(crate) mod net;
+pub mod segnet;
 pub mod torchvision;
 
 use std::path::Path;
@@ -92,6 +94,16 @@ enum Arch {
     Torchvision(torchvision::TvConfig),
     DeepLabTflite { classes: usize },
     EspNetV2(espnetv2::EspNetV2Config),
+    SegNet(segnet::SegNetConfig),
+    Fcn(fcn::FcnConfig),
+}
+
+/// The `bn_eps` metadata entry, or `default`.
+pub(crate) fn bn_eps(w: &Weights, default: f64) -> Result<f64> {
+    match w.metadata().get("bn_eps") {
+        Some(s) => s.trim().parse::<f64>().map_err(|e| Error::Metadata { key: "bn_eps".into(), reason: e.to_string() }),
+        None => Ok(default),
+    }
 }
 
 /// A loaded model: its weights, checked against the architecture, and the means to build its graph
@@ -117,6 +129,10 @@ impl Model {
             (Arch::EspNetV2(espnetv2::EspNetV2Config::detect(&weights)?), espnetv2::SIZE)
         } else if deeplab_tflite::recognise(&weights) {
             (Arch::DeepLabTflite { classes: deeplab_tflite::classes(&weights)? }, deeplab_tflite::SIZE)
+        } else if segnet::recognise(&weights) {
+            (Arch::SegNet(segnet::SegNetConfig::detect(&weights)?), segnet::SIZE)
+        } else if fcn::recognise(&weights) {
+            (Arch::Fcn(fcn::FcnConfig::detect(&weights)?), fcn::SIZE)
         } else if let Some(c) = torchvision::TvConfig::detect(&weights)? {
             (Arch::Torchvision(c), torchvision::SIZE)
         } else {
@@ -128,6 +144,8 @@ impl Model {
             Arch::Torchvision(c) => c.classes,
             Arch::DeepLabTflite { classes } => *classes,
             Arch::EspNetV2(c) => c.classes,
+            Arch::SegNet(c) => c.classes,
+            Arch::Fcn(c) => c.classes,
         };
         let classes = match meta.get("classes") {
             Some(s) => serde_json::from_str::<Vec<String>>(s).map_err(|e| Error::Metadata { key: "classes".into(), reason: e.to_string() })?,
@@ -151,6 +169,8 @@ impl Model {
                 Arch::Torchvision(c) => c.describe(),
                 Arch::DeepLabTflite { classes } => format!("DeepLabV3 MobileNetV2-0.5 OS8, TFLite layout ({classes} classes)"),
                 Arch::EspNetV2(c) => c.describe(),
+                Arch::SegNet(c) => c.describe(),
+                Arch::Fcn(c) => c.describe(),
             },
             classes,
             palette,
@@ -190,6 +210,8 @@ impl Model {
             Arch::Torchvision(c) => torchvision::build(&self.weights, c, h, w)?,
             Arch::DeepLabTflite { .. } => deeplab_tflite::build(&self.weights, h, w)?,
             Arch::EspNetV2(c) => espnetv2::build(&self.weights, c, h, w)?,
+            Arch::SegNet(c) => segnet::build(&self.weights, c, h, w)?,
+            Arch::Fcn(c) => fcn::build(&self.weights, c, h, w)?,
         };
         g.validate()?;
         Ok(g)
