@@ -84,7 +84,7 @@ enum Cmd {
         json: bool,
     },
     /// Run raw tensors through a model: reads the graph's inputs from a safetensors file (a single
-    /// input may be called `input`; NCHW or CHW; F32, F16, BF16 or F64) and writes every graph
+    /// input may be called `input`; NCHW or CHW; F32, F16, BF16, F64, or U8 as raw values) and writes every graph
     /// output — `logits` (F32, NCHW) and `classes` (the class map, U8, HxW) — to a safetensors file.
     /// The input's size sets the graph's size. For comparing atrous with another framework.
     Run {
@@ -466,7 +466,9 @@ fn tensor_f32(name: &str, t: &safetensors::tensor::TensorView<'_>) -> Result<Vec
         Dtype::F16 => b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
         Dtype::BF16 => b.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
         Dtype::F64 => b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32).collect(),
-        d => bail!("tensor `{name}` has dtype {d:?}; a model input must be F32, F16, BF16 or F64"),
+        // raw pixel values (ENet takes 0..255 as they are)
+        Dtype::U8 => b.iter().map(|&v| v as f32).collect(),
+        d => bail!("tensor `{name}` has dtype {d:?}; a model input must be F32, F16, BF16, F64 or U8 (raw values)"),
     })
 }
 

@@ -85,6 +85,8 @@ impl Normalize {
         };
         let (mean, std) = match (triple("mean")?, triple("std")?) {
             (Some(m), Some(s)) => (m, s),
+            // raw pixel values (ENet): "x[c] = pixel[c]"
+            _ if formula.split('(').next().is_some_and(|f| f == "x[c]=pixel[c]" || f == "x=pixel") => ([0.0; 3], [1.0; 3]),
             _ => {
                 // "(pixel - A) / B" with scalar constants (the TFLite DeepLab file).
                 let f = formula.split('=').nth(1).unwrap_or("");
@@ -145,6 +147,12 @@ mod tests {
         assert_eq!(n.mean, [127.5; 3]);
         assert_eq!(n.std, [127.5; 3]);
         assert_eq!((n.pre_scale, n.post_scale), (1.0, 1.0));
+    }
+
+    #[test]
+    fn raw_pixels() {
+        let n = Normalize::from_metadata(&meta(r#"{"channel_order": "RGB", "formula": "x[c] = pixel[c]   (raw 0..255 as float32: no mean/std, no /255)"}"#)).unwrap();
+        assert_eq!(n.apply(&[7, 8, 255], 1, 1), vec![7.0, 8.0, 255.0]);
     }
 
     #[test]

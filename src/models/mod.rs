@@ -2,6 +2,7 @@
 //! batch norm into the preceding convolution where one exists, and emit a [`Graph`] for an input size.
 
 pub mod deeplab_tflite;
+pub mod enet;
 pub mod espnet;
 pub mod espnetv2;
 pub mod fcn;
@@ -96,6 +97,7 @@ enum Arch {
     EspNetV2(espnetv2::EspNetV2Config),
     SegNet(segnet::SegNetConfig),
     Fcn(fcn::FcnConfig),
+    Enet(enet::EnetConfig),
 }
 
 /// The `bn_eps` metadata entry, or `default`.
@@ -129,6 +131,8 @@ impl Model {
             (Arch::EspNetV2(espnetv2::EspNetV2Config::detect(&weights)?), espnetv2::SIZE)
         } else if deeplab_tflite::recognise(&weights) {
             (Arch::DeepLabTflite { classes: deeplab_tflite::classes(&weights)? }, deeplab_tflite::SIZE)
+        } else if enet::recognise(&weights) {
+            (Arch::Enet(enet::EnetConfig::detect(&weights)?), enet::SIZE)
         } else if segnet::recognise(&weights) {
             (Arch::SegNet(segnet::SegNetConfig::detect(&weights)?), segnet::SIZE)
         } else if fcn::recognise(&weights) {
@@ -146,6 +150,7 @@ impl Model {
             Arch::EspNetV2(c) => c.classes,
             Arch::SegNet(c) => c.classes,
             Arch::Fcn(c) => c.classes,
+            Arch::Enet(c) => c.classes,
         };
         let classes = match meta.get("classes") {
             Some(s) => serde_json::from_str::<Vec<String>>(s).map_err(|e| Error::Metadata { key: "classes".into(), reason: e.to_string() })?,
@@ -171,12 +176,16 @@ impl Model {
                 Arch::EspNetV2(c) => c.describe(),
                 Arch::SegNet(c) => c.describe(),
                 Arch::Fcn(c) => c.describe(),
+                Arch::Enet(c) => c.describe(),
             },
             classes,
             palette,
             normalize: Normalize::from_metadata(meta)?,
             size,
-            run_size: run_size_from_metadata(meta)?,
+            run_size: run_size_from_metadata(meta)?.or(match arch {
+                Arch::Enet(_) => Some(enet::RUN_SIZE),
+                _ => None,
+            }),
             parameters: 0,
         };
         let mut model = Model { info, weights, arch };
@@ -212,6 +221,7 @@ impl Model {
             Arch::EspNetV2(c) => espnetv2::build(&self.weights, c, h, w)?,
             Arch::SegNet(c) => segnet::build(&self.weights, c, h, w)?,
             Arch::Fcn(c) => fcn::build(&self.weights, c, h, w)?,
+            Arch::Enet(c) => enet::build(&self.weights, c, h, w)?,
         };
         g.validate()?;
         Ok(g)

@@ -14,6 +14,8 @@ pub(crate) struct Conv<'s> {
     pub weight: &'s str,
     pub out_c: usize,
     pub k: usize,
+    /// Kernel width when it differs from the height (`k`).
+    pub k_w: Option<usize>,
     pub stride: usize,
     pub dil: usize,
     pub groups: usize,
@@ -25,7 +27,11 @@ pub(crate) struct Conv<'s> {
 
 impl<'s> Conv<'s> {
     pub fn new(weight: &'s str, out_c: usize, k: usize) -> Self {
-        Conv { weight, out_c, k, stride: 1, dil: 1, groups: 1, pad: None, bias: None, bn: None, act: Act::None }
+        Conv { weight, out_c, k, k_w: None, stride: 1, dil: 1, groups: 1, pad: None, bias: None, bn: None, act: Act::None }
+    }
+    /// A `kh x kw` kernel (padding defaults to `dil * (k - 1) / 2` along each axis).
+    pub fn rect(weight: &'s str, out_c: usize, kh: usize, kw: usize) -> Self {
+        Conv { k_w: Some(kw), ..Conv::new(weight, out_c, kh) }
     }
     pub fn stride(mut self, s: usize) -> Self {
         self.stride = s;
@@ -84,12 +90,15 @@ impl<'a> Net<'a> {
             in_w: w,
             out_c: c.out_c,
             k_h: c.k,
-            k_w: c.k,
+            k_w: c.k_w.unwrap_or(c.k),
             stride_h: c.stride,
             stride_w: c.stride,
             dil_h: c.dil,
             dil_w: c.dil,
-            pad: c.pad.unwrap_or(Pad::same(c.dil * (c.k - 1) / 2)),
+            pad: c.pad.unwrap_or_else(|| {
+                let (ph, pw) = (c.dil * (c.k - 1) / 2, c.dil * (c.k_w.unwrap_or(c.k) - 1) / 2);
+                Pad { top: ph, left: pw, bottom: ph, right: pw }
+            }),
             groups: c.groups,
         }
     }

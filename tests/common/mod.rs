@@ -75,6 +75,7 @@ pub fn read_tensors(path: &std::path::Path) -> std::collections::HashMap<String,
             let v: Vec<f32> = match t.dtype() {
                 safetensors::Dtype::F32 => bytemuck::pod_collect_to_vec::<u8, f32>(t.data()),
                 safetensors::Dtype::U8 => t.data().iter().map(|&b| b as f32).collect(),
+                safetensors::Dtype::F16 => t.data().chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
                 d => panic!("{name}: dtype {d:?}"),
             };
             (name.to_string(), (t.shape().to_vec(), v))
