@@ -9,7 +9,7 @@ alias E = f32;
 
 struct Argmax {
     c: u32, hw: u32, x_off: u32, words: u32,
-    row: u32, c_base: u32, first: u32, _p0: u32,
+    row: u32, c_base: u32, first: u32, binary: u32, // binary: one channel, class = (x > 0)
 };
 
 @group(0) @binding(0) var<storage, read_write> src: array<E>;
@@ -28,6 +28,10 @@ fn is_nan(v: f32) -> bool {
 fn argmax_px(px: u32) -> u32 {
     var best = 0u;
     var bv = f32(src[p.x_off + px]);
+    if (p.binary != 0u) {
+        // a single logit (sigmoid output): p > 0.5 <=> logit > 0
+        return select(0u, 1u, bv > 0.0);
+    }
     var bnan = is_nan(bv);
     for (var k = 1u; k < p.c; k++) {
         let v = f32(src[p.x_off + k * p.hw + px]);

@@ -22,6 +22,11 @@ fn softmax(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     var m = f32(src[p.x_off + px]);
+    if (p.c == 1u) {
+        // a single logit: the sigmoid
+        dst[p.y_off + px] = 1.0 / (1.0 + exp(-m));
+        return;
+    }
     for (var k = 1u; k < p.c; k++) {
         m = max(m, f32(src[p.x_off + k * p.hw + px]));
     }

@@ -82,10 +82,10 @@ pub fn evaluate(model: &Model, gpu: &Gpu, pairs: &[(PathBuf, PathBuf)], ignore: 
             let run = if (h, w) == (img.h, img.w) { img.clone() } else { img.resize(h, w) };
             let s = match sessions.entry((h, w)) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(v) => v.insert(Session::new(gpu, &model.graph(h, w)?, Some(model.info.normalize))?),
+                std::collections::hash_map::Entry::Vacant(v) => v.insert(Session::new(gpu, &model.graph(h, w)?, model.info.pixel_head())?),
             };
             let t0 = Instant::now();
-            let map = s.run_rgb(&run.data)?;
+            let (map, _) = model.info.run_image(s, &run.data, false)?;
             ms.push(t0.elapsed().as_secs_f64() * 1e3);
             let map = map.resize_nearest(img.h, img.w);
             conf.add(&label.data, &map.data, |g| ignore.contains(&g), &real);

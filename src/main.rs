@@ -295,15 +295,10 @@ fn segment_one(
         std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
         std::collections::hash_map::Entry::Vacant(v) => {
             let g = model.graph(h, w)?;
-            v.insert(Session::new(gpu, &g, Some(model.info.normalize))?)
+            v.insert(Session::new(gpu, &g, model.info.pixel_head())?)
         }
     };
-    let (map, probs) = if extras.probs {
-        let (m, p) = session.run_rgb_probabilities(&run.data)?;
-        (m, Some(p))
-    } else {
-        (session.run_rgb(&run.data)?, None)
-    };
+    let (map, probs) = model.info.run_image(session, &run.data, extras.probs)?;
     let map = map.resize_nearest(img.h, img.w);
     image_io::save_palette_png(&dst, &map, &model.info.palette)?;
     if let Some(alpha) = extras.overlay {

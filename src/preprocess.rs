@@ -45,6 +45,11 @@ impl Normalize {
         out
     }
 
+    /// No change: raw values in RGB order.
+    pub fn identity() -> Self {
+        Normalize { order: ChannelOrder::Rgb, pre_scale: 1.0, mean: [0.0; 3], std: [1.0; 3], post_scale: 1.0 }
+    }
+
     /// Reads the `input` metadata entry of the model files in `../shared/models`: a JSON object
     /// with `channel_order`, `mean_<order>` / `std_<order>` arrays and a `formula` that says where
     /// the /255 goes. An `atrous_normalize` entry (this struct as JSON) takes precedence.
@@ -111,6 +116,19 @@ impl Normalize {
             (true, true) => return Err(bad(format!("formula `{formula}` divides by 255 twice"))),
         };
         Ok(Normalize { order, pre_scale, mean, std, post_scale })
+    }
+}
+
+/// One grey channel min-max normalised over the image, for single-channel models (the U-Net):
+/// Pillow's luma `(19595 R + 38470 G + 7471 B + 32768) >> 16`, then `(g - min) / (max - min)` in
+/// float32 (all zeros for a flat image).
+pub fn grey_minmax(rgb: &[u8]) -> Vec<f32> {
+    let g: Vec<f32> = rgb.chunks_exact(3).map(|p| ((19595 * p[0] as u32 + 38470 * p[1] as u32 + 7471 * p[2] as u32 + 32768) >> 16) as f32).collect();
+    let (lo, hi) = g.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+    if hi > lo {
+        g.iter().map(|&v| (v - lo) / (hi - lo)).collect()
+    } else {
+        vec![0.0; g.len()]
     }
 }
 

@@ -62,3 +62,43 @@ fn enet_matches_pytorch_on_the_full_frame() {
     assert!(beyond as f64 <= 0.005 * errs.len() as f64, "{beyond} values off");
     assert!(max <= 0.5, "max error {max}");
 }
+
+/// The Keras U-Net (real weights) against Keras float32 on every reference case: the pre-sigmoid
+/// logit within `1e-4 + 2e-5 * max|logit|` (Keras' own float32-vs-float64 spread is 1e-3 at
+/// |logit| up to 179, i.e. about 6e-6 relative; we allow 3x that), the probabilities from the
+/// session's sigmoid head within a quarter of that (dp <= dlogit / 4) plus 1e-6, and the mask
+/// `p > 0.5` on at least 99.9% of pixels. The CPU input convention (grey, min-max over the image)
+/// reproduces the reference `input` from its `gray` crop.
+#[test]
+fn unet_matches_keras() {
+    let Some(shared) = common::shared() else { return };
+    let Some(gpu) = common::gpu() else { return };
+    let m = atrous::models::Model::load(shared.join("models/unet_rbm.safetensors")).unwrap();
+    assert!(m.info.grey_minmax && m.info.pixel_head().is_none());
+    assert_eq!(m.info.classes, ["background", "brain"]);
+    let cases = common::reference_cases(&shared, "unet_rbm", "");
+    assert!(cases.len() >= 4);
+    for case in cases {
+        let t = common::read_tensors(&case);
+        let (shape, input) = &t["input"];
+        let (h, w) = (shape[2], shape[3]);
+        // the input convention
+        let gray: Vec<u8> = t["gray"].1.iter().flat_map(|&g| [g as u8; 3]).collect();
+        let x = atrous::preprocess::grey_minmax(&gray);
+        assert!(x.iter().zip(input).all(|(a, b)| (a - b).abs() <= 1e-7), "{}: grey min-max differs from the reference input", case.display());
+        let g = m.graph(h, w).unwrap();
+        let mut s = atrous::session::Session::new(&gpu, &g, m.info.pixel_head()).unwrap();
+        let (map, logits) = s.run_tensor_logits(input).unwrap();
+        let (_, probs) = s.run_tensor_probabilities(input).unwrap();
+        let want = &t["logit"].1;
+        let max_logit = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+        let bound = 1e-4 + 2e-5 * max_logit;
+        let err = logits.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let perr = probs.iter().zip(&t["probability"].1).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let agree = map.data.iter().zip(&t["mask"].1).filter(|(a, b)| **a as f32 == **b).count();
+        eprintln!("unet_rbm {}: {h}x{w}, mask {agree}/{}, logit max|err| {err:.3e} (bound {bound:.3e}, max|logit| {max_logit:.1}), probability max|err| {perr:.3e}", case.file_stem().unwrap().to_string_lossy(), h * w);
+        assert!(err <= bound, "{}: logit error {err}", case.display());
+        assert!(perr <= bound / 4.0 + 1e-6, "{}: probability error {perr}", case.display());
+        assert!(agree as f64 >= 0.999 * (h * w) as f64, "{}", case.display());
+    }
+}

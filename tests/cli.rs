@@ -89,7 +89,7 @@ fn segment_works_with_every_shared_model_without_flags() {
     let src = dir.join("photo.png");
     img.save(&src).unwrap();
     let mut models: Vec<std::path::PathBuf> = vec![];
-    for d in ["models", "models/torchvision"] {
+    for d in ["models", "models/torchvision", "models/seeded"] {
         for e in std::fs::read_dir(shared.join(d)).unwrap() {
             let p = e.unwrap().path();
             if p.extension().is_some_and(|x| x == "safetensors") {
@@ -98,18 +98,10 @@ fn segment_works_with_every_shared_model_without_flags() {
         }
     }
     models.sort();
-    assert!(models.len() >= 7, "{models:?}");
-    // Architectures ../shared holds whose builders are still to come (issue 10: ENet, U-Net):
-    // they must fail with the typed error, and leave this list once they run.
-    const NOT_YET: &[&str] = &["enet_camvid", "unet_rbm"];
+    assert!(models.len() >= 11, "{models:?}");
     for m in &models {
         let out = dir.join(m.file_stem().unwrap());
         let r = Command::new(env!("CARGO_BIN_EXE_atrous")).args(["segment", "--model"]).arg(m).arg(&src).arg("--out").arg(&out).output().unwrap();
-        if NOT_YET.iter().any(|n| m.file_stem().is_some_and(|s| s == *n)) {
-            eprintln!("NOTE: {} is not supported yet (issue 10); checking that it fails cleanly", m.display());
-            assert!(!r.status.success() && String::from_utf8_lossy(&r.stderr).contains("unknown model architecture"), "{}: {}", m.display(), String::from_utf8_lossy(&r.stderr));
-            continue;
-        }
         assert!(r.status.success(), "{}: {}", m.display(), String::from_utf8_lossy(&r.stderr));
         let map = atrous::image_io::load_index_png(out.join("photo.png")).unwrap();
         assert_eq!((map.h, map.w), (97, 131), "{}", m.display());

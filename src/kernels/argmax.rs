@@ -13,7 +13,7 @@ crate::param_block! {
         pub row: u32,
         pub c_base: u32,
         pub first: u32,
-        pub _pad: u32,
+        pub binary: u32,
     }
 }
 
@@ -23,8 +23,9 @@ pub fn map_bytes(hw: usize) -> u64 {
 }
 
 /// One pass over `c` channels whose first is class `c_base`; `first` starts afresh.
+/// `binary`: a single channel whose class is `x > 0` (a sigmoid output's `p > 0.5`).
 pub fn prepare(c: usize, hw: usize, x_off: u32, c_base: usize, first: bool) -> (ArgmaxParams, [u32; 3]) {
     let words = hw.div_ceil(4);
     let (groups, row) = grid_1d(words, WG);
-    (ArgmaxParams { c: c as u32, hw: hw as u32, x_off, words: words as u32, row, c_base: c_base as u32, first: first as u32, _pad: 0 }, groups)
+    (ArgmaxParams { c: c as u32, hw: hw as u32, x_off, words: words as u32, row, c_base: c_base as u32, first: first as u32, binary: 0 }, groups)
 }

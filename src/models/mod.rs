@@ -6,6 +6,7 @@ pub mod enet;
 pub mod espnet;
 pub mod espnetv2;
 pub mod fcn;
+pub mod keras;
 pub(crate) mod net;
 pub mod segnet;
 pub mod torchvision;
@@ -61,9 +62,43 @@ pub struct ModelInfo {
     pub run_size: Option<(usize, usize)>,
     /// Parameters in the file.
     pub parameters: usize,
+    /// The input is one grey channel min-max normalised over the image (U-Net), prepared on the
+    /// CPU; `normalize` is then unused.
+    pub grey_minmax: bool,
 }
 
 impl ModelInfo {
+    /// The normalisation a session's pixel head applies, or `None` when images are prepared on
+    /// the CPU ([`ModelInfo::grey_minmax`]).
+    pub fn pixel_head(&self) -> Option<Normalize> {
+        (!self.grey_minmax).then_some(self.normalize)
+    }
+
+    /// Runs an RGB image of the session's size: through the session's pixel head, or prepared on
+    /// the CPU for models whose input convention the head does not cover. With `probs`, also the
+    /// per-class probabilities.
+    pub fn run_image(&self, s: &mut crate::session::Session, rgb: &[u8], probs: bool) -> Result<(crate::session::ClassMap, Option<Vec<f32>>)> {
+        if !self.grey_minmax {
+            return Ok(if probs {
+                let (m, p) = s.run_rgb_probabilities(rgb)?;
+                (m, Some(p))
+            } else {
+                (s.run_rgb(rgb)?, None)
+            });
+        }
+        let (h, w) = s.input_hw();
+        if rgb.len() != 3 * h * w {
+            return Err(Error::Input(format!("image has {} bytes, the session expects {h}x{w} RGB = {}", rgb.len(), 3 * h * w)));
+        }
+        let x = crate::preprocess::grey_minmax(rgb);
+        Ok(if probs {
+            let (m, p) = s.run_tensor_probabilities(&x)?;
+            (m, Some(p))
+        } else {
+            (s.run_tensor(&x)?, None)
+        })
+    }
+
     /// The (height, width) to run an `h x w` image at.
     pub fn run_size(&self, h: usize, w: usize) -> (usize, usize) {
         match self.run_size {
@@ -98,6 +133,7 @@ enum Arch {
     SegNet(segnet::SegNetConfig),
     Fcn(fcn::FcnConfig),
     Enet(enet::EnetConfig),
+    Keras(keras::KerasConfig),
 }
 
 /// The `bn_eps` metadata entry, or `default`.
@@ -131,6 +167,10 @@ impl Model {
             (Arch::EspNetV2(espnetv2::EspNetV2Config::detect(&weights)?), espnetv2::SIZE)
         } else if deeplab_tflite::recognise(&weights) {
             (Arch::DeepLabTflite { classes: deeplab_tflite::classes(&weights)? }, deeplab_tflite::SIZE)
+        } else if keras::recognise(&weights) {
+            let c = keras::KerasConfig::detect(&weights)?;
+            let size = c.size();
+            (Arch::Keras(c), size)
         } else if enet::recognise(&weights) {
             (Arch::Enet(enet::EnetConfig::detect(&weights)?), enet::SIZE)
         } else if segnet::recognise(&weights) {
@@ -151,12 +191,16 @@ impl Model {
             Arch::SegNet(c) => c.classes,
             Arch::Fcn(c) => c.classes,
             Arch::Enet(c) => c.classes,
+            Arch::Keras(c) => c.classes(),
         };
         let classes = match meta.get("classes") {
             Some(s) => serde_json::from_str::<Vec<String>>(s).map_err(|e| Error::Metadata { key: "classes".into(), reason: e.to_string() })?,
             None if num_classes == VOC_CLASSES.len() => VOC_CLASSES.iter().map(|s| s.to_string()).collect(),
             None => (0..num_classes).map(|i| format!("class{i}")).collect(),
         };
+        // a single sigmoid output names its positive class; the class map also has the negative one
+        let binary = matches!(&arch, Arch::Keras(c) if c.outputs == 1);
+        let classes = if binary && classes.len() == 1 { vec!["background".to_string(), classes[0].clone()] } else { classes };
         if classes.len() != num_classes {
             return Err(Error::Metadata { key: "classes".into(), reason: format!("{} names for {} model outputs", classes.len(), num_classes) });
         }
@@ -167,6 +211,8 @@ impl Model {
         if palette.len() < num_classes {
             return Err(Error::Metadata { key: "palette_rgb".into(), reason: format!("{} colours for {} classes", palette.len(), num_classes) });
         }
+        // a one-channel Keras model (the U-Net): grey, min-max normalised over the image
+        let grey_minmax = matches!(&arch, Arch::Keras(c) if c.input_channels == 1);
         let info = ModelInfo {
             name: meta.get("name").cloned().unwrap_or_else(|| weights.path().file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()),
             architecture: match &arch {
@@ -177,16 +223,18 @@ impl Model {
                 Arch::SegNet(c) => c.describe(),
                 Arch::Fcn(c) => c.describe(),
                 Arch::Enet(c) => c.describe(),
+                Arch::Keras(c) => c.describe(),
             },
             classes,
             palette,
-            normalize: Normalize::from_metadata(meta)?,
+            normalize: if grey_minmax { Normalize::identity() } else { Normalize::from_metadata(meta)? },
             size,
             run_size: run_size_from_metadata(meta)?.or(match arch {
                 Arch::Enet(_) => Some(enet::RUN_SIZE),
                 _ => None,
             }),
             parameters: 0,
+            grey_minmax,
         };
         let mut model = Model { info, weights, arch };
         // Build once at the smallest accepted size: this reads and checks every tensor.
@@ -222,6 +270,7 @@ impl Model {
             Arch::SegNet(c) => segnet::build(&self.weights, c, h, w)?,
             Arch::Fcn(c) => fcn::build(&self.weights, c, h, w)?,
             Arch::Enet(c) => enet::build(&self.weights, c, h, w)?,
+            Arch::Keras(c) => keras::build(&self.weights, c, h, w)?,
         };
         g.validate()?;
         Ok(g)
@@ -261,6 +310,18 @@ pub(crate) struct BatchNorm {
 }
 
 impl BatchNorm {
+    /// From gamma, beta, mean and variance: `scale = gamma / sqrt(var + eps)`,
+    /// `shift = beta - mean * scale` (float64, rounded once).
+    pub fn from_stats(gamma: &[f32], beta: &[f32], mean: &[f32], var: &[f32], eps: f64) -> Self {
+        let (mut scale, mut shift) = (vec![0f32; gamma.len()], vec![0f32; gamma.len()]);
+        for i in 0..gamma.len() {
+            let s = gamma[i] as f64 / (var[i] as f64 + eps).sqrt();
+            scale[i] = s as f32;
+            shift[i] = (beta[i] as f64 - mean[i] as f64 * s) as f32;
+        }
+        BatchNorm { scale, shift }
+    }
+
     /// Reads `{prefix}.weight`, `.bias`, `.running_mean`, `.running_var`, each `[c]`.
     pub fn load(w: &Weights, prefix: &str, c: usize, eps: f64) -> Result<Self> {
         let gamma = w.get(&format!("{prefix}.weight"), &[c])?;

@@ -1,6 +1,7 @@
 //! Argmax over channels into the class map: one class per pixel (the first maximum wins, as in
 //! PyTorch; NaN counts as the maximum), stored as u8 packed 4 pixels per u32 word. A graph head:
-//! [`crate::session`] appends it after the logits. When the logits are split across bindings the
+//! [`crate::session`] appends it after the logits. A single-channel output (a sigmoid head) gives a
+//! binary map: class 1 where the logit is positive (`p > 0.5`). When the logits are split across bindings the
 //! operator runs as passes over the chunks, keeping the best value so far in `best` (its second
 //! output, an f32 plane). Kernel: `shaders/argmax.wgsl`.
 
@@ -23,6 +24,13 @@ pub struct Argmax {
     pub first: bool,
     /// Run as a chunk pass (reads and writes `best`).
     pub chunked: bool,
+}
+
+impl Argmax {
+    /// One channel in all (a sigmoid output): the class is `x > 0`, i.e. `p > 0.5`.
+    pub fn binary(&self) -> bool {
+        self.x.c == 1 && !self.chunked && self.c_base == 0
+    }
 }
 
 impl Operator for Argmax {
@@ -72,6 +80,9 @@ impl Operator for Argmax {
         let hw = h * w;
         let x = read(self.x);
         let (mut cls, mut best) = if self.first || !self.chunked { (vec![0f32; hw], vec![f32::NAN; hw]) } else { (read(self.y), read(self.best)) };
+        if self.binary() {
+            return vec![x.iter().map(|&v| (v > 0.0) as u8 as f32).collect(), x];
+        }
         for p in 0..hw {
             let mut k0 = 0;
             if self.first || !self.chunked {
@@ -105,7 +116,8 @@ impl Operator for Argmax {
     fn encode(&self, cx: &EncodeCx<'_, '_>, name: &str) -> Result<Encoded> {
         let ((xs, xo), (ys, _)) = (cx.resolve(self.x)?, cx.resolve(self.y)?);
         let (h, w) = cx.graph.hw(self.x);
-        let (p, groups) = argmax::prepare(self.x.c, h * w, xo, self.c_base, self.first || !self.chunked);
+        let (mut p, groups) = argmax::prepare(self.x.c, h * w, xo, self.c_base, self.first || !self.chunked);
+        p.binary = self.binary() as u32;
         let u = cx.uniform(&p);
         let (entry, best) = if self.chunked { ("argmax_chunk", cx.resolve(self.best)?.0) } else { ("argmax", cx.dummy()) };
         let bytes = cx.graph.view_bytes(self.x) + argmax::map_bytes(h * w);

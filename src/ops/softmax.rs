@@ -1,4 +1,5 @@
-//! Softmax over channels, per pixel: the class probabilities. A graph head that
+//! Softmax over channels, per pixel: the class probabilities (for a single channel, the sigmoid:
+//! the probability of class 1). A graph head that
 //! [`crate::session`] appends after the logits when probabilities are asked for. It needs the
 //! logits in one binding. Kernel: `shaders/softmax.wgsl`.
 
@@ -50,8 +51,11 @@ impl Operator for Softmax {
     boxed_op!();
 }
 
-/// Softmax over channels of `[c, hw]` (float64 sums).
+/// Softmax over channels of `[c, hw]` (float64 sums); for a single channel, the sigmoid.
 pub fn reference(x: &[f32], c: usize, hw: usize) -> Vec<f32> {
+    if c == 1 {
+        return x.iter().map(|&v| (1.0 / (1.0 + (-(v as f64)).exp())) as f32).collect();
+    }
     let mut y = vec![0f32; c * hw];
     for p in 0..hw {
         let m = (0..c).map(|k| x[k * hw + p] as f64).fold(f64::NEG_INFINITY, f64::max);
