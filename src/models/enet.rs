@@ -72,6 +72,9 @@ const BLOCKS: [(&str, Kind); 21] = [
     ("b38", Kind::Regular(16)),
 ];
 
+/// A pooling's indices and the size before it (what unpooling needs).
+type Pooled = (View, (usize, usize));
+
 struct B<'a> {
     n: Net<'a>,
 }
@@ -113,7 +116,7 @@ impl B<'_> {
     }
 
     /// Regular, dilated, asymmetric and downsampling bottlenecks.
-    fn bottleneck(&mut self, p: &str, x: View, kind: &Kind) -> Result<(View, Option<(View, (usize, usize))>)> {
+    fn bottleneck(&mut self, p: &str, x: View, kind: &Kind) -> Result<(View, Option<Pooled>)> {
         let a = self.slope(p)?;
         let c1 = self.shape(&format!("{p}.conv1.weight"))?[0];
         let prelu = |c: usize| Act::PRelu(vec![a; c]);
@@ -189,7 +192,7 @@ impl B<'_> {
 
     /// Upsampling bottleneck: the main branch (1x1 conv + bias, unpooled with the encoder's
     /// indices) first, so the side branch's last convolution can take it as its addend.
-    fn upsample(&mut self, p: &str, x: View, (idx, pre): (View, (usize, usize))) -> Result<View> {
+    fn upsample(&mut self, p: &str, x: View, (idx, pre): Pooled) -> Result<View> {
         let a = self.slope(p)?;
         let mc = self.shape(&format!("{p}.main_conv.weight"))?[0];
         let m = self.n.conv(x, Conv::new(&format!("{p}.main_conv.weight"), mc, 1).bias(format!("{p}.main_conv.bias")), None, None)?;
