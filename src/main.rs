@@ -184,6 +184,9 @@ fn load_model(arg: &str) -> Result<Model> {
 fn models(fetch: &[String]) -> Result<()> {
     let opts = atrous::zoo::FetchOptions::from_env();
     for name in fetch {
+        if let Some(n) = atrous::zoo::numerics_cards()?.into_iter().find(|n| &n.name == name) {
+            bail!("`{name}` is a numerics-only model, not in the zoo ({}); use ../shared/{}", n.numerics_only, n.shared_file);
+        }
         let card = atrous::zoo::card(name)?.with_context(|| format!("`{name}` is not in the zoo"))?;
         atrous::zoo::fetch(&card, &opts)?;
     }
@@ -192,6 +195,11 @@ fn models(fetch: &[String]) -> Result<()> {
     for c in atrous::zoo::cards()? {
         let cached = if c.cached_path(&opts.cache).is_file() { "yes" } else { "no" };
         println!("{:<20} {:<8} {:<58} {}@{} ({})", c.name, cached, c.architecture.chars().take(58).collect::<String>(), c.upstream.repository, c.upstream.commit, c.licence);
+    }
+    println!();
+    println!("numerics only (not downloaded; the files are in ../shared):");
+    for c in atrous::zoo::numerics_cards()? {
+        println!("{:<20} {:<40} {}", c.name, c.shared_file, c.numerics_only);
     }
     Ok(())
 }

@@ -31,6 +31,38 @@ const CARDS: [(&str, &str); 4] = [
     ("deeplabv3-mnv2-voc.toml", include_str!("../models/deeplabv3-mnv2-voc.toml")),
 ];
 
+/// Cards of models that are in `../shared` for their numerics but not in the zoo (weak or random
+/// weights, or an upstream format atrous does not read): never downloaded.
+const NUMERICS_CARDS: [(&str, &str); 4] = [
+    ("enet-camvid.toml", include_str!("../models/enet-camvid.toml")),
+    ("unet-rbm.toml", include_str!("../models/unet-rbm.toml")),
+    ("fcn8s-vgg16-w8.toml", include_str!("../models/fcn8s-vgg16-w8.toml")),
+    ("segnet-vgg16bn-w4.toml", include_str!("../models/segnet-vgg16bn-w4.toml")),
+];
+
+/// A numerics-only model card (see `models/*.toml`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NumericsCard {
+    pub name: String,
+    pub architecture: String,
+    pub model_definition: String,
+    pub dataset: String,
+    pub licence: String,
+    /// Why this model is for numerics only.
+    pub numerics_only: String,
+    /// Its file, relative to `../shared`.
+    pub shared_file: String,
+    pub source: String,
+    pub input: String,
+    pub classes: Vec<String>,
+}
+
+/// Every numerics-only card.
+pub fn numerics_cards() -> Result<Vec<NumericsCard>> {
+    NUMERICS_CARDS.iter().map(|(f, s)| toml::from_str(s).map_err(|e| Error::Metadata { key: format!("models/{f}"), reason: e.to_string() })).collect()
+}
+
 #[derive(Clone, Debug, Deserialize)]
 pub struct Card {
     pub name: String,

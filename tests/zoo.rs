@@ -206,3 +206,20 @@ fn segment_by_zoo_name_equals_the_shared_file() {
     let _ = std::fs::remove_dir_all(&cache);
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// The numerics-only cards parse, name a file in ../shared that atrous loads, and agree with it on
+/// the classes; they are listed but never fetched.
+#[test]
+fn numerics_only_cards_describe_their_shared_files() {
+    let cards = atrous::zoo::numerics_cards().unwrap();
+    assert_eq!(cards.len(), 4);
+    for c in &cards {
+        assert!(atrous::zoo::card(&c.name).unwrap().is_none(), "{} must not be in the zoo", c.name);
+        assert!(!c.numerics_only.is_empty());
+    }
+    let Some(shared) = common::shared() else { return };
+    for c in &cards {
+        let m = atrous::models::Model::load(shared.join(&c.shared_file)).unwrap();
+        assert_eq!(m.info.classes, c.classes, "{}", c.name);
+    }
+}
