@@ -74,8 +74,12 @@ enum Cmd {
     /// Describe a model: architecture, classes, parameters, FLOPs per layer and the memory plan.
     Inspect {
         /// Model file or zoo name.
-        #[arg(long)]
-        model: String,
+        #[arg(long, required_unless_present = "arch")]
+        model: Option<String>,
+        /// Instead of a file: an architecture at its full width with zero weights, to plan it
+        /// without its weights (`fcn8s-vgg16`, `segnet-vgg16bn`).
+        #[arg(long, conflicts_with = "model")]
+        arch: Option<String>,
         /// Input size WxH (default: the model's run size, or 512x512).
         #[arg(long)]
         size: Option<String>,
@@ -131,7 +135,7 @@ fn main() -> ExitCode {
         Cmd::Segment { model, inputs, out, overlay, alpha, probs } => segment(&model, &inputs, &out, Extras { overlay: overlay.then_some(alpha), probs }),
         Cmd::Eval { model, images, labels, ignore, json } => eval(&model, &images, &labels, &ignore, json),
         Cmd::Models { fetch } => models(&fetch).map(|_| ExitCode::SUCCESS),
-        Cmd::Inspect { model, size, json } => inspect(&model, size.as_deref(), json).map(|_| ExitCode::SUCCESS),
+        Cmd::Inspect { model, arch, size, json } => inspect(model.as_deref(), arch.as_deref(), size.as_deref(), json).map(|_| ExitCode::SUCCESS),
         Cmd::Run { model, input, output, overwrite } => run(&model, &input, &output, overwrite).map(|_| ExitCode::SUCCESS),
         Cmd::Bench { model, size, iters, json } => bench(&model, size.as_deref(), iters, json).map(|_| ExitCode::SUCCESS),
     };
@@ -411,8 +415,12 @@ fn model_size(model: &Model, size: Option<&str>) -> Result<(usize, usize)> {
     }
 }
 
-fn inspect(model_arg: &str, size: Option<&str>, json: bool) -> Result<()> {
-    let model = load_model(model_arg)?;
+fn inspect(model_arg: Option<&str>, arch: Option<&str>, size: Option<&str>, json: bool) -> Result<()> {
+    let model = match (model_arg, arch) {
+        (_, Some(a)) => atrous::models::shapes_only(a)?,
+        (Some(m), None) => load_model(m)?,
+        (None, None) => bail!("give --model or --arch"),
+    };
     let (h, w) = model_size(&model, size)?;
     let g = model.graph(h, w)?;
     let limits = atrous::plan::PlanLimits::unlimited();

@@ -121,3 +121,17 @@ fn split_arenas_give_identical_results() {
     assert_eq!(m1, m2);
     assert!(l1.iter().zip(&l2).all(|(a, b)| a.to_bits() == b.to_bits()), "logits differ");
 }
+
+/// FCN-8s at full VGG16 width (134M parameters; built from shapes alone, zero weights) at
+/// 500x500: the plan stays within 5% of the live-set lower bound.
+#[test]
+fn fcn8s_full_width_plans_near_the_bound() {
+    let m = atrous::models::shapes_only("fcn8s-vgg16").unwrap();
+    let g = m.graph(500, 500).unwrap();
+    let p = atrous::plan::Plan::new(&g, atrous::plan::PlanLimits::unlimited()).unwrap();
+    p.verify().unwrap();
+    let ratio = p.peak_bytes() as f64 / p.live_lower_bound as f64;
+    eprintln!("fcn8s-vgg16 500x500: {:.1} GFLOP, peak arena {} B, live-set bound {} B ({ratio:.4})", g.flops() as f64 / 1e9, p.peak_bytes(), p.live_lower_bound);
+    assert!(ratio <= 1.05, "{ratio}");
+    assert!(atrous::models::shapes_only("resnet-9000").is_err());
+}

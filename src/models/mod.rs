@@ -11,6 +11,7 @@ pub(crate) mod net;
 pub mod segnet;
 pub mod torchvision;
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -279,6 +280,79 @@ impl Model {
     pub fn weights(&self) -> &Weights {
         &self.weights
     }
+}
+
+/// Architectures [`shapes_only`] can build without weights.
+pub const SHAPES_ONLY: [&str; 2] = ["fcn8s-vgg16", "segnet-vgg16bn"];
+
+/// A model of a known architecture at its canonical full width with zero weights (held as f16
+/// in memory), for planning and inspection when no weights file is at hand: `fcn8s-vgg16` (Caffe
+/// voc-fcn8s, VGG16 widths 64..512, fc6/fc7 4096, 21 classes) or `segnet-vgg16bn` (12 classes).
+pub fn shapes_only(arch: &str) -> Result<Model> {
+    let vgg = [(1, [64, 64, 0]), (2, [128, 128, 0]), (3, [256, 256, 256]), (4, [512, 512, 512]), (5, [512, 512, 512])];
+    let mut shapes: Vec<(String, Vec<usize>)> = vec![];
+    let conv = |shapes: &mut Vec<(String, Vec<usize>)>, name: &str, o: usize, i: usize, k: usize, bias: bool| {
+        shapes.push((format!("{name}.weight"), vec![o, i, k, k]));
+        if bias {
+            shapes.push((format!("{name}.bias"), vec![o]));
+        }
+    };
+    let bn = |shapes: &mut Vec<(String, Vec<usize>)>, name: &str, c: usize| {
+        for t in ["weight", "bias", "running_mean", "running_var"] {
+            shapes.push((format!("{name}.{t}"), vec![c]));
+        }
+    };
+    let mut c_in = 3;
+    let mut encoder = vec![];
+    for (s, widths) in vgg {
+        for (i, &w) in widths.iter().enumerate().filter(|(_, &w)| w > 0) {
+            encoder.push((format!("conv{s}_{}", i + 1), c_in, w));
+            c_in = w;
+        }
+    }
+    match arch {
+        "fcn8s-vgg16" => {
+            for (n, i, o) in &encoder {
+                conv(&mut shapes, n, *o, *i, 3, true);
+            }
+            conv(&mut shapes, "fc6", 4096, 512, 7, true);
+            conv(&mut shapes, "fc7", 4096, 4096, 1, true);
+            conv(&mut shapes, "score_fr", 21, 4096, 1, true);
+            conv(&mut shapes, "score_pool4", 21, 512, 1, true);
+            conv(&mut shapes, "score_pool3", 21, 256, 1, true);
+            conv(&mut shapes, "upscore2", 21, 21, 4, false);
+            conv(&mut shapes, "upscore_pool4", 21, 21, 4, false);
+            conv(&mut shapes, "upscore8", 21, 21, 16, false);
+        }
+        "segnet-vgg16bn" => {
+            for (n, i, o) in &encoder {
+                conv(&mut shapes, n, *o, *i, 3, true);
+                bn(&mut shapes, &format!("{n}_bn"), *o);
+                // the decoder mirror: conv{s}_{i}_D maps o -> i (the classifier conv1_1_D -> 12)
+                let out = if n == "conv1_1" { 12 } else { *i };
+                conv(&mut shapes, &format!("{n}_D"), out, *o, 3, true);
+                if n != "conv1_1" {
+                    bn(&mut shapes, &format!("{n}_D_bn"), out);
+                }
+            }
+        }
+        other => return Err(Error::UnknownArchitecture(format!("`{other}` (shapes-only models: {SHAPES_ONLY:?})"))),
+    }
+    let data: Vec<(String, Vec<usize>, Vec<u8>)> = shapes
+        .into_iter()
+        .map(|(n, s)| {
+            let bytes = vec![0u8; 2 * s.iter().product::<usize>()];
+            (n, s, bytes)
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> =
+        data.iter().map(|(n, s, b)| Ok((n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F16, s.clone(), b).map_err(|e| Error::op(n, e.to_string()))?))).collect::<Result<_>>()?;
+    let meta = HashMap::from([
+        ("name".to_string(), format!("{arch} (shapes only, zero weights)")),
+        ("input".to_string(), r#"{"channel_order": "RGB", "formula": "x[c] = (pixel[c]/255 - mean[c]) / std[c]", "mean_rgb": [0.485, 0.456, 0.406], "std_rgb": [0.229, 0.224, 0.225]}"#.to_string()),
+    ]);
+    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| Error::op(arch, e.to_string()))?;
+    Model::from_weights(Weights::from_bytes(bytes, format!("<{arch}>"))?)
 }
 
 /// PASCAL VOC class names (also torchvision's `COCO_WITH_VOC_LABELS`), the default for 21-class
