@@ -18,7 +18,7 @@ fn main() -> atrous::Result<()> {
     let img = image_io::load_rgb(&args[2])?;
     let (h, w) = model.info.run_size(img.h, img.w);
     let input = img.resize(h, w); // a no-op when the model takes the image's size
-    let mut session = Session::new(&gpu, &model.graph(h, w)?, Some(model.info.normalize))?;
+    let mut session = Session::new(&gpu, &model.graph(h, w)?, model.info.pixel_head())?;
     let classes = session.run_rgb(&input.data)?.resize_nearest(img.h, img.w);
     println!("{} on {}: {}x{} class map", model.info.name, gpu.describe(), classes.w, classes.h);
     for (c, n) in classes.histogram(model.info.classes.len()).iter().enumerate().filter(|(_, n)| **n > 0) {

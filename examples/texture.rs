@@ -52,7 +52,7 @@ pub fn run(model_path: &Path, image: &Path, overlay_png: Option<&Path>) -> Resul
     let gpu = Gpu::from_device(device.clone(), queue.clone());
     let model = Model::load(model_path)?;
     let (sh, sw) = model.info.run_size(img.h, img.w);
-    let mut session = Session::new(&gpu, &model.graph(sh, sw)?, Some(model.info.normalize))?;
+    let mut session = Session::new(&gpu, &model.graph(sh, sw)?, model.info.pixel_head())?;
 
     // Outputs the application owns: a buffer for the class map and a texture for the overlay.
     let classes = device.create_buffer(&wgpu::BufferDescriptor {

@@ -11,7 +11,7 @@
 //! let gpu = Gpu::new()?;                        // or Gpu::from_device(device, queue)
 //! let model = Model::load("espnet_camvid.safetensors")?;
 //! let graph = model.graph(360, 480)?;
-//! let mut session = Session::new(&gpu, &graph, Some(model.info.normalize))?;
+//! let mut session = Session::new(&gpu, &graph, model.info.pixel_head())?;
 //! let rgb = vec![0u8; 360 * 480 * 3];           // row-major RGB pixels
 //! let classes = session.run_rgb(&rgb)?;          // one byte per pixel
 //! # Ok(()) }
