@@ -35,7 +35,18 @@ impl Gpu {
         pollster::block_on(Self::new_async())
     }
 
+    /// Like [`Gpu::new`] with the adapter named explicitly (a case-insensitive substring of its
+    /// name) instead of through the environment; `None` picks as [`Gpu::new`] does.
+    pub fn with_adapter(name: Option<&str>) -> Result<Self> {
+        pollster::block_on(Self::open(name.map(str::to_string)))
+    }
+
     pub async fn new_async() -> Result<Self> {
+        let wanted = std::env::var(ENV_ADAPTER).or_else(|_| std::env::var("WGPU_ADAPTER_NAME")).ok();
+        Self::open(wanted).await
+    }
+
+    async fn open(wanted: Option<String>) -> Result<Self> {
         let backends = match std::env::var(ENV_BACKEND).or_else(|_| std::env::var("WGPU_BACKEND")) {
             Ok(s) => wgpu::Backends::from_comma_list(&s),
             Err(_) => wgpu::Backends::all(),
@@ -44,7 +55,6 @@ impl Gpu {
         desc.backends = backends;
         let instance = wgpu::Instance::new(desc);
         let adapters = instance.enumerate_adapters(backends).await;
-        let wanted = std::env::var(ENV_ADAPTER).or_else(|_| std::env::var("WGPU_ADAPTER_NAME")).ok();
         let listed: Vec<String> = adapters.iter().map(|a| describe(&a.get_info())).collect();
         let pick = match &wanted {
             Some(name) => {
