@@ -6,7 +6,7 @@ alias E = f32;
 
 struct Softmax {
     c: u32, hw: u32, x_off: u32, y_off: u32,
-    row: u32, _p0: u32, _p1: u32, _p2: u32,
+    row: u32, sigmoid: u32, _p1: u32, _p2: u32, // sigmoid: one channel through a sigmoid
 };
 
 @group(0) @binding(0) var<storage, read_write> src: array<E>;
@@ -22,8 +22,8 @@ fn softmax(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     var m = f32(src[p.x_off + px]);
-    if (p.c == 1u) {
-        // a single logit: the sigmoid
+    if (p.sigmoid != 0u) {
+        // a sigmoid head: the probability of class 1
         dst[p.y_off + px] = 1.0 / (1.0 + exp(-m));
         return;
     }

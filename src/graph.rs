@@ -206,12 +206,15 @@ pub struct Graph {
     pub logits: Option<TensorId>,
     /// Every graph output, by tensor.
     pub outputs: Vec<TensorId>,
+    /// The logits are one channel feeding a sigmoid (a binary mask model): the class map is
+    /// `logit > 0` and the probabilities are the sigmoid. Otherwise argmax and softmax as usual.
+    pub sigmoid_head: bool,
 }
 
 impl Graph {
     /// A graph whose input is a `c x h x w` float tensor named `input`.
     pub fn new(c: usize, h: usize, w: usize) -> Self {
-        let mut g = Graph { tensors: vec![], nodes: vec![], input: 0, inputs: vec![], logits: None, outputs: vec![] };
+        let mut g = Graph { tensors: vec![], nodes: vec![], input: 0, inputs: vec![], logits: None, outputs: vec![], sigmoid_head: false };
         g.input = g.tensor("input", c, h, w);
         g.inputs.push(g.input);
         g

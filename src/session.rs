@@ -151,12 +151,13 @@ fn with_heads(network: &Graph, options: &SessionOptions) -> Result<(Graph, Ids)>
     let input = g.input;
     let rgba = options.normalize.map(|n| crate::ops::preprocess::attach(&mut g, input, n)).transpose()?;
     let lv = g.all(logits);
-    let (classes, _) = crate::ops::argmax::attach(&mut g, lv)?;
+    let binary = g.sigmoid_head && lv.c == 1;
+    let (classes, _) = crate::ops::argmax::attach(&mut g, lv, binary)?;
     g.add_output(classes);
     let probs = if options.probabilities {
         let d = &g.tensors[logits];
         let p = g.tensor("probs", d.c, d.h, d.w);
-        g.push("softmax", crate::ops::Softmax { x: g.all(logits), y: g.all(p) })?;
+        g.push("softmax", crate::ops::Softmax { x: g.all(logits), y: g.all(p), sigmoid: binary })?;
         g.add_output(p);
         Some(p)
     } else {

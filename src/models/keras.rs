@@ -279,5 +279,6 @@ pub fn build(w: &Weights, cfg: &KerasConfig, h: usize, wd: usize) -> Result<Grap
     }
     let out = at[&cfg.layers[last].name];
     n.g.set_logits(out.tensor);
+    n.g.sigmoid_head = cfg.sigmoid_head && cfg.outputs == 1;
     Ok(n.g)
 }

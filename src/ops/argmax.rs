@@ -1,7 +1,7 @@
 //! Argmax over channels into the class map: one class per pixel (the first maximum wins, as in
 //! PyTorch; NaN counts as the maximum), stored as u8 packed 4 pixels per u32 word. A graph head:
-//! [`crate::session`] appends it after the logits. A single-channel output (a sigmoid head) gives a
-//! binary map: class 1 where the logit is positive (`p > 0.5`). When the logits are split across bindings the
+//! [`crate::session`] appends it after the logits. A declared sigmoid head gives a binary map:
+//! class 1 where the logit is positive (`p > 0.5`). When the logits are split across bindings the
 //! operator runs as passes over the chunks, keeping the best value so far in `best` (its second
 //! output, an f32 plane). Kernel: `shaders/argmax.wgsl`.
 
@@ -24,12 +24,15 @@ pub struct Argmax {
     pub first: bool,
     /// Run as a chunk pass (reads and writes `best`).
     pub chunked: bool,
+    /// A sigmoid head's single logit (see [`crate::graph::Graph::sigmoid_head`]): class 1 where
+    /// it is positive (`p > 0.5`). Otherwise one channel means class 0 everywhere, as argmax says.
+    pub binary: bool,
 }
 
 impl Argmax {
-    /// One channel in all (a sigmoid output): the class is `x > 0`, i.e. `p > 0.5`.
+    /// A sigmoid head's logit: the class is `x > 0`, i.e. `p > 0.5`.
     pub fn binary(&self) -> bool {
-        self.x.c == 1 && !self.chunked && self.c_base == 0
+        self.binary && self.x.c == 1 && !self.chunked && self.c_base == 0
     }
 }
 
@@ -127,12 +130,13 @@ impl Operator for Argmax {
     boxed_op!();
 }
 
-/// Adds the class-map head after `logits`: tensors `classes` (u8) and `argmax.best` (f32).
-pub fn attach(g: &mut Graph, logits: View) -> Result<(usize, usize)> {
+/// Adds the class-map head after `logits`: tensors `classes` (u8) and `argmax.best` (f32);
+/// `binary` for a sigmoid head's single logit.
+pub fn attach(g: &mut Graph, logits: View, binary: bool) -> Result<(usize, usize)> {
     let (h, w) = g.hw(logits);
     let classes = g.tensor_of("classes", DType::U8, 1, h, w);
     let best = g.tensor_of("argmax.best", DType::F32, 1, h, w);
-    g.push("argmax", Argmax { x: logits, y: g.all(classes), best: g.all(best), c_base: 0, first: true, chunked: false })?;
+    g.push("argmax", Argmax { x: logits, y: g.all(classes), best: g.all(best), c_base: 0, first: true, chunked: false, binary })?;
     Ok((classes, best))
 }
 
@@ -140,16 +144,17 @@ pub fn attach(g: &mut Graph, logits: View) -> Result<(usize, usize)> {
 /// infinities through whole sessions.
 pub fn problems(seed: u64, bench: bool) -> Vec<Problem> {
     let mut rng = Rng(seed | 1);
-    let shapes: Vec<(usize, usize, usize)> = if bench { vec![(12, 360, 480)] } else { (0..4).map(|_| (rng.range(1, 21), rng.range(1, 9), rng.range(1, 11))).collect() };
+    let shapes: Vec<(usize, usize, usize, bool)> =
+        if bench { vec![(12, 360, 480, false)] } else { (0..4).map(|_| (rng.range(1, 21), rng.range(1, 9), rng.range(1, 11), false)).chain([(1, 5, 7, true), (1, 3, 3, false)]).collect() };
     let mut out = vec![];
-    for (c, h, w) in shapes {
+    for (c, h, w, binary) in shapes {
         let mut g = Graph::new(1, 1, 1);
         let tx = g.tensor("x", c, h, w);
         let logits = g.all(tx);
-        if attach(&mut g, logits).is_err() {
+        if attach(&mut g, logits, binary).is_err() {
             continue;
         }
-        let mut p = super::problem(format!("argmax {c}x{h}x{w}"), g, &mut rng, 0.0, 0.0);
+        let mut p = super::problem(format!("argmax {c}x{h}x{w} binary={binary}"), g, &mut rng, 0.0, 0.0);
         // ties: quantise the logits
         for v in p.data.get_mut(&tx).expect("input").iter_mut() {
             *v = (*v * 4.0).round();
