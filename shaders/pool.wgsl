@@ -25,6 +25,23 @@ struct Pool {
 
 override WG: u32 = 64u;
 
+// Output element `i` of this invocation (one per element of `c x out_h x out_w`) and its
+// channel, row and column; `ok` is false past the end.
+struct Pos {
+    i: u32,
+    c: u32,
+    oy: u32,
+    ox: u32,
+    ok: bool,
+};
+
+fn out_pos(gid: vec3<u32>) -> Pos {
+    let i = gid.x + gid.y * p.row;
+    let ohw = p.out_h * p.out_w;
+    return Pos(i, i / max(ohw, 1u), (i % max(ohw, 1u)) / max(p.out_w, 1u), i % max(p.out_w, 1u), i < p.c * ohw);
+}
+
+
 // PyTorch's window: start/end clipped to the input, and the span clipped to the padded input.
 fn window(o: u32, k: u32, s: u32, pad: u32, n: u32) -> vec3<u32> {
     let start = i32(o * s) - i32(pad);
@@ -37,14 +54,14 @@ fn window(o: u32, k: u32, s: u32, pad: u32, n: u32) -> vec3<u32> {
 
 @compute @workgroup_size(WG, 1, 1)
 fn pool2d(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = gid.x + gid.y * p.row;
-    let ohw = p.out_h * p.out_w;
-    if (i >= p.c * ohw) {
+    let q = out_pos(gid);
+    if (!q.ok) {
         return;
     }
-    let c = i / ohw;
-    let oy = (i % ohw) / p.out_w;
-    let ox = i % p.out_w;
+    let i = q.i;
+    let c = q.c;
+    let oy = q.oy;
+    let ox = q.ox;
     let wy = window(oy, p.k_h, p.stride_h, p.pad_h, p.in_h);
     let wx = window(ox, p.k_w, p.stride_w, p.pad_w, p.in_w);
     let base = p.in_off + c * p.in_h * p.in_w;
@@ -78,14 +95,14 @@ fn pool2d(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 @compute @workgroup_size(WG, 1, 1)
 fn adaptive_avg_pool2d(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = gid.x + gid.y * p.row;
-    let ohw = p.out_h * p.out_w;
-    if (i >= p.c * ohw) {
+    let q = out_pos(gid);
+    if (!q.ok) {
         return;
     }
-    let c = i / ohw;
-    let oy = (i % ohw) / p.out_w;
-    let ox = i % p.out_w;
+    let i = q.i;
+    let c = q.c;
+    let oy = q.oy;
+    let ox = q.ox;
     let y0 = oy * p.in_h / p.out_h;
     let y1 = ((oy + 1u) * p.in_h + p.out_h - 1u) / p.out_h;
     let x0 = ox * p.in_w / p.out_w;
@@ -109,14 +126,14 @@ fn is_nan(v: f32) -> bool {
 // last NaN); a window of -inf keeps its first index.
 @compute @workgroup_size(WG, 1, 1)
 fn max_pool2d_idx(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = gid.x + gid.y * p.row;
-    let ohw = p.out_h * p.out_w;
-    if (i >= p.c * ohw) {
+    let q = out_pos(gid);
+    if (!q.ok) {
         return;
     }
-    let c = i / ohw;
-    let oy = (i % ohw) / p.out_w;
-    let ox = i % p.out_w;
+    let i = q.i;
+    let c = q.c;
+    let oy = q.oy;
+    let ox = q.ox;
     let wy = window(oy, p.k_h, p.stride_h, p.pad_h, p.in_h);
     let wx = window(ox, p.k_w, p.stride_w, p.pad_w, p.in_w);
     let base = p.in_off + c * p.in_h * p.in_w;
@@ -140,14 +157,14 @@ fn max_pool2d_idx(@builtin(global_invocation_id) gid: vec3<u32>) {
 // pool whose kernel equals its stride (non-overlapping windows, no padding).
 @compute @workgroup_size(WG, 1, 1)
 fn max_unpool2d(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = gid.x + gid.y * p.row;
-    let ohw = p.out_h * p.out_w;
-    if (i >= p.c * ohw) {
+    let q = out_pos(gid);
+    if (!q.ok) {
         return;
     }
-    let c = i / ohw;
-    let oy = (i % ohw) / p.out_w;
-    let ox = i % p.out_w;
+    let i = q.i;
+    let c = q.c;
+    let oy = q.oy;
+    let ox = q.ox;
     let iy = oy / p.stride_h;
     let ix = ox / p.stride_w;
     var r = 0.0;
@@ -163,13 +180,13 @@ fn max_unpool2d(@builtin(global_invocation_id) gid: vec3<u32>) {
 // y[c, oy, ox] = x[c, oy + pad_h, ox + pad_w]: a crop at offset (pad_h, pad_w).
 @compute @workgroup_size(WG, 1, 1)
 fn crop(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = gid.x + gid.y * p.row;
-    let ohw = p.out_h * p.out_w;
-    if (i >= p.c * ohw) {
+    let q = out_pos(gid);
+    if (!q.ok) {
         return;
     }
-    let c = i / ohw;
-    let oy = (i % ohw) / p.out_w;
-    let ox = i % p.out_w;
+    let i = q.i;
+    let c = q.c;
+    let oy = q.oy;
+    let ox = q.ox;
     dst[p.out_off + i] = src[p.in_off + (c * p.in_h + oy + p.pad_h) * p.in_w + ox + p.pad_w];
 }

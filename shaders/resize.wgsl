@@ -20,6 +20,23 @@ struct Resize {
 
 override WG: u32 = 64u;
 
+// Output element `i` of this invocation (one per element of `c x out_h x out_w`) and its
+// channel, row and column; `ok` is false past the end.
+struct Pos {
+    i: u32,
+    c: u32,
+    oy: u32,
+    ox: u32,
+    ok: bool,
+};
+
+fn out_pos(gid: vec3<u32>) -> Pos {
+    let i = gid.x + gid.y * p.row;
+    let ohw = p.out_h * p.out_w;
+    return Pos(i, i / max(ohw, 1u), (i % max(ohw, 1u)) / max(p.out_w, 1u), i % max(p.out_w, 1u), i < p.c * ohw);
+}
+
+
 // (lower index, upper index, weight of the upper one)
 fn source(o: u32, scale: f32, n: u32) -> vec3<f32> {
     var s: f32;
@@ -35,14 +52,14 @@ fn source(o: u32, scale: f32, n: u32) -> vec3<f32> {
 
 @compute @workgroup_size(WG, 1, 1)
 fn bilinear(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = gid.x + gid.y * p.row;
-    let ohw = p.out_h * p.out_w;
-    if (i >= p.c * ohw) {
+    let q = out_pos(gid);
+    if (!q.ok) {
         return;
     }
-    let c = i / ohw;
-    let oy = (i % ohw) / p.out_w;
-    let ox = i % p.out_w;
+    let i = q.i;
+    let c = q.c;
+    let oy = q.oy;
+    let ox = q.ox;
     let sy = source(oy, p.scale_h, p.in_h);
     let sx = source(ox, p.scale_w, p.in_w);
     let base = p.in_off + c * p.in_h * p.in_w;
@@ -61,14 +78,14 @@ fn bilinear(@builtin(global_invocation_id) gid: vec3<u32>) {
 // `nearest` and Keras' UpSampling2D for integer factors).
 @compute @workgroup_size(WG, 1, 1)
 fn nearest(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = gid.x + gid.y * p.row;
-    let ohw = p.out_h * p.out_w;
-    if (i >= p.c * ohw) {
+    let q = out_pos(gid);
+    if (!q.ok) {
         return;
     }
-    let c = i / ohw;
-    let oy = (i % ohw) / p.out_w;
-    let ox = i % p.out_w;
+    let i = q.i;
+    let c = q.c;
+    let oy = q.oy;
+    let ox = q.ox;
     let sy = oy * p.in_h / p.out_h;
     let sx = ox * p.in_w / p.out_w;
     dst[p.out_off + i] = src[p.in_off + (c * p.in_h + sy) * p.in_w + sx];

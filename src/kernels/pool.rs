@@ -58,6 +58,14 @@ pub fn prepare(op: &Pool2d, x_off: u32, y_off: u32) -> Result<(PoolParams, [u32;
     Ok((p, groups))
 }
 
+/// The block of a per-output-element entry (`max_unpool2d`, `crop`): `c` channels from
+/// `ih x iw` at element `x_off` to `oh x ow` at `y_off`, and its grid; entry-specific fields are
+/// set by the caller.
+pub fn per_element(c: usize, (ih, iw): (usize, usize), (oh, ow): (usize, usize), x_off: u32, y_off: u32) -> (PoolParams, [u32; 3]) {
+    let (groups, row) = grid_1d(c * oh * ow, WG);
+    (PoolParams { c: c as u32, in_h: ih as u32, in_w: iw as u32, in_off: x_off, out_h: oh as u32, out_w: ow as u32, out_off: y_off, row, ..Default::default() }, groups)
+}
+
 /// Adaptive average pooling from `ih x iw` to `oh x ow`.
 pub fn prepare_adaptive(op: &AdaptiveAvgPool, (ih, iw): (usize, usize), (oh, ow): (usize, usize), x_off: u32, y_off: u32) -> (PoolParams, [u32; 3]) {
     let (groups, row) = grid_1d(op.x.c * oh * ow, WG);

@@ -4,7 +4,7 @@
 use super::{boxed_op, check_unary, per_channel_segments, sub, Cuts, EncodeCx, Encoded, Operator, Problem, Rng};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, View};
-use crate::kernels::{grid_1d, pool, Shader, Slot};
+use crate::kernels::{pool, Shader, Slot};
 
 #[derive(Clone, Debug)]
 pub struct Crop {
@@ -50,21 +50,8 @@ impl Operator for Crop {
     }
     fn encode(&self, cx: &EncodeCx<'_, '_>, name: &str) -> Result<Encoded> {
         let ((xs, xo), (ys, yo)) = (cx.resolve(self.x)?, cx.resolve(self.y)?);
-        let ((h, w), (oh, ow)) = (cx.graph.hw(self.x), cx.graph.hw(self.y));
-        let (groups, row) = grid_1d(self.y.c * oh * ow, pool::WG);
-        let pp = pool::PoolParams {
-            c: self.y.c as u32,
-            in_h: h as u32,
-            in_w: w as u32,
-            in_off: xo,
-            out_h: oh as u32,
-            out_w: ow as u32,
-            out_off: yo,
-            pad_h: self.top as u32,
-            pad_w: self.left as u32,
-            row,
-            ..Default::default()
-        };
+        let (mut pp, groups) = pool::per_element(self.y.c, cx.graph.hw(self.x), cx.graph.hw(self.y), xo, yo);
+        (pp.pad_h, pp.pad_w) = (self.top as u32, self.left as u32);
         let u = cx.uniform(&pp);
         let dispatch = cx.dispatch(Shader::Pool, "crop", &[xs, ys, Slot::whole(&u), cx.dummy()], groups, name, 0, cx.act_bytes(self));
         Ok(Encoded { dispatch, buffers: vec![u] })

@@ -7,7 +7,7 @@
 use super::{boxed_op, check_view, distinct, per_channel_segments, sub, Cuts, EncodeCx, Encoded, Operator, Problem, Rng};
 use crate::error::{Error, Result};
 use crate::graph::{DType, Graph, View};
-use crate::kernels::{grid_1d, pool, Shader, Slot};
+use crate::kernels::{pool, Shader, Slot};
 use crate::shape::Pool2dGeom;
 
 #[derive(Clone, Debug)]
@@ -65,22 +65,8 @@ impl Operator for MaxUnpool2d {
     }
     fn encode(&self, cx: &EncodeCx<'_, '_>, name: &str) -> Result<Encoded> {
         let ((xs, xo), (is, io), (ys, yo)) = (cx.resolve(self.x)?, cx.resolve(self.idx)?, cx.resolve(self.y)?);
-        let ((h, w), (oh, ow)) = (cx.graph.hw(self.x), cx.graph.hw(self.y));
-        let (groups, row) = grid_1d(self.y.c * oh * ow, pool::WG);
-        let pp = pool::PoolParams {
-            c: self.y.c as u32,
-            in_h: h as u32,
-            in_w: w as u32,
-            in_off: xo,
-            out_h: oh as u32,
-            out_w: ow as u32,
-            out_off: yo,
-            stride_h: self.stride.0 as u32,
-            stride_w: self.stride.1 as u32,
-            row,
-            aux_off: io,
-            ..Default::default()
-        };
+        let (mut pp, groups) = pool::per_element(self.y.c, cx.graph.hw(self.x), cx.graph.hw(self.y), xo, yo);
+        (pp.stride_h, pp.stride_w, pp.aux_off) = (self.stride.0 as u32, self.stride.1 as u32, io);
         let u = cx.uniform(&pp);
         let dispatch = cx.dispatch(Shader::Pool, "max_unpool2d", &[xs, ys, Slot::whole(&u), is], groups, name, 0, cx.act_bytes(self));
         Ok(Encoded { dispatch, buffers: vec![u] })
