@@ -98,7 +98,8 @@ pub fn save_rgb_png(path: impl AsRef<Path>, img: &RgbImage) -> Result<()> {
 pub fn save_palette_png(path: impl AsRef<Path>, map: &ClassMap, palette: &[[u8; 3]]) -> Result<()> {
     let path = path.as_ref();
     let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), map.w as u32, map.h as u32);
+    let mut out = std::io::BufWriter::new(file);
+    let mut enc = png::Encoder::new(&mut out, map.w as u32, map.h as u32);
     enc.set_color(png::ColorType::Indexed);
     enc.set_depth(png::BitDepth::Eight);
     let mut plte: Vec<u8> = palette.iter().take(256).flatten().copied().collect();
@@ -110,7 +111,10 @@ pub fn save_palette_png(path: impl AsRef<Path>, map: &ClassMap, palette: &[[u8; 
     let mut wr = enc.write_header().map_err(werr)?;
     wr.write_image_data(&map.data).map_err(werr)?;
     wr.finish().map_err(werr)?;
-    Ok(())
+    // flush and sync explicitly: a full disk must be an error, not a silently truncated file
+    use std::io::Write;
+    out.flush().map_err(|e| Error::io(path, e))?;
+    out.get_ref().sync_all().map_err(|e| Error::io(path, e))
 }
 
 /// Reads an 8-bit PNG of raw indices without palette expansion (class maps and label masks).

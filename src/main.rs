@@ -36,8 +36,12 @@ enum Cmd {
         #[arg(long)]
         overlay: bool,
         /// Opacity of the class colours in the overlay.
-        #[arg(long, default_value_t = 0.5)]
+        #[arg(long, default_value_t = 0.5, value_parser = parse_alpha)]
         alpha: f32,
+        /// Replace existing outputs; without it an image whose outputs exist is skipped (so an
+        /// interrupted batch resumes where it stopped).
+        #[arg(long)]
+        overwrite: bool,
         /// Also write OUT/<stem>.probs.safetensors: per-class probabilities (softmax, float32
         /// [classes, height, width] at the size the model ran at).
         #[arg(long)]
@@ -132,7 +136,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("atrous=info")).format_timestamp(None).init();
     let cli = Cli::parse();
     let r = match cli.cmd {
-        Cmd::Segment { model, inputs, out, overlay, alpha, probs } => segment(&model, &inputs, &out, Extras { overlay: overlay.then_some(alpha), probs }),
+        Cmd::Segment { model, inputs, out, overlay, alpha, probs, overwrite } => segment(&model, &inputs, &out, Extras { overlay: overlay.then_some(alpha), probs, overwrite }),
         Cmd::Eval { model, images, labels, ignore, json } => eval(&model, &images, &labels, &ignore, json),
         Cmd::Models { fetch } => models(&fetch).map(|_| ExitCode::SUCCESS),
         Cmd::Inspect { model, arch, size, json } => inspect(model.as_deref(), arch.as_deref(), size.as_deref(), json).map(|_| ExitCode::SUCCESS),
@@ -167,6 +171,15 @@ fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// An overlay opacity: a finite number in [0, 1].
+fn parse_alpha(s: &str) -> std::result::Result<f32, String> {
+    let a: f32 = s.trim().parse().map_err(|e| format!("`{s}`: {e}"))?;
+    if !(0.0..=1.0).contains(&a) {
+        return Err(format!("`{s}` is not a number in [0, 1]"));
+    }
+    Ok(a)
+}
+
 fn parse_size(s: &str) -> Result<(usize, usize)> {
     let (w, h) = s.split_once(['x', 'X']).with_context(|| format!("size `{s}` is not WxH"))?;
     Ok((h.trim().parse().context("height")?, w.trim().parse().context("width")?))
@@ -177,6 +190,36 @@ fn parse_size(s: &str) -> Result<(usize, usize)> {
 struct Extras {
     overlay: Option<f32>,
     probs: bool,
+    /// Replace existing outputs (else an image whose outputs exist is skipped).
+    overwrite: bool,
+}
+
+/// The identity of a file (device and inode), which a hard link shares with its target.
+#[cfg(unix)]
+fn file_id(p: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_id(p: &Path) -> Option<(u64, u64)> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    p.canonicalize().ok()?.hash(&mut h);
+    Some((0, h.finish()))
+}
+
+/// Writes `dst` only complete: `write` fills a temporary file beside it, which is renamed into
+/// place on success and removed on failure. The rename replaces the directory entry, so a link at
+/// `dst` is never written through.
+fn write_atomically(dst: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let name = dst.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+    let tmp = dst.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let r = write(&tmp).and_then(|_| std::fs::rename(&tmp, dst).with_context(|| format!("renaming into {}", dst.display())));
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
 }
 
 /// A `--model` argument: a file, or a zoo name fetched into the cache.
@@ -218,6 +261,8 @@ fn segment(model_arg: &str, inputs: &[PathBuf], out: &Path, extras: Extras) -> R
         bail!("no images among the inputs");
     }
     let inputs_canon: Vec<PathBuf> = files.iter().filter_map(|f| f.canonicalize().ok()).collect();
+    let input_ids: Vec<(u64, u64)> = files.iter().filter_map(|f| file_id(f)).collect();
+    let mut skipped = 0usize;
     let mut sessions: HashMap<(usize, usize), Session> = HashMap::new();
     let mut written: HashMap<PathBuf, PathBuf> = HashMap::new();
     let bar = indicatif::ProgressBar::new(files.len() as u64);
@@ -244,8 +289,9 @@ fn segment(model_arg: &str, inputs: &[PathBuf], out: &Path, extras: Extras) -> R
         });
         for (f, decoded) in files.iter().zip(rx) {
             bar.set_message(f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
-            match segment_one(&model, &gpu, &mut sessions, f, decoded, out, &inputs_canon, &mut written, extras) {
-                Ok(dst) => bar.suspend(|| eprintln!("{} -> {}", f.display(), dst.display())),
+            match segment_one(&model, &gpu, &mut sessions, f, decoded, out, (&inputs_canon, &input_ids), &mut written, extras) {
+                Ok(Some(dst)) => bar.suspend(|| eprintln!("{} -> {}", f.display(), dst.display())),
+                Ok(None) => skipped += 1,
                 Err(e) => {
                     failed += 1;
                     bar.suspend(|| eprintln!("FAILED {}: {e:#}", f.display()));
@@ -256,7 +302,10 @@ fn segment(model_arg: &str, inputs: &[PathBuf], out: &Path, extras: Extras) -> R
     });
     bar.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
-    let ok = files.len() - failed;
+    let ok = files.len() - failed - skipped;
+    if skipped > 0 {
+        eprintln!("{skipped} image(s) skipped: their outputs exist in {} (pass --overwrite to replace them)", out.display());
+    }
     eprintln!("{ok} segmented, {failed} failed, {:.2} s ({:.2} images/s)", secs, ok as f64 / secs.max(1e-9));
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
@@ -272,10 +321,10 @@ fn segment_one(
     f: &Path,
     decoded: Decoded,
     out: &Path,
-    inputs: &[PathBuf],
+    (inputs, input_ids): (&[PathBuf], &[(u64, u64)]),
     written: &mut HashMap<PathBuf, PathBuf>,
     extras: Extras,
-) -> Result<PathBuf> {
+) -> Result<Option<PathBuf>> {
     let stem = f.file_stem().with_context(|| format!("{} has no file name", f.display()))?.to_string_lossy().into_owned();
     let dst = out.join(format!("{stem}.png"));
     let overlay_dst = out.join(format!("{stem}_overlay.png"));
@@ -296,6 +345,17 @@ fn segment_one(
                 bail!("output {} is one of the inputs; not overwriting it", t.display());
             }
         }
+        if let Ok(md) = std::fs::symlink_metadata(t) {
+            if md.file_type().is_symlink() {
+                bail!("output {} is a symbolic link; not writing through it", t.display());
+            }
+            if file_id(t).is_some_and(|id| input_ids.contains(&id)) {
+                bail!("output {} is one of the inputs (the same file under another name); not overwriting it", t.display());
+            }
+        }
+    }
+    if !extras.overwrite && targets.iter().any(|t| t.exists()) {
+        return Ok(None);
     }
     let (img, resized) = decoded?;
     let (h, w) = model.info.run_size(img.h, img.w);
@@ -312,9 +372,9 @@ fn segment_one(
     };
     let (map, probs) = model.info.run_image(session, &run.data, extras.probs)?;
     let map = map.resize_nearest(img.h, img.w);
-    image_io::save_palette_png(&dst, &map, &model.info.palette)?;
+    write_atomically(&dst, |tmp| Ok(image_io::save_palette_png(tmp, &map, &model.info.palette)?))?;
     if let Some(alpha) = extras.overlay {
-        image_io::save_rgb_png(&overlay_dst, &image_io::overlay(&img, &map, &model.info.palette, alpha))?;
+        write_atomically(&overlay_dst, |tmp| Ok(image_io::save_rgb_png(tmp, &image_io::overlay(&img, &map, &model.info.palette, alpha))?))?;
     }
     if let Some(p) = probs {
         let bytes: &[u8] = bytemuck::cast_slice(&p);
@@ -325,12 +385,12 @@ fn segment_one(
             ("image_size_hw".to_string(), format!("[{}, {}]", img.h, img.w)),
             ("note".to_string(), "softmax over the model's logits at the size it ran at (HxW of the tensor); resize to image_size_hw to overlay".to_string()),
         ]);
-        safetensors::serialize_to_file([("probabilities", view)], Some(meta), &probs_dst).with_context(|| format!("writing {}", probs_dst.display()))?;
+        write_atomically(&probs_dst, |tmp| safetensors::serialize_to_file([("probabilities", view)], Some(meta), tmp).with_context(|| format!("writing {}", probs_dst.display())))?;
     }
     for t in targets {
         written.insert(t, f.to_path_buf());
     }
-    Ok(dst)
+    Ok(Some(dst))
 }
 
 fn eval(model_arg: &str, images: &Path, labels: &Path, ignore: &[u8], json: bool) -> Result<ExitCode> {

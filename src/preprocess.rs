@@ -55,7 +55,8 @@ impl Normalize {
     /// the /255 goes. An `atrous_normalize` entry (this struct as JSON) takes precedence.
     pub fn from_metadata(meta: &std::collections::HashMap<String, String>) -> Result<Self> {
         if let Some(s) = meta.get("atrous_normalize") {
-            return serde_json::from_str(s).map_err(|e| Error::Metadata { key: "atrous_normalize".into(), reason: e.to_string() });
+            let n: Normalize = serde_json::from_str(s).map_err(|e| Error::Metadata { key: "atrous_normalize".into(), reason: e.to_string() })?;
+            return n.validated("atrous_normalize");
         }
         let raw = meta.get("input").ok_or_else(|| Error::Metadata { key: "input".into(), reason: "missing: the file does not say how to normalise pixels".into() })?;
         let bad = |reason: String| Error::Metadata { key: "input".into(), reason };
@@ -103,9 +104,7 @@ impl Normalize {
                 ([a; 3], [b; 3])
             }
         };
-        if std.iter().any(|&s| s == 0.0 || !s.is_finite()) {
-            return Err(bad(format!("std {std:?} has a zero or non-finite value")));
-        }
+
         // Where does the /255 go? "pixel[c]/255 - mean" (before) or "... / std[c]) / 255" (after).
         let pre = formula.contains("pixel[c]/255") || formula.contains("pixel/255");
         let post = formula.contains(")/255");
@@ -115,7 +114,23 @@ impl Normalize {
             (false, false) => (1.0, 1.0),
             (true, true) => return Err(bad(format!("formula `{formula}` divides by 255 twice"))),
         };
-        Ok(Normalize { order, pre_scale, mean, std, post_scale })
+        Normalize { order, pre_scale, mean, std, post_scale }.validated("input")
+    }
+
+    /// Every constant finite, every std and scale non-zero: a normalisation that cannot turn
+    /// pixels into NaN, infinities or all-equal values is the only kind a model may declare.
+    fn validated(self, key: &str) -> Result<Self> {
+        let bad = |what: String| Err(Error::Metadata { key: key.into(), reason: what });
+        if self.std.iter().any(|&s| s == 0.0 || !s.is_finite()) {
+            return bad(format!("std {:?} has a zero or non-finite value", self.std));
+        }
+        if self.mean.iter().any(|m| !m.is_finite()) {
+            return bad(format!("mean {:?} has a non-finite value", self.mean));
+        }
+        if [self.pre_scale, self.post_scale].iter().any(|&s| s == 0.0 || !s.is_finite()) {
+            return bad(format!("scales {} and {} must be finite and non-zero", self.pre_scale, self.post_scale));
+        }
+        Ok(self)
     }
 }
 
@@ -165,6 +180,18 @@ mod tests {
         assert_eq!(n.mean, [127.5; 3]);
         assert_eq!(n.std, [127.5; 3]);
         assert_eq!((n.pre_scale, n.post_scale), (1.0, 1.0));
+    }
+
+    #[test]
+    fn atrous_normalize_is_validated() {
+        let m = |json: &str| HashMap::from([("atrous_normalize".to_string(), json.to_string())]);
+        let ok = r#"{"order": "Rgb", "pre_scale": 1.0, "mean": [0, 0, 0], "std": [1, 1, 1], "post_scale": 1.0}"#;
+        assert!(Normalize::from_metadata(&m(ok)).is_ok());
+        for bad in [ok.replace("\"std\": [1, 1, 1]", "\"std\": [1, 0, 1]"), ok.replace("\"mean\": [0, 0, 0]", "\"mean\": [0, 1e39, 0]"), ok.replace("\"post_scale\": 1.0", "\"post_scale\": 0.0")] {
+            assert_ne!(bad, ok);
+            let e = Normalize::from_metadata(&m(&bad)).unwrap_err();
+            assert!(e.to_string().contains("atrous_normalize"), "{e}");
+        }
     }
 
     #[test]

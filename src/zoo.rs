@@ -256,20 +256,40 @@ impl Drop for TempFile {
     }
 }
 
-/// Downloads `url` completely into memory (checking the announced length), with a progress bar.
+/// The largest download accepted (the zoo's checkpoints are 2-30 MB): `ATROUS_MAX_DOWNLOAD`
+/// bytes (e.g. `512MiB`), default 1 GiB. A larger announced or actual length is an error before
+/// anything that size is allocated.
+pub fn max_download() -> u64 {
+    std::env::var("ATROUS_MAX_DOWNLOAD").ok().and_then(|s| crate::plan::parse_bytes(&s)).unwrap_or(1 << 30)
+}
+
+/// Connect and per-read timeouts of downloads: `ATROUS_DOWNLOAD_TIMEOUT` seconds, default 30. A
+/// server that never answers or stalls mid-transfer gives a `Download` error, not a hang.
+pub fn download_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs_f64(std::env::var("ATROUS_DOWNLOAD_TIMEOUT").ok().and_then(|s| s.parse::<f64>().ok()).filter(|s| *s > 0.0).unwrap_or(30.0))
+}
+
+/// Downloads `url` completely into memory (checking the announced length against
+/// [`max_download`] and against what arrives), with a progress bar and timeouts.
 fn download(url: &str, progress: bool) -> Result<Vec<u8>> {
     let derr = |reason: String| Error::Download { url: url.to_string(), reason };
     if let Some(path) = url.strip_prefix("file://") {
         return std::fs::read(path).map_err(|e| derr(e.to_string()));
     }
-    let resp = ureq::get(url).call().map_err(|e| derr(e.to_string()))?;
+    let t = download_timeout();
+    let agent: ureq::Agent = ureq::Agent::config_builder().timeout_connect(Some(t)).timeout_recv_response(Some(t)).timeout_per_read(Some(t)).build().into();
+    let resp = agent.get(url).call().map_err(|e| derr(format!("{e} (timeouts: {} s; ATROUS_DOWNLOAD_TIMEOUT)", t.as_secs_f64())))?;
     let len: Option<u64> = resp.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let ceiling = max_download();
+    if let Some(l) = len.filter(|&l| l > ceiling) {
+        return Err(derr(format!("the server announces {l} bytes, more than the {ceiling}-byte limit (ATROUS_MAX_DOWNLOAD)")));
+    }
     let bar = if progress { indicatif::ProgressBar::new(len.unwrap_or(0)) } else { indicatif::ProgressBar::hidden() };
     bar.set_style(indicatif::ProgressStyle::with_template("{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}").expect("valid template"));
     bar.set_message(format!("downloading {url}"));
     let mut body = resp.into_body();
-    let mut reader = body.with_config().limit(4 << 30).reader();
-    let mut out = Vec::with_capacity(len.unwrap_or(0) as usize);
+    let mut reader = body.with_config().limit(ceiling).reader();
+    let mut out = Vec::with_capacity(len.unwrap_or(0).min(ceiling) as usize);
     let mut buf = vec![0u8; 1 << 16];
     loop {
         let n = reader.read(&mut buf).map_err(|e| derr(format!("transfer interrupted after {} bytes: {e}", out.len())))?;

@@ -202,3 +202,86 @@ fn out_of(dir: &std::path::Path) -> std::path::PathBuf {
     std::fs::write(&p, safetensors::serialize(vec![("logits", v)], None).unwrap()).unwrap();
     p
 }
+
+/// Sizes and options that used to panic or succeed with garbage are clear errors: a size whose
+/// byte count overflows (`4294967296x4294967296`, `18446744073709551608x8`) and `--alpha NaN`.
+#[test]
+fn absurd_sizes_and_options_are_errors() {
+    let Some(shared) = common::shared() else { return };
+    let model = shared.join("models/espnet_camvid.safetensors");
+    for size in ["4294967296x4294967296", "18446744073709551608x8", "65544x8"] {
+        let r = Command::new(env!("CARGO_BIN_EXE_atrous")).args(["inspect", "--model"]).arg(&model).args(["--size", size]).output().unwrap();
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(2), "{size}: {err}");
+        assert!(err.contains("larger than 65536") || err.contains("height") || err.contains("width"), "{size}: {err}");
+    }
+    let img = shared.join("data/camvid/val/images/0016E5_07959.png");
+    for alpha in ["NaN", "inf", "-0.5", "1.5"] {
+        let out = std::env::temp_dir().join(format!("atrous-alpha-{}", std::process::id()));
+        let r = Command::new(env!("CARGO_BIN_EXE_atrous")).args(["segment", "--overlay", "--alpha", alpha, "--model"]).arg(&model).arg(&img).arg("--out").arg(&out).output().unwrap();
+        assert_eq!(r.status.code(), Some(2), "alpha {alpha}: {}", String::from_utf8_lossy(&r.stderr));
+        assert!(!out.join("0016E5_07959_overlay.png").exists());
+    }
+}
+
+/// Outputs never destroy what they should not: an input hard-linked into `--out` under its
+/// output's name and a symlink in `--out` are refused (the input and the link's target are
+/// unchanged); existing outputs are kept unless `--overwrite` (the run says how many it skipped,
+/// so an interrupted batch resumes); no temporary file is left behind.
+#[cfg(unix)]
+#[test]
+fn outputs_are_atomic_and_never_overwrite_what_they_should_not() {
+    let Some(shared) = common::shared() else { return };
+    if common::gpu().is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("atrous-cli-safe-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let model = shared.join("models/espnet_camvid.safetensors");
+    // an input hard-linked into the output folder under the name its mask would get
+    let input = dir.join("frame.png");
+    std::fs::copy(shared.join("data/camvid/val/images/0016E5_07959.png"), &input).unwrap();
+    std::fs::hard_link(&input, out.join("frame.png")).unwrap();
+    let before = std::fs::read(&input).unwrap();
+    let run = |args: &[&str], files: &[&std::path::Path]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_atrous"));
+        c.args(["segment", "--model"]).arg(&model).args(args);
+        for f in files {
+            c.arg(f);
+        }
+        c.arg("--out").arg(&out).output().unwrap()
+    };
+    let r = run(&["--overwrite"], &[&input]);
+    assert_eq!(r.status.code(), Some(1), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("one of the inputs"));
+    assert_eq!(std::fs::read(&input).unwrap(), before, "the hard-linked input was written through");
+    std::fs::remove_file(out.join("frame.png")).unwrap();
+    // a symlink where an output goes: refused, its target untouched
+    let victim = dir.join("victim.txt");
+    std::fs::write(&victim, b"keep me").unwrap();
+    let second = dir.join("second.png");
+    std::fs::copy(&input, &second).unwrap();
+    std::os::unix::fs::symlink(&victim, out.join("second.png")).unwrap();
+    let r = run(&["--overwrite"], &[&second]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("symbolic link"));
+    assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+    std::fs::remove_file(out.join("second.png")).unwrap();
+    // a fresh run writes; a second run keeps the outputs and says so; --overwrite replaces them
+    let r = run(&[], &[&input, &second]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let mask = std::fs::read(out.join("frame.png")).unwrap();
+    std::fs::write(out.join("second.png"), b"an older output").unwrap();
+    let r = run(&[], &[&input, &second]);
+    assert!(r.status.success());
+    assert!(String::from_utf8_lossy(&r.stderr).contains("2 image(s) skipped"), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(std::fs::read(out.join("second.png")).unwrap(), b"an older output");
+    let r = run(&["--overwrite"], &[&input, &second]);
+    assert!(r.status.success());
+    assert_eq!(std::fs::read(out.join("second.png")).unwrap(), mask, "overwritten with the same image's mask");
+    let leftovers: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.ends_with(".tmp")).collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -138,6 +138,22 @@ fn bad_metadata_is_named() {
     assert!(matches!(&e, Error::Metadata { key, .. } if key == "input"), "{e}");
 }
 
+/// A metadata run size beyond what atrous plans is refused at load (it used to abort in the
+/// resize), as are normalisations with a zero std or a non-finite mean.
+#[test]
+fn absurd_metadata_sizes_and_normalisations_are_named() {
+    let Some((_, tensors, mut meta)) = original() else { return };
+    meta.insert("atrous_run_size".into(), "[100000, 100000]".into());
+    let e = load(serialize(&tensors, &meta)).err().unwrap();
+    assert!(matches!(&e, Error::Metadata { key, .. } if key == "atrous_run_size"), "{e}");
+    for n in [r#"{"order": "Bgr", "pre_scale": 1.0, "mean": [1, 2, 3], "std": [0, 1, 1], "post_scale": 1.0}"#, r#"{"order": "Bgr", "pre_scale": 1.0, "mean": [1, 2, 1e39], "std": [1, 1, 1], "post_scale": 1.0}"#] {
+        let (_, tensors, mut meta) = original().unwrap();
+        meta.insert("atrous_normalize".into(), n.into());
+        let e = load(serialize(&tensors, &meta)).err().unwrap();
+        assert!(matches!(&e, Error::Metadata { key, .. } if key == "atrous_normalize"), "{e}");
+    }
+}
+
 #[test]
 fn unknown_architecture_is_an_error() {
     let Some((_, mut tensors, meta)) = original() else { return };

@@ -15,7 +15,9 @@ use atrous::error::Error;
 use atrous::zoo::{self, FetchOptions};
 
 /// Serves `root` on 127.0.0.1: `/ok/<file>`, `/corrupt/<file>` (one byte flipped), `/error/<file>`
-/// (HTTP 500) and `/cut/<file>` (the full length announced, half the body sent). Returns the base
+/// (HTTP 500), `/cut/<file>` (the full length announced, half the body sent), `/huge/<file>` (a
+/// 1 TB `Content-Length`), `/max/<file>` (`u64::MAX`) and `/stall/<file>` (headers, then 5 s of
+/// silence). Returns the base
 /// URL and the request counter. The thread lives as long as the test process.
 fn serve(root: PathBuf) -> (String, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -44,6 +46,14 @@ fn serve(root: PathBuf) -> (String, Arc<AtomicUsize>) {
             let _ = match (mode, body) {
                 (_, None) => s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
                 ("error", _) => s.write_all(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+                ("huge", _) => s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1099511627776\r\nConnection: close\r\n\r\nsome bytes"),
+                ("max", _) => s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551615\r\nConnection: close\r\n\r\nsome bytes"),
+                ("stall", Some(b)) => {
+                    let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", b.len());
+                    let r = s.write_all(head.as_bytes()).and_then(|_| s.flush());
+                    std::thread::sleep(std::time::Duration::from_secs(5));
+                    r
+                }
                 (mode, Some(mut b)) => {
                     if mode == "corrupt" {
                         let i = b.len() / 2;
@@ -221,5 +231,31 @@ fn numerics_only_cards_describe_their_shared_files() {
     for c in &cards {
         let m = atrous::models::Model::load(shared.join(&c.shared_file)).unwrap();
         assert_eq!(m.info.classes, c.classes, "{}", c.name);
+    }
+}
+
+/// Hostile servers: an announced length of 1 TB or u64::MAX is refused before anything that size
+/// is allocated (no abort), and a server that stalls after its headers times out; each is a
+/// `Download` error through the CLI (its error exit code, not a panic), nothing cached.
+#[test]
+fn huge_announcements_and_stalls_are_download_errors() {
+    let Some(shared) = common::shared() else { return };
+    let (base, _) = serve(shared.join("models/original"));
+    for (mode, want) in [("huge", "limit"), ("max", "limit"), ("stall", "tim")] {
+        let cache = temp_cache(&format!("hostile-{mode}"));
+        let t0 = std::time::Instant::now();
+        let r = Command::new(env!("CARGO_BIN_EXE_atrous"))
+            .env("ATROUS_MODEL_MIRROR", format!("{base}/{mode}"))
+            .env("ATROUS_CACHE_DIR", &cache)
+            .env("ATROUS_DOWNLOAD_TIMEOUT", "1")
+            .args(["models", "--fetch", "espnet-camvid"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&r.stderr);
+        eprintln!("{mode}: {:?} after {:.1} s: {}", r.status.code(), t0.elapsed().as_secs_f64(), err.trim());
+        // 2: the CLI's error exit (a panic would be 101)
+        assert_eq!(r.status.code(), Some(2), "{mode}: {err}");
+        assert!(err.contains("download") && err.to_lowercase().contains(want), "{mode}: {err}");
+        assert!(cache_is_empty(&cache), "{mode}: something was cached");
     }
 }

@@ -19,6 +19,10 @@ use crate::graph::{Act, Graph, View};
 use crate::preprocess::Normalize;
 use crate::weights::Weights;
 
+/// The largest height or width atrous plans for: with it every size, shape and byte count of a
+/// graph stays far inside 64-bit arithmetic (channels x 65536^2 x 4 bytes < 2^63).
+pub const MAX_SIDE: usize = 65536;
+
 /// Which input sizes a model accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SizeRule {
@@ -114,6 +118,9 @@ impl ModelInfo {
 fn run_size_from_metadata(meta: &std::collections::HashMap<String, String>) -> Result<Option<(usize, usize)>> {
     if let Some(s) = meta.get("atrous_run_size") {
         let v: [usize; 2] = serde_json::from_str(s).map_err(|e| Error::Metadata { key: "atrous_run_size".into(), reason: e.to_string() })?;
+        if v.iter().any(|&d| d == 0 || d > MAX_SIDE) {
+            return Err(Error::Metadata { key: "atrous_run_size".into(), reason: format!("{v:?}: each side must be 1..={MAX_SIDE}") });
+        }
         return Ok(Some((v[0], v[1])));
     }
     let size = meta.get("input").and_then(|i| serde_json::from_str::<serde_json::Value>(i).ok()).and_then(|v| v.get("size").and_then(|s| s.as_str()).map(str::to_string));
@@ -256,6 +263,9 @@ impl Model {
 
     /// The graph for an `h x w` input as the builder emits it: plain operators, nothing fused.
     pub fn plain_graph(&self, h: usize, w: usize) -> Result<Graph> {
+        if h > MAX_SIDE || w > MAX_SIDE {
+            return Err(Error::InputSize { model: self.info.name.clone(), h, w, reason: format!("larger than {MAX_SIDE} pixels on a side, the most atrous plans (checked before any size arithmetic)") });
+        }
         if !self.info.size.accepts(h, w) {
             let reason = match self.info.size {
                 SizeRule::MultipleOf(m) => format!("height and width must be positive multiples of {m}"),
