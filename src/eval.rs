@@ -85,7 +85,7 @@ pub fn evaluate(model: &Model, gpu: &Gpu, pairs: &[(PathBuf, PathBuf)], ignore: 
                 std::collections::hash_map::Entry::Vacant(v) => v.insert(Session::new(gpu, &model.graph(h, w)?, model.info.pixel_head())?),
             };
             let t0 = Instant::now();
-            let (map, _) = model.info.run_image(s, &run.data, false)?;
+            let (map, _) = model.info.run_image(s, &run.data, None)?;
             ms.push(t0.elapsed().as_secs_f64() * 1e3);
             let map = map.resize_nearest(img.h, img.w);
             conf.add(&label.data, &map.data, |g| ignore.contains(&g), &real);

@@ -383,6 +383,12 @@ impl Graph {
         self.nodes.iter().map(|n| n.op.parameters()).sum()
     }
 
+    /// The graph without its tensors and nodes (inputs, outputs, flags), for building a related
+    /// graph without copying parameters.
+    pub fn clone_shallow(&self) -> Graph {
+        Graph { tensors: vec![], nodes: vec![], input: self.input, inputs: self.inputs.clone(), logits: self.logits, outputs: self.outputs.clone(), sigmoid_head: self.sigmoid_head }
+    }
+
     /// Indices of the nodes that read any channel of tensor `t`.
     pub fn readers(&self, t: TensorId) -> Vec<usize> {
         (0..self.nodes.len()).filter(|&i| self.nodes[i].op.reads().iter().any(|v| v.tensor == t)).collect()

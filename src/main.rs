@@ -370,7 +370,7 @@ fn segment_one(
             v.insert(Session::new(gpu, &g, model.info.pixel_head())?)
         }
     };
-    let (map, probs) = model.info.run_image(session, &run.data, extras.probs)?;
+    let (map, probs) = model.info.run_image(session, &run.data, extras.probs.then_some(atrous::models::FloatOutput::Probabilities))?;
     let map = map.resize_nearest(img.h, img.w);
     write_atomically(&dst, |tmp| Ok(image_io::save_palette_png(tmp, &map, &model.info.palette)?))?;
     if let Some(alpha) = extras.overlay {
@@ -605,13 +605,13 @@ fn bench(model_arg: &str, size: Option<&str>, iters: usize, json: bool) -> Resul
     // a deterministic, textured test image
     let rgb: Vec<u8> = (0..h * w * 3).map(|i| ((i * 2654435761usize) >> 13) as u8).collect();
     for _ in 0..2 {
-        model.info.run_image(&mut s, &rgb, false)?;
+        model.info.run_image(&mut s, &rgb, None)?;
     }
     let mut e2e = vec![];
     let t_seq = Instant::now();
     for _ in 0..iters {
         let t0 = Instant::now();
-        model.info.run_image(&mut s, &rgb, false)?;
+        model.info.run_image(&mut s, &rgb, None)?;
         e2e.push(t0.elapsed().as_secs_f64() * 1e3);
     }
     let seq_ips = iters as f64 / t_seq.elapsed().as_secs_f64();

@@ -175,20 +175,18 @@ pub fn fold_affine(g: &mut Graph) -> usize {
         let ok = a.add.is_none()
             && sole_producer(g, a.x.tensor, j).is_some_and(|i| {
                 let op = &g.nodes[i].op;
-                let conv_ok = op.get::<Conv2d>().is_some_and(|c| c.act == Act::None && c.y == a.x && (c.add.is_none() || a.scale.iter().all(|&s| s == 1.0)))
-                    || op.get::<ConvT2d>().is_some_and(|c| c.act == Act::None && c.y == a.x && (c.add.is_none() || a.scale.iter().all(|&s| s == 1.0)));
+                let conv_ok = epilogue(op).is_some_and(|(add, act, y)| *act == Act::None && y == a.x && (add.is_none() || a.scale.iter().all(|&s| s == 1.0)));
                 conv_ok && !touched_between(g, i, j, a.y)
             });
         if ok {
             let i = sole_producer(g, a.x.tensor, j).expect("checked");
             let name = g.nodes[j].name.clone();
             let done = try_edit(g, i, |node| {
-                if let Some(c) = node.op.get_mut::<Conv2d>() {
+                // the weights' layouts differ; bias, activation and output are the same fields
+                let bias = if let Some(c) = node.op.get_mut::<Conv2d>() {
                     let per = c.weight.len() / c.geom.out_c;
                     scale_weights(&mut c.weight, &a.scale, |idx| idx / per);
-                    c.bias = Some(fold_bias(c.bias.as_deref(), &a.scale, &a.shift));
-                    c.act = a.act.clone();
-                    c.y = a.y;
+                    &mut c.bias
                 } else if let Some(c) = node.op.get_mut::<ConvT2d>() {
                     // [in, out/groups, kh, kw]: output channel of element idx
                     let (khw, ocpg, icpg) = (c.geom.k_h * c.geom.k_w, c.geom.ocpg(), c.geom.icpg());
@@ -196,12 +194,13 @@ pub fn fold_affine(g: &mut Graph) -> usize {
                         let ic = idx / (ocpg * khw);
                         (ic / icpg) * ocpg + (idx / khw) % ocpg
                     });
-                    c.bias = Some(fold_bias(c.bias.as_deref(), &a.scale, &a.shift));
-                    c.act = a.act.clone();
-                    c.y = a.y;
+                    &mut c.bias
                 } else {
                     return false;
-                }
+                };
+                *bias = Some(fold_bias(bias.as_deref(), &a.scale, &a.shift));
+                let Some((_, act, y)) = epilogue_mut(&mut node.op) else { return false };
+                (*act, *y) = (a.act.clone(), a.y);
                 node.name = format!("{}+{}", node.name, short(&name));
                 true
             });
@@ -214,6 +213,22 @@ pub fn fold_affine(g: &mut Graph) -> usize {
         j += 1;
     }
     n
+}
+
+/// The epilogue of a (transposed) convolution: addend, activation and output view.
+fn epilogue(op: &Op) -> Option<(Option<View>, &Act, View)> {
+    match op.get::<Conv2d>() {
+        Some(c) => Some((c.add, &c.act, c.y)),
+        None => op.get::<ConvT2d>().map(|c| (c.add, &c.act, c.y)),
+    }
+}
+
+/// [`epilogue`], mutable.
+fn epilogue_mut(op: &mut Op) -> Option<(&mut Option<View>, &mut Act, &mut View)> {
+    if op.get::<Conv2d>().is_some() {
+        return op.get_mut::<Conv2d>().map(|c| (&mut c.add, &mut c.act, &mut c.y));
+    }
+    op.get_mut::<ConvT2d>().map(|c| (&mut c.add, &mut c.act, &mut c.y))
 }
 
 fn short(name: &str) -> &str {
@@ -251,21 +266,14 @@ pub fn fuse_add(g: &mut Graph) -> usize {
             let Some(i) = sole_producer(g, t.tensor, j) else { continue };
             let op = &g.nodes[i].op;
             let fits = |act: &Act, y: View, add: Option<View>| *act == Act::None && y == t && add.is_none();
-            let is_conv = op.get::<Conv2d>().is_some_and(|c| fits(&c.act, c.y, c.add)) || op.get::<ConvT2d>().is_some_and(|c| fits(&c.act, c.y, c.add));
+            let is_conv = epilogue(op).is_some_and(|(add, act, y)| fits(act, y, add));
             if !is_conv || !ready_before(g, i, other) || touched_between(g, i, j, a.y) || g.nodes[i + 1..j].iter().any(|m| m.op.outputs().iter().any(|u| overlaps(*u, other))) {
                 continue;
             }
             let name = g.nodes[j].name.clone();
             fused = try_edit(g, i, |node| {
-                if let Some(c) = node.op.get_mut::<Conv2d>() {
-                    c.add = Some(other);
-                    c.act = a.act.clone();
-                    c.y = a.y;
-                } else if let Some(c) = node.op.get_mut::<ConvT2d>() {
-                    c.add = Some(other);
-                    c.act = a.act.clone();
-                    c.y = a.y;
-                }
+                let Some((add, act, y)) = epilogue_mut(&mut node.op) else { return false };
+                (*add, *act, *y) = (Some(other), a.act.clone(), a.y);
                 node.name = format!("{}+{}", node.name, short(&name));
                 true
             });

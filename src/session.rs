@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use crate::graph::{DType, Graph, Node, TensorId, View};
 use crate::kernels::{self, Dispatch, Kernels, Shader, Slot};
-use crate::ops::{buffer_init, EncodeCx, Resolve};
+use crate::ops::{buffer_init, uniform_buffer, EncodeCx, Resolve};
 use crate::plan::{Plan, PlanLimits};
 use crate::preprocess::Normalize;
 
@@ -49,16 +49,15 @@ impl TensorData {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// Little-endian device bytes, padded to whole 4-byte words.
-    fn bytes(&self) -> Vec<u8> {
-        let mut b: Vec<u8> = match self {
-            TensorData::F32(v) => bytemuck::cast_slice(v).to_vec(),
-            TensorData::F16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            TensorData::U32(v) => bytemuck::cast_slice(v).to_vec(),
-            TensorData::U8(v) => v.clone(),
-        };
-        b.resize(b.len().next_multiple_of(4), 0);
-        b
+    /// Little-endian device bytes (borrowed where the element type is already that).
+    fn bytes(&self) -> std::borrow::Cow<'_, [u8]> {
+        use std::borrow::Cow;
+        match self {
+            TensorData::F32(v) => Cow::Borrowed(bytemuck::cast_slice(v)),
+            TensorData::F16(v) => Cow::Owned(v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            TensorData::U32(v) => Cow::Borrowed(bytemuck::cast_slice(v)),
+            TensorData::U8(v) => Cow::Borrowed(v),
+        }
     }
     fn from_bytes(dtype: DType, b: &[u8], n: usize) -> Self {
         match dtype {
@@ -99,6 +98,9 @@ struct Ids {
     logits: TensorId,
     classes: TensorId,
     probs: Option<TensorId>,
+    /// How much of the graph is the network: (tensors, inputs, outputs, nodes); the heads add
+    /// tensors, inputs and outputs after these, preprocessing before the nodes and the rest after.
+    network: (usize, usize, usize, usize),
 }
 
 /// A graph planned for one input size on one device: the network with its heads (preprocessing,
@@ -128,8 +130,6 @@ pub struct Session {
     kernels: Kernels,
     normalize: Option<Normalize>,
     options: SessionOptions,
-    /// The network as given (for a rebuild with other heads).
-    network: Graph,
 }
 
 /// Where [`Session::encode_texture`] writes.
@@ -147,6 +147,7 @@ const NO_PIXELS: &str = "this session was built without a normalisation, so it t
 /// The network plus its heads.
 fn with_heads(network: &Graph, options: &SessionOptions) -> Result<(Graph, Ids)> {
     let mut g = network.clone();
+    let sizes = (g.tensors.len(), g.inputs.len(), g.outputs.len(), g.nodes.len());
     let logits = g.logits.ok_or_else(|| Error::op("graph", "no logits tensor"))?;
     let input = g.input;
     let rgba = options.normalize.map(|n| crate::ops::preprocess::attach(&mut g, input, n)).transpose()?;
@@ -163,7 +164,17 @@ fn with_heads(network: &Graph, options: &SessionOptions) -> Result<(Graph, Ids)>
     } else {
         None
     };
-    Ok((g, Ids { input, rgba, logits, classes, probs }))
+    Ok((g, Ids { input, rgba, logits, classes, probs, network: sizes }))
+}
+
+/// The network of a graph with heads: [`with_heads`] undone.
+fn without_heads(g: &Graph, ids: &Ids) -> Graph {
+    let (t, i, o, n) = ids.network;
+    let first = ids.rgba.is_some() as usize;
+    let mut net = Graph { tensors: g.tensors[..t].to_vec(), nodes: g.nodes[first..first + n].to_vec(), ..g.clone_shallow() };
+    net.inputs.truncate(i);
+    net.outputs.truncate(o);
+    net
 }
 
 impl Session {
@@ -237,24 +248,7 @@ impl Session {
         }
         let input = &graph.tensors[ids.input];
         let (h, w, classes) = (input.h, input.w, graph.tensors[ids.logits].c);
-        let mut s = Session {
-            gpu: gpu.clone(),
-            h,
-            w,
-            classes,
-            ids,
-            arenas,
-            _owned: owned,
-            node_dispatches,
-            dispatches: vec![],
-            readbacks: HashMap::new(),
-            plan,
-            graph,
-            kernels,
-            normalize: options.normalize,
-            options,
-            network: network.clone(),
-        };
+        let mut s = Session { gpu: gpu.clone(), h, w, classes, ids, arenas, _owned: owned, node_dispatches, dispatches: vec![], readbacks: HashMap::new(), plan, graph, kernels, normalize: options.normalize, options };
         s.dispatches = s.selected(&[ids.input], &[ids.classes])?.into_iter().flat_map(|n| s.node_dispatches[n].clone()).collect();
         Ok(s)
     }
@@ -535,11 +529,15 @@ impl Session {
             let bytes = t.data.bytes();
             let plane = d.plane_bytes() as usize;
             for (a, off, c0, c) in self.chunks(id) {
-                let end = ((c0 + c) * plane).min(bytes.len());
-                let chunk = &bytes[c0 * plane..end];
-                let mut padded = chunk.to_vec();
-                padded.resize(chunk.len().next_multiple_of(4), 0);
-                self.gpu.queue.write_buffer(&self.arenas[a], off, &padded);
+                let chunk = &bytes[c0 * plane..(c0 + c) * plane];
+                // uploads are whole 4-byte words: only a u8 tensor of odd size needs a padded copy
+                if chunk.len() % 4 == 0 {
+                    self.gpu.queue.write_buffer(&self.arenas[a], off, chunk);
+                } else {
+                    let mut padded = chunk.to_vec();
+                    padded.resize(chunk.len().next_multiple_of(4), 0);
+                    self.gpu.queue.write_buffer(&self.arenas[a], off, &padded);
+                }
             }
             provided.push(id);
         }
@@ -653,7 +651,7 @@ impl Session {
     /// Rebuilds the session with the probabilities head (once).
     fn enable_probabilities(&mut self) -> Result<()> {
         let options = SessionOptions { probabilities: true, ..self.options };
-        *self = Session::with_options(&self.gpu.clone(), &self.network.clone(), options)?;
+        *self = Session::with_options(&self.gpu.clone(), &without_heads(&self.graph, &self.ids), options)?;
         Ok(())
     }
 
@@ -825,10 +823,6 @@ pub fn read_buffer(gpu: &Gpu, buf: &wgpu::Buffer) -> Result<Vec<u8>> {
     let out = slice.get_mapped_range().map_err(|e| Error::Gpu { during: "reading the mapped range".into(), reason: e.to_string() })?.to_vec();
     buf.unmap();
     Ok(out)
-}
-
-fn uniform_buffer<T: bytemuck::Pod>(dev: &wgpu::Device, p: &T) -> wgpu::Buffer {
-    buffer_init(dev, "atrous params", &kernels::uniform_bytes(p), wgpu::BufferUsages::UNIFORM)
 }
 
 /// Builds the dispatch of one graph node whose views each lie in one binding (see

@@ -11,6 +11,7 @@ and ``atrous.DeviceError`` (all ``atrous.AtrousError``), with the same messages 
 
 from __future__ import annotations
 
+import os
 from typing import Iterable, List, Sequence, Tuple, Union
 
 import numpy as np
@@ -125,5 +126,3 @@ def save_palette_png(path: str, classes: np.ndarray, palette: Sequence[Tuple[int
         raise ImageError(f"a class map is H x W, got shape {a.shape}")
     _atrous.save_palette_png(str(path), a.shape[0], a.shape[1], a.tobytes(), list(palette))
 
-
-import os  # noqa: E402  (used in annotations above)

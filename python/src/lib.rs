@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use atrous::gpu::Gpu;
 use atrous::image_io::RgbImage;
-use atrous::models::Model as RsModel;
+use atrous::models::{FloatOutput, Model as RsModel};
 use atrous::session::{ClassMap, Session as RsSession};
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
@@ -131,24 +131,12 @@ impl Session {
 
     /// The image at its run size, then the class map (at the image's size) and, if asked, the
     /// logits or probabilities at the run size.
-    fn run(&mut self, img: RgbImage, what: Extra) -> atrous::Result<Ran> {
+    fn run(&mut self, img: RgbImage, what: Option<FloatOutput>) -> atrous::Result<Ran> {
         let hw = self.run_size(img.h, img.w);
-        let run = if hw == (img.h, img.w) { img.clone() } else { img.resize(hw.0, hw.1) };
-        let info = self.model.info.clone();
+        let resized = (hw != (img.h, img.w)).then(|| img.resize(hw.0, hw.1));
+        let model = self.model.clone();
         let s = self.session(hw)?;
-        let (map, extra) = match what {
-            Extra::None => info.run_image(s, &run.data, false)?,
-            Extra::Probs => info.run_image(s, &run.data, true)?,
-            Extra::Logits => {
-                if info.grey_minmax {
-                    let (m, l) = s.run_tensor_logits(&atrous::preprocess::grey_minmax(&run.data))?;
-                    (m, Some(l))
-                } else {
-                    let (m, l) = s.run_rgb_logits(&run.data)?;
-                    (m, Some(l))
-                }
-            }
-        };
+        let (map, extra) = model.info.run_image(s, &resized.as_ref().unwrap_or(&img).data, what)?;
         Ok((map.resize_nearest(img.h, img.w), extra, hw))
     }
 }
@@ -157,13 +145,6 @@ impl Session {
 type Ran = (ClassMap, Option<Vec<f32>>, (usize, usize));
 /// Class map bytes, float32 bytes and their shape `(c, h, w)`.
 type MapAndFloats = (Py<PyBytes>, Py<PyBytes>, (usize, usize, usize));
-
-#[derive(Clone, Copy)]
-enum Extra {
-    None,
-    Logits,
-    Probs,
-}
 
 fn floats(py: Python<'_>, v: &[f32]) -> Py<PyBytes> {
     let b: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
@@ -175,14 +156,14 @@ impl Session {
     /// Class map (bytes, `h*w`, row-major) of an RGB image given as `h x w x 3` bytes.
     fn segment(&mut self, py: Python<'_>, h: usize, w: usize, rgb: &[u8]) -> PyResult<Py<PyBytes>> {
         let img = image(h, w, rgb).map_err(err)?;
-        let (map, _, _) = py.detach(|| self.run(img, Extra::None)).map_err(err)?;
+        let (map, _, _) = py.detach(|| self.run(img, None)).map_err(err)?;
         Ok(PyBytes::new(py, &map.data).unbind())
     }
 
     /// Class map, float32 logits (little-endian bytes) and their shape `(c, rh, rw)` (the run size).
     fn logits(&mut self, py: Python<'_>, h: usize, w: usize, rgb: &[u8]) -> PyResult<MapAndFloats> {
         let img = image(h, w, rgb).map_err(err)?;
-        let (map, l, (rh, rw)) = py.detach(|| self.run(img, Extra::Logits)).map_err(err)?;
+        let (map, l, (rh, rw)) = py.detach(|| self.run(img, Some(FloatOutput::Logits))).map_err(err)?;
         let l = l.expect("logits");
         Ok((PyBytes::new(py, &map.data).unbind(), floats(py, &l), (l.len() / (rh * rw), rh, rw)))
     }
@@ -190,7 +171,7 @@ impl Session {
     /// Like `logits` with per-class probabilities (softmax; the sigmoid for one channel).
     fn probabilities(&mut self, py: Python<'_>, h: usize, w: usize, rgb: &[u8]) -> PyResult<MapAndFloats> {
         let img = image(h, w, rgb).map_err(err)?;
-        let (map, p, (rh, rw)) = py.detach(|| self.run(img, Extra::Probs)).map_err(err)?;
+        let (map, p, (rh, rw)) = py.detach(|| self.run(img, Some(FloatOutput::Probabilities))).map_err(err)?;
         let p = p.expect("probabilities");
         Ok((PyBytes::new(py, &map.data).unbind(), floats(py, &p), (p.len() / (rh * rw), rh, rw)))
     }
@@ -210,7 +191,7 @@ impl Session {
                 for (hw, idx) in by_size {
                     if !head {
                         for &i in &idx {
-                            out[i] = Some(self.run(imgs[i].clone(), Extra::None)?.0);
+                            out[i] = Some(self.run(imgs[i].clone(), None)?.0);
                         }
                         continue;
                     }

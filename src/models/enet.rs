@@ -81,11 +81,7 @@ struct B<'a> {
 
 impl B<'_> {
     fn shape(&self, name: &str) -> Result<Vec<usize>> {
-        let s = self.n.w.require_shape(name)?;
-        if s.len() != 4 {
-            return Err(Error::ShapeMismatch { name: name.into(), expected: vec![0, 0, 0, 0], got: s });
-        }
-        Ok(s)
+        super::conv_shape(self.n.w, name)
     }
 
     /// The block's one PReLU slope, read under its four alias names (which must agree).

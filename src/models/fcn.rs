@@ -7,7 +7,7 @@
 
 use super::net::{Conv, Net};
 use super::SizeRule;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::graph::{Act, Graph, View};
 use crate::ops::Crop;
 use crate::shape::{ConvT2dGeom, Pad, Pool2dGeom, PoolKind};
@@ -36,17 +36,9 @@ impl FcnConfig {
     }
 }
 
-fn shape(w: &Weights, name: &str) -> Result<Vec<usize>> {
-    let s = w.require_shape(name)?;
-    if s.len() != 4 {
-        return Err(Error::ShapeMismatch { name: name.into(), expected: vec![0, 0, 0, 0], got: s });
-    }
-    Ok(s)
-}
-
 /// A transposed convolution without bias, `k` x `k`, stride `s`.
 fn upscore(n: &mut Net<'_>, name: &str, x: View, k: usize, s: usize, add: Option<View>) -> Result<View> {
-    let ws = shape(n.w, &format!("{name}.weight"))?;
+    let ws = super::conv_shape(n.w, &format!("{name}.weight"))?;
     let (h, w) = n.g.hw(x);
     let geom = ConvT2dGeom { in_c: x.c, in_h: h, in_w: w, out_c: ws[1], k_h: k, k_w: k, stride_h: s, stride_w: s, dil_h: 1, dil_w: 1, pad: Pad::default(), out_pad_h: 0, out_pad_w: 0, groups: 1 };
     let weight = n.w.get(&format!("{name}.weight"), &geom.weight_shape())?;
@@ -76,7 +68,7 @@ pub fn build(w: &Weights, _cfg: &FcnConfig, h: usize, wd: usize) -> Result<Graph
     for (s, &convs) in STAGES.iter().enumerate().map(|(i, c)| (i + 1, c)) {
         for i in 1..=convs {
             let name = format!("conv{s}_{i}.weight");
-            let oc = shape(w, &name)?[0];
+            let oc = super::conv_shape(w, &name)?[0];
             let mut c = Conv::new(&name, oc, 3).bias(format!("conv{s}_{i}.bias")).act(Act::Relu);
             if s == 1 && i == 1 {
                 c.pad = Some(Pad::same(100));
@@ -91,13 +83,13 @@ pub fn build(w: &Weights, _cfg: &FcnConfig, h: usize, wd: usize) -> Result<Graph
         pooled.push(y);
         x = y;
     }
-    let fc6 = shape(w, "fc6.weight")?;
+    let fc6 = super::conv_shape(w, "fc6.weight")?;
     let mut c6 = Conv::new("fc6.weight", fc6[0], fc6[2]).bias("fc6.bias").act(Act::Relu);
     c6.pad = Some(Pad::default());
     x = n.conv(x, c6, None, None)?;
-    let fc7 = shape(w, "fc7.weight")?;
+    let fc7 = super::conv_shape(w, "fc7.weight")?;
     x = n.conv(x, Conv::new("fc7.weight", fc7[0], 1).bias("fc7.bias").act(Act::Relu), None, None)?;
-    let classes = shape(w, "score_fr.weight")?[0];
+    let classes = super::conv_shape(w, "score_fr.weight")?[0];
     let score_fr = n.conv(x, Conv::new("score_fr.weight", classes, 1).bias("score_fr.bias"), None, None)?;
     // upscore2's size decides the crops; the crops come first so the adds fuse into the
     // transposed convolutions

@@ -52,6 +52,13 @@ impl SizeRule {
     }
 }
 
+/// A float output [`ModelInfo::run_image`] can return beside the class map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FloatOutput {
+    Logits,
+    Probabilities,
+}
+
 /// What a model is: names, classes, palette and its input convention.
 #[derive(Clone, Debug)]
 pub struct ModelInfo {
@@ -80,15 +87,16 @@ impl ModelInfo {
     }
 
     /// Runs an RGB image of the session's size: through the session's pixel head, or prepared on
-    /// the CPU for models whose input convention the head does not cover. With `probs`, also the
-    /// per-class probabilities.
-    pub fn run_image(&self, s: &mut crate::session::Session, rgb: &[u8], probs: bool) -> Result<(crate::session::ClassMap, Option<Vec<f32>>)> {
+    /// the CPU for models whose input convention the head does not cover. With `extra`, also the
+    /// logits or the per-class probabilities (`[classes, h, w]`).
+    pub fn run_image(&self, s: &mut crate::session::Session, rgb: &[u8], extra: Option<FloatOutput>) -> Result<(crate::session::ClassMap, Option<Vec<f32>>)> {
+        use FloatOutput::*;
+        let some = |(m, v)| (m, Some(v));
         if !self.grey_minmax {
-            return Ok(if probs {
-                let (m, p) = s.run_rgb_probabilities(rgb)?;
-                (m, Some(p))
-            } else {
-                (s.run_rgb(rgb)?, None)
+            return Ok(match extra {
+                None => (s.run_rgb(rgb)?, None),
+                Some(Logits) => some(s.run_rgb_logits(rgb)?),
+                Some(Probabilities) => some(s.run_rgb_probabilities(rgb)?),
             });
         }
         let (h, w) = s.input_hw();
@@ -96,11 +104,10 @@ impl ModelInfo {
             return Err(Error::Input(format!("image has {} bytes, the session expects {h}x{w} RGB = {}", rgb.len(), 3 * h * w)));
         }
         let x = crate::preprocess::grey_minmax(rgb);
-        Ok(if probs {
-            let (m, p) = s.run_tensor_probabilities(&x)?;
-            (m, Some(p))
-        } else {
-            (s.run_tensor(&x)?, None)
+        Ok(match extra {
+            None => (s.run_tensor(&x)?, None),
+            Some(Logits) => some(s.run_tensor_logits(&x)?),
+            Some(Probabilities) => some(s.run_tensor_probabilities(&x)?),
         })
     }
 
@@ -142,6 +149,15 @@ enum Arch {
     Fcn(fcn::FcnConfig),
     Enet(enet::EnetConfig),
     Keras(keras::KerasConfig),
+}
+
+/// The shape of a 4-D (convolution) weight, checked to be 4-D.
+pub(crate) fn conv_shape(w: &Weights, name: &str) -> Result<Vec<usize>> {
+    let s = w.require_shape(name)?;
+    if s.len() != 4 {
+        return Err(Error::ShapeMismatch { name: name.into(), expected: vec![0, 0, 0, 0], got: s });
+    }
+    Ok(s)
 }
 
 /// The `bn_eps` metadata entry, or `default`.

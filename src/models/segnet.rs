@@ -6,7 +6,7 @@
 
 use super::net::{Conv, Net};
 use super::SizeRule;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::graph::{Act, DType, Graph, View};
 use crate::ops::{MaxPool2dIdx, MaxUnpool2d};
 use crate::shape::Pool2dGeom;
@@ -38,8 +38,7 @@ impl SegNetConfig {
 }
 
 fn out_c(w: &Weights, name: &str) -> Result<usize> {
-    let s = w.require_shape(name)?;
-    s.first().copied().ok_or_else(|| Error::ShapeMismatch { name: name.into(), expected: vec![0, 0, 3, 3], got: s })
+    Ok(super::conv_shape(w, name)?[0])
 }
 
 pub fn build(w: &Weights, cfg: &SegNetConfig, h: usize, wd: usize) -> Result<Graph> {

@@ -204,7 +204,7 @@ impl<'a> EncodeCx<'a, '_> {
     }
     /// A uniform buffer holding a parameter block.
     pub fn uniform<T: bytemuck::Pod>(&self, p: &T) -> wgpu::Buffer {
-        buffer_init(self.dev, "atrous params", &crate::kernels::uniform_bytes(p), wgpu::BufferUsages::UNIFORM)
+        uniform_buffer(self.dev, p)
     }
     /// A read-only storage buffer of packed parameters (padded to 4 values).
     pub fn storage(&self, label: &str, data: &[f32]) -> wgpu::Buffer {
@@ -229,6 +229,11 @@ impl<'a> EncodeCx<'a, '_> {
 /// Whether two slots are the same binding.
 pub fn same_slot(a: &Slot<'_>, b: &Slot<'_>) -> bool {
     std::ptr::eq(a.buffer, b.buffer) && a.offset == b.offset
+}
+
+/// A uniform buffer holding a parameter block (padded for the binding).
+pub fn uniform_buffer<T: bytemuck::Pod>(dev: &wgpu::Device, p: &T) -> wgpu::Buffer {
+    buffer_init(dev, "atrous params", &crate::kernels::uniform_bytes(p), wgpu::BufferUsages::UNIFORM)
 }
 
 /// A buffer with initial contents. Unlike `DeviceExt::create_buffer_init` it does not panic when
