@@ -108,11 +108,11 @@ fn read_legacy(bytes: &[u8], file: &str) -> Result<Vec<Tensor>> {
     }
     let (proto, pos) = pickle::read(bytes, pos, file)?;
     if proto.as_int() != Some(1001) {
-        return Err(bad(file, format!("legacy protocol version {proto:?}, expected 1001")));
+        return Err(bad(file, format!("legacy protocol version {}, expected 1001", proto.brief())));
     }
     let (sys_info, pos) = pickle::read(bytes, pos, file)?;
-    if let Value::Dict(d) = &sys_info {
-        if d.iter().any(|(k, v)| k.as_str() == Some("little_endian") && *v == Value::Bool(false)) {
+    if let Value::Dict(d) = sys_info.get() {
+        if d.iter().any(|(k, v)| k.as_str() == Some("little_endian") && *v.get() == Value::Bool(false)) {
             return Err(bad(file, "big-endian checkpoints are not supported"));
         }
     }
@@ -129,8 +129,9 @@ fn read_legacy(bytes: &[u8], file: &str) -> Result<Vec<Tensor>> {
         let n = i64::from_le_bytes(bytes[pos..pos + 8].try_into().expect("8 bytes"));
         pos += 8;
         let size = dtype_of.get(k).map(|d| d.size()).ok_or_else(|| bad(file, format!("storage `{k}` is used by no tensor")))?;
-        let len = (n.max(0) as usize).checked_mul(size).ok_or_else(|| bad(file, format!("storage `{k}` size overflows")))?;
-        if pos + len > bytes.len() {
+        // checked before anything is sliced: the count comes from the file
+        let len = usize::try_from(n).ok().and_then(|n| n.checked_mul(size)).ok_or_else(|| bad(file, format!("storage `{k}` has an impossible element count {n}")))?;
+        if len > bytes.len() - pos {
             return Err(Error::Truncated { file: file.into(), what: format!("storage `{k}` needs {len} bytes at byte {pos}, the file has {}", bytes.len() - pos) });
         }
         storages.insert(k.clone(), &bytes[pos..pos + len]);
@@ -145,9 +146,19 @@ fn read_zip(bytes: &[u8], file: &str) -> Result<Vec<Tensor>> {
     let pkl = names.iter().find(|n| n.ends_with("/data.pkl") || *n == "data.pkl").ok_or_else(|| bad(file, "zip archive without data.pkl"))?.clone();
     let prefix = pkl.trim_end_matches("data.pkl").to_string();
     let read_entry = |z: &mut zip::ZipArchive<std::io::Cursor<&[u8]>>, name: &str| -> Result<Vec<u8>> {
-        let mut f = z.by_name(name).map_err(|e| bad(file, format!("{name}: {e}")))?;
-        let mut v = vec![];
-        f.read_to_end(&mut v).map_err(|e| bad(file, format!("{name}: {e}")))?;
+        let f = z.by_name(name).map_err(|e| bad(file, format!("{name}: {e}")))?;
+        // no entry may unpack beyond what deflate can expand the archive to (1032:1), nor beyond
+        // the size it declares; nothing is allocated before that is known
+        let declared = f.size();
+        let ceiling = 1032u64.saturating_mul(bytes.len() as u64);
+        if declared > ceiling {
+            return Err(bad(file, format!("{name}: declares {declared} bytes, more than an archive of {} bytes can hold", bytes.len())));
+        }
+        let mut v = Vec::new();
+        f.take(declared + 1).read_to_end(&mut v).map_err(|e| bad(file, format!("{name}: {e}")))?;
+        if v.len() as u64 != declared {
+            return Err(bad(file, format!("{name}: holds {} bytes, declares {declared}", v.len())));
+        }
         Ok(v)
     };
     let data = read_entry(&mut z, &pkl)?;
@@ -167,10 +178,12 @@ fn read_zip(bytes: &[u8], file: &str) -> Result<Vec<Tensor>> {
 /// The state dict inside a checkpoint object: the object itself, or its `state_dict` / `model`
 /// entry.
 fn state_dict<'a>(obj: &'a Value, file: &str) -> Result<&'a [(Value, Value)]> {
-    let Value::Dict(d) = obj else { return Err(bad(file, "the checkpoint does not hold a dict")) };
+    let Value::Dict(d) = obj.get() else { return Err(bad(file, "the checkpoint does not hold a dict")) };
     for key in ["state_dict", "model", "model_state_dict"] {
-        if let Some((_, Value::Dict(inner))) = d.iter().find(|(k, _)| k.as_str() == Some(key)) {
-            return Ok(inner);
+        if let Some((_, v)) = d.iter().find(|(k, _)| k.as_str() == Some(key)) {
+            if let Value::Dict(inner) = v.get() {
+                return Ok(inner);
+            }
         }
     }
     Ok(d)
@@ -187,8 +200,8 @@ fn tensor_refs(obj: &Value, file: &str) -> Result<(Vec<TensorRef>, HashMap<Strin
     let mut dtypes = HashMap::new();
     for (k, v) in state_dict(obj, file)? {
         let name = k.as_str().ok_or_else(|| bad(file, "a state-dict key is not a string"))?.to_string();
-        let Value::Call(f, args) = v else { return Err(bad(file, format!("`{name}` is not a tensor"))) };
-        match f.as_ref() {
+        let Value::Call(f, args) = v.get() else { return Err(bad(file, format!("`{name}` is not a tensor"))) };
+        match f.get() {
             Value::Global(m, n) if m == "torch._utils" && (n == "_rebuild_tensor" || n == "_rebuild_tensor_v2") => {}
             Value::Global(m, n) => return Err(bad(file, format!("`{name}` is built by {m}.{n}, which the converter does not understand (quantized or sparse tensor?)"))),
             _ => return Err(bad(file, format!("`{name}` is not a tensor"))),
@@ -196,14 +209,14 @@ fn tensor_refs(obj: &Value, file: &str) -> Result<(Vec<TensorRef>, HashMap<Strin
         if args.len() < 4 {
             return Err(bad(file, format!("`{name}`: {} arguments to _rebuild_tensor", args.len())));
         }
-        let Value::PersId(pid) = &args[0] else { return Err(bad(file, format!("`{name}`: storage is not a persistent id"))) };
+        let Value::PersId(pid) = args[0].get() else { return Err(bad(file, format!("`{name}`: storage is not a persistent id"))) };
         let pid = pid.as_tuple().ok_or_else(|| bad(file, format!("`{name}`: storage id is not a tuple")))?;
         if pid.len() < 3 || pid[0].as_str() != Some("storage") {
-            return Err(bad(file, format!("`{name}`: unexpected storage id {pid:?}")));
+            return Err(bad(file, format!("`{name}`: unexpected storage id {}", pid[..].iter().map(Value::brief).collect::<Vec<_>>().join(", "))));
         }
-        let dtype = match &pid[1] {
+        let dtype = match pid[1].get() {
             Value::Global(m, n) if m == "torch" => DType::from_storage(n).ok_or_else(|| bad(file, format!("`{name}`: unknown storage type torch.{n}")))?,
-            other => return Err(bad(file, format!("`{name}`: unknown storage type {other:?}"))),
+            other => return Err(bad(file, format!("`{name}`: unknown storage type {}", other.brief()))),
         };
         let key = pid[2].as_str().ok_or_else(|| bad(file, format!("`{name}`: storage key is not a string")))?.to_string();
         let offset = args[1].as_int().filter(|&i| i >= 0).ok_or_else(|| bad(file, format!("`{name}`: bad storage offset")))? as usize;
@@ -229,15 +242,26 @@ fn materialise(refs: Vec<TensorRef>, storages: &HashMap<String, &[u8]>, file: &s
         .map(|r| {
             let st = storages.get(&r.key).ok_or_else(|| bad(file, format!("`{}`: storage `{}` missing", r.name, r.key)))?;
             let es = r.dtype.size();
-            let numel: usize = r.shape.iter().product();
+            let available = st.len() / es;
+            let overflow = || bad(file, format!("tensor `{}`: size {:?}, stride {:?} and offset {} overflow", r.name, r.shape, r.stride, r.offset));
+            let numel = r.shape.iter().try_fold(1usize, |a, &n| a.checked_mul(n)).ok_or_else(overflow)?;
+            if numel == 0 {
+                return Ok(Tensor { name: r.name, shape: r.shape, data: vec![] });
+            }
             // the last element any index can reach must lie inside the storage
-            let reach = r.offset + r.shape.iter().zip(&r.stride).map(|(&n, &s)| n.saturating_sub(1) * s).sum::<usize>();
-            if numel > 0 && (reach + 1) * es > st.len() {
-                return Err(Error::Truncated { file: file.into(), what: format!("tensor `{}` reaches element {reach} of a storage of {} elements", r.name, st.len() / es) });
+            let reach = r.shape.iter().zip(&r.stride).try_fold(r.offset, |a, (&n, &s)| (n - 1).checked_mul(s).and_then(|x| a.checked_add(x))).ok_or_else(overflow)?;
+            if reach >= available {
+                return Err(Error::Truncated { file: file.into(), what: format!("tensor `{}` reaches element {reach} of a storage of {available} elements", r.name) });
+            }
+            // an expanded view (stride 0, overlapping strides) would be materialised larger than the
+            // bytes in the file: refused, so a tensor never takes more memory than its storage
+            if numel > available {
+                return Err(bad(file, format!("tensor `{}` has {numel} elements, more than its storage's {available} (an expanded view); the converter materialises no view larger than its storage", r.name)));
             }
             let mut data = Vec::with_capacity(numel);
             let mut idx = vec![0usize; r.shape.len()];
             for _ in 0..numel {
+                // within `reach`, so no overflow
                 let e = r.offset + idx.iter().zip(&r.stride).map(|(i, s)| i * s).sum::<usize>();
                 data.push(r.dtype.to_f32(&st[e * es..(e + 1) * es]));
                 for d in (0..idx.len()).rev() {

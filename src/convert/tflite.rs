@@ -20,15 +20,19 @@ impl<'a> Fb<'a> {
     fn err(&self, what: impl Into<String>) -> Error {
         Error::Truncated { file: self.file.into(), what: what.into() }
     }
+    /// `n` bytes at `p`, bounds-checked without overflow.
+    fn slice(&self, p: usize, n: usize) -> Option<&'a [u8]> {
+        self.b.get(p..p.checked_add(n)?)
+    }
     fn u8_at(&self, p: usize) -> Result<u8> {
         self.b.get(p).copied().ok_or_else(|| self.err(format!("byte {p} is past the end")))
     }
     fn u16_at(&self, p: usize) -> Result<u16> {
-        let s = self.b.get(p..p + 2).ok_or_else(|| self.err(format!("u16 at {p} is past the end")))?;
+        let s = self.slice(p, 2).ok_or_else(|| self.err(format!("u16 at {p} is past the end")))?;
         Ok(u16::from_le_bytes([s[0], s[1]]))
     }
     fn u32_at(&self, p: usize) -> Result<u32> {
-        let s = self.b.get(p..p + 4).ok_or_else(|| self.err(format!("u32 at {p} is past the end")))?;
+        let s = self.slice(p, 4).ok_or_else(|| self.err(format!("u32 at {p} is past the end")))?;
         Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
     }
     fn i32_at(&self, p: usize) -> Result<i32> {
@@ -67,7 +71,7 @@ impl<'a> Fb<'a> {
         match self.vector(t, i)? {
             None => Ok(None),
             Some((n, p)) => {
-                let s = self.b.get(p..p + n).ok_or_else(|| self.err(format!("string at {p} is past the end")))?;
+                let s = self.slice(p, n).ok_or_else(|| self.err(format!("string at {p} is past the end")))?;
                 Ok(Some(String::from_utf8_lossy(s).into_owned()))
             }
         }
@@ -136,15 +140,16 @@ pub fn read_constants(bytes: &[u8], file: &str) -> Result<Vec<Constant>> {
             }
             continue;
         }
-        let raw = bytes.get(data..data + len).ok_or_else(|| fb.err(format!("data of tensor `{name}`")))?;
+        let raw = fb.slice(data, len).ok_or_else(|| fb.err(format!("data of tensor `{name}`")))?;
         let shape: Vec<usize> = match fb.vector(t, 0)? {
             Some((n, p)) => (0..n).map(|i| fb.i32_at(p + 4 * i).map(|v| v.max(0) as usize)).collect::<Result<_>>()?,
             None => vec![],
         };
-        let numel: usize = shape.iter().product();
+        // dims come from the file: their product must not overflow, and must match the bytes
+        let numel = shape.iter().try_fold(1usize, |a, &n| a.checked_mul(n)).and_then(|n| n.checked_mul(4));
         match ty {
             0 | 2 => {
-                if raw.len() != 4 * numel {
+                if numel != Some(raw.len()) {
                     return Err(Error::Checkpoint { file: file.into(), reason: format!("tensor `{name}` has {} bytes for shape {shape:?}", raw.len()) });
                 }
                 if ty == 0 {
