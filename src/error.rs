@@ -21,6 +21,10 @@ pub enum Error {
     UnsupportedDtype { name: String, dtype: String },
     #[error("weights: tensor `{name}` holds a non-finite value at index {index}")]
     NonFinite { name: String, index: usize },
+    #[error("node `{node}`: its parameters (after batch-norm and activation folding) hold the non-finite value {value} at index {index}; the weights (a negative running_var, a NaN bn_eps, an overflowing scale?) do not make a finite network")]
+    NonFiniteParameter { node: String, index: usize, value: f32 },
+    #[error("the model's logits `{output}` are not finite (value {value} at index {index}) on a probe input at session creation: its weights overflow f32 (weights near 3e38?) and every class map would be garbage")]
+    NonFiniteLogits { output: String, index: usize, value: f32 },
     #[error("weights: {count} tensor(s) not used by the {arch} builder, e.g. `{first}`: the file does not match the architecture")]
     UnexpectedTensors { arch: String, count: usize, first: String },
     #[error("model metadata `{key}`: {reason}")]

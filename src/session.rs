@@ -88,6 +88,9 @@ pub struct SessionOptions {
     pub probabilities: bool,
     /// Planner limits (default: the device's).
     pub limits: Option<PlanLimits>,
+    /// Skip the probe run at creation (see [`Session::with_options`]): for callers that check
+    /// the logits themselves and cannot afford one extra run.
+    pub skip_probe: bool,
 }
 
 /// Tensors of the graph with its heads that the convenience calls use.
@@ -206,7 +209,31 @@ impl Session {
         if let Some(e) = val_err {
             return Err(Error::Gpu { during: "building the session".into(), reason: e.to_string() });
         }
-        built
+        let mut s = built?;
+        if !s.options.skip_probe {
+            s.probe()?;
+        }
+        Ok(s)
+    }
+
+    /// Runs the network once on a fixed probe input (values in [-1, 1], the range of normalised
+    /// pixels) and checks its logits are finite: weights that are finite one by one but overflow
+    /// together (3e38) would otherwise give an all-class-0 map with success.
+    fn probe(&mut self) -> Result<()> {
+        let input = &self.graph.tensors[self.ids.input];
+        if input.dtype != crate::graph::DType::F32 {
+            return Ok(());
+        }
+        let n = input.c * input.h * input.w;
+        let x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 13) as f32 / 6.0 - 1.0).collect();
+        let t = self.tensor_input(&x)?;
+        let out = self.run(&[t], &["logits"])?;
+        if let Some(TensorData::F32(v)) = out.first().map(|t| &t.data) {
+            if let Some(index) = v.iter().position(|x| !x.is_finite()) {
+                return Err(Error::NonFiniteLogits { output: self.graph.tensors[self.ids.logits].name.clone(), index, value: v[index] });
+            }
+        }
+        Ok(())
     }
 
     fn build(gpu: &Gpu, network: &Graph, options: SessionOptions) -> Result<Self> {
@@ -650,7 +677,7 @@ impl Session {
 
     /// Rebuilds the session with the probabilities head (once).
     fn enable_probabilities(&mut self) -> Result<()> {
-        let options = SessionOptions { probabilities: true, ..self.options };
+        let options = SessionOptions { probabilities: true, skip_probe: true, ..self.options };
         *self = Session::with_options(&self.gpu.clone(), &without_heads(&self.graph, &self.ids), options)?;
         Ok(())
     }

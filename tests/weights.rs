@@ -203,3 +203,41 @@ fn export_tool_layout_loads() {
     assert!((m.info.normalize.pre_scale - 1.0 / 255.0).abs() < 1e-9);
     assert_eq!(m.info.architecture, orig.info.architecture);
 }
+
+/// Values that are finite one by one but make no finite network (issue 14) are typed errors at
+/// session creation, not all-class-0 masks: a negative `running_var` and a NaN `bn_eps` (caught
+/// on the folded parameters, the values actually uploaded) and weights of 3e38 (caught on the
+/// logits of the probe run).
+#[test]
+fn values_that_make_no_finite_network_fail_at_session_creation() {
+    let Some((_, tensors, meta)) = original() else { return };
+    let Some(gpu) = common::gpu() else { return };
+    let session = |tensors: &HashMap<String, Owned>, meta: &HashMap<String, String>| -> Result<(), Error> {
+        let m = load(serialize(tensors, meta))?;
+        let g = m.graph(48, 64)?;
+        atrous::session::Session::new(&gpu, &g, None).map(|_| ())
+    };
+    // the unaltered model passes the same checks
+    session(&tensors, &meta).unwrap();
+
+    let mut t2 = tensors;
+    let var = t2.get_mut("combine_l2_l3.0.bn.running_var").unwrap();
+    let keep = var.data.clone();
+    var.data[4..8].copy_from_slice(&(-1.0f32).to_le_bytes());
+    let e = session(&t2, &meta).err().unwrap();
+    assert!(matches!(&e, Error::NonFiniteParameter { .. }), "{e}");
+    eprintln!("negative running_var: {e}");
+    t2.get_mut("combine_l2_l3.0.bn.running_var").unwrap().data = keep;
+
+    let mut m2 = meta.clone();
+    m2.insert("bn_eps".into(), "NaN".into());
+    let e = session(&t2, &m2).err().unwrap();
+    assert!(matches!(&e, Error::NonFiniteParameter { .. } | Error::Metadata { .. }), "{e}");
+    eprintln!("bn_eps NaN: {e}");
+
+    let w = t2.get_mut("classifier.weight").unwrap();
+    w.data = std::iter::repeat_n(3e38f32.to_le_bytes(), w.data.len() / 4).flatten().collect();
+    let e = session(&t2, &meta).err().unwrap();
+    assert!(matches!(&e, Error::NonFiniteLogits { .. } | Error::NonFiniteParameter { .. }), "{e}");
+    eprintln!("weights of 3e38: {e}");
+}

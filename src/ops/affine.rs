@@ -83,7 +83,7 @@ impl Operator for Affine {
             return Err(Error::op(name, "the addend shares a binding with the input or output; the affine kernel binds them separately"));
         }
         let (ap, prm, groups) = eltwise::prepare(self, h * w, xo, yo, add.as_ref().map(|a| a.1));
-        let prm = cx.storage(name, &prm);
+        let prm = cx.storage(name, &prm)?;
         let u = cx.uniform(&ap);
         let slots = [xs, Slot::whole(&prm), ys, add.map(|a| a.0).unwrap_or(cx.dummy()), Slot::whole(&u)];
         let dispatch = cx.dispatch(Shader::Eltwise, "affine", &slots, groups, name, self.flops(cx.graph), cx.act_bytes(self) + prm.size());

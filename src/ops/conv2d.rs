@@ -90,7 +90,7 @@ pub(crate) fn encode_conv_family(
     let ((xs, xo), (ys, yo)) = (cx.resolve(x)?, cx.resolve(y)?);
     let (add, add_slot) = add_from(cx, &xs, &ys, add)?;
     let prep = prepare(xo, yo, add).map_err(|e| Error::op(name, e.to_string()))?;
-    let prm = cx.storage(name, &prep.prm);
+    let prm = cx.storage(name, &prep.prm)?;
     let u = cx.uniform(&prep.params);
     let slots = [xs, Slot::whole(&prm), ys, add_slot.unwrap_or(cx.dummy()), Slot::whole(&u)];
     let dispatch = cx.dispatch(Shader::Conv, prep.entry, &slots, prep.groups, name, op.flops(cx.graph), cx.act_bytes(op) + prm.size());

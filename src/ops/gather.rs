@@ -67,7 +67,7 @@ impl Operator for Gather {
         let ((xs, xo), (ys, yo)) = (cx.resolve(self.x)?, cx.resolve(self.y)?);
         let (h, w) = cx.graph.hw(self.x);
         let (gp, prm, groups) = eltwise::prepare_gather(self, h * w, xo, yo);
-        let prm = cx.storage(name, &prm);
+        let prm = cx.storage(name, &prm)?;
         let u = cx.uniform(&gp);
         let slots = [xs, Slot::whole(&prm), ys, cx.dummy(), Slot::whole(&u)];
         let dispatch = cx.dispatch(Shader::Eltwise, "gather", &slots, groups, name, self.flops(cx.graph), cx.act_bytes(self));

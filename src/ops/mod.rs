@@ -206,11 +206,16 @@ impl<'a> EncodeCx<'a, '_> {
     pub fn uniform<T: bytemuck::Pod>(&self, p: &T) -> wgpu::Buffer {
         uniform_buffer(self.dev, p)
     }
-    /// A read-only storage buffer of packed parameters (padded to 4 values).
-    pub fn storage(&self, label: &str, data: &[f32]) -> wgpu::Buffer {
+    /// A read-only storage buffer of packed parameters (padded to 4 values). Every value is
+    /// checked finite here, the one place parameters reach the device: after folding, a negative
+    /// variance, a NaN epsilon or an overflowing scale shows up as a typed error naming the node.
+    pub fn storage(&self, label: &str, data: &[f32]) -> Result<wgpu::Buffer> {
+        if let Some(index) = data.iter().position(|x| !x.is_finite()) {
+            return Err(Error::NonFiniteParameter { node: label.to_string(), index, value: data[index] });
+        }
         let mut v = data.to_vec();
         v.resize(v.len().next_multiple_of(4).max(4), 0.0);
-        buffer_init(self.dev, label, bytemuck::cast_slice(&v), wgpu::BufferUsages::STORAGE)
+        Ok(buffer_init(self.dev, label, bytemuck::cast_slice(&v), wgpu::BufferUsages::STORAGE))
     }
     pub fn dummy(&self) -> Slot<'_> {
         self.kernels.dummy()
