@@ -23,8 +23,9 @@ struct Cli {
 enum Cmd {
     /// Segment images: writes OUT/<stem>.png, an 8-bit palette PNG of class indices.
     Segment {
-        /// Model: a safetensors file, or a zoo name (`atrous models`), fetched and cached on first use.
-        #[arg(long)]
+        /// Model: a safetensors file, or a zoo name (`atrous models`), fetched and cached on first
+        /// use. The default, DeepLabV3-MobileNetV2 on PASCAL VOC, is built in: no download.
+        #[arg(long, default_value = atrous::models::EMBEDDED_NAME)]
         model: String,
         /// Image files, or directories of images (png, jpg, jpeg).
         #[arg(required = true)]
@@ -224,6 +225,9 @@ fn write_atomically(dst: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Resu
 
 /// A `--model` argument: a file, or a zoo name fetched into the cache.
 fn load_model(arg: &str) -> Result<Model> {
+    if arg == atrous::models::EMBEDDED_NAME && !Path::new(arg).exists() {
+        return Model::embedded().context("loading the built-in model");
+    }
     let path = atrous::zoo::resolve(arg, &atrous::zoo::FetchOptions::from_env()).with_context(|| format!("finding model `{arg}`"))?;
     Model::load(&path).with_context(|| format!("loading model {}", path.display()))
 }
@@ -240,7 +244,13 @@ fn models(fetch: &[String]) -> Result<()> {
     println!("cache: {}{}", opts.cache.display(), opts.mirror.as_ref().map(|m| format!(" (mirror {m})")).unwrap_or_default());
     println!("{:<20} {:<8} {:<58} upstream", "name", "cached", "architecture");
     for c in atrous::zoo::cards()? {
-        let cached = if c.cached_path(&opts.cache).is_file() { "yes" } else { "no" };
+        let cached = if c.name == atrous::models::EMBEDDED_NAME {
+            "built in"
+        } else if c.cached_path(&opts.cache).is_file() {
+            "yes"
+        } else {
+            "no"
+        };
         println!("{:<20} {:<8} {:<58} {}@{} ({})", c.name, cached, c.architecture.chars().take(58).collect::<String>(), c.upstream.repository, c.upstream.commit, c.licence);
     }
     println!();

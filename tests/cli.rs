@@ -285,3 +285,42 @@ fn outputs_are_atomic_and_never_overwrite_what_they_should_not() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A first run needs no network (issue 14): with no `--model`, an empty cache and a mirror that
+/// cannot be reached, `segment` runs the built-in DeepLabV3-MobileNetV2 and its mask matches
+/// tflite-support's golden mask for the same photo.
+#[test]
+fn segment_without_a_model_runs_the_built_in_one_offline() {
+    let Some(shared) = common::shared() else { return };
+    if common::gpu().is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("atrous-cli-offline-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let photo = shared.join("data/tflite_support/segmentation_input_rotation0.jpg");
+    let r = Command::new(env!("CARGO_BIN_EXE_atrous"))
+        .env("ATROUS_CACHE_DIR", dir.join("empty-cache"))
+        .env("ATROUS_MODEL_MIRROR", "http://127.0.0.1:9")
+        .env("HOME", &dir)
+        .arg("segment")
+        .arg(&photo)
+        .arg("--out")
+        .arg(dir.join("out"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    eprintln!("{stderr}");
+    assert!(r.status.success(), "{stderr}");
+    assert!(stderr.contains("deeplabv3_mnv2_voc257"), "{stderr}");
+    assert!(!dir.join("empty-cache").exists(), "nothing was fetched or cached");
+    let map = atrous::image_io::load_index_png(dir.join("out/segmentation_input_rotation0.png")).unwrap();
+    let golden = atrous::image_io::load_index_png(shared.join("data/tflite_support/segmentation_golden_rotation0.png")).unwrap();
+    assert_eq!((map.h, map.w), (golden.h, golden.w));
+    let agree = map.data.iter().zip(&golden.data).filter(|(a, b)| **a as u32 * 10 == **b as u32).count();
+    assert!(agree as f64 >= 0.99 * map.data.len() as f64, "golden agreement {agree}/{}", map.data.len());
+    // the library gives the same model
+    let m = atrous::models::Model::embedded().unwrap();
+    assert_eq!(m.info.classes.len(), 21);
+    let _ = std::fs::remove_dir_all(&dir);
+}

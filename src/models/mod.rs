@@ -160,6 +160,12 @@ pub(crate) fn conv_shape(w: &Weights, name: &str) -> Result<Vec<usize>> {
     Ok(s)
 }
 
+/// The zoo name of the model built into the library ([`Model::embedded`]); the CLI's default.
+pub const EMBEDDED_NAME: &str = "deeplabv3-mnv2-voc";
+
+/// tensorflow/tflite-support@dd3362ea `deeplabv3.tflite`, converted to safetensors.
+static EMBEDDED_WEIGHTS: &[u8] = include_bytes!("../../models/embedded/deeplabv3_mnv2_voc257.safetensors");
+
 /// The `bn_eps` metadata entry, or `default`.
 pub(crate) fn bn_eps(w: &Weights, default: f64) -> Result<f64> {
     match w.metadata().get("bn_eps") {
@@ -181,6 +187,13 @@ impl Model {
     /// names. Every tensor is read and checked here, so a bad file fails now, not at first use.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         Self::from_weights(Weights::open(path)?)
+    }
+
+    /// The model built into the library, [`EMBEDDED_NAME`]: DeepLabV3-MobileNetV2 (depth 0.5) on
+    /// PASCAL VOC's 21 classes (people, animals, vehicles, furniture), 2.7 MB, Apache-2.0 (see
+    /// `models/embedded/NOTICE.md`). Needs no file and no network.
+    pub fn embedded() -> Result<Self> {
+        Self::from_weights(Weights::from_bytes(EMBEDDED_WEIGHTS.to_vec(), format!("<embedded {EMBEDDED_NAME}>"))?)
     }
 
     pub fn from_weights(weights: Weights) -> Result<Self> {
