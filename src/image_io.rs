@@ -18,7 +18,20 @@ pub struct RgbImage {
 pub fn load_rgb(path: impl AsRef<Path>) -> Result<RgbImage> {
     let path = path.as_ref();
     let img_err = |reason: String| Error::Image { path: path.to_path_buf(), reason };
-    let reader = image::ImageReader::open(path).map_err(|e| img_err(e.to_string()))?.with_guessed_format().map_err(|e| img_err(e.to_string()))?;
+    let reader = image::ImageReader::open(path).map_err(|e| img_err(e.to_string()))?;
+    decode_rgb(reader.into_inner(), path)
+}
+
+/// [`load_rgb`] for an image already in memory; `name` names it in errors.
+pub fn load_rgb_bytes(bytes: &[u8], name: impl AsRef<Path>) -> Result<RgbImage> {
+    decode_rgb(std::io::Cursor::new(bytes), name.as_ref())
+}
+
+/// The decoder's default limits stay on (at most 512 MiB allocated), so a decompression bomb is an
+/// error, not an abort.
+fn decode_rgb<R: std::io::BufRead + std::io::Seek>(source: R, path: &Path) -> Result<RgbImage> {
+    let img_err = |reason: String| Error::Image { path: path.to_path_buf(), reason };
+    let reader = image::ImageReader::new(source).with_guessed_format().map_err(|e| img_err(e.to_string()))?;
     let img = reader.decode().map_err(|e| img_err(e.to_string()))?.to_rgb8();
     let (w, h) = (img.width() as usize, img.height() as usize);
     if w == 0 || h == 0 {
@@ -120,9 +133,18 @@ pub fn save_palette_png(path: impl AsRef<Path>, map: &ClassMap, palette: &[[u8; 
 /// Reads an 8-bit PNG of raw indices without palette expansion (class maps and label masks).
 pub fn load_index_png(path: impl AsRef<Path>) -> Result<ClassMap> {
     let path = path.as_ref();
-    let img_err = |reason: String| Error::Image { path: path.to_path_buf(), reason };
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut dec = png::Decoder::new(std::io::BufReader::new(file));
+    decode_index_png(std::io::BufReader::new(file), path)
+}
+
+/// [`load_index_png`] for a PNG already in memory; `name` names it in errors.
+pub fn load_index_png_bytes(bytes: &[u8], name: impl AsRef<Path>) -> Result<ClassMap> {
+    decode_index_png(std::io::Cursor::new(bytes), name.as_ref())
+}
+
+fn decode_index_png<R: std::io::BufRead + std::io::Seek>(source: R, path: &Path) -> Result<ClassMap> {
+    let img_err = |reason: String| Error::Image { path: path.to_path_buf(), reason };
+    let mut dec = png::Decoder::new(source);
     dec.set_transformations(png::Transformations::IDENTITY);
     let mut reader = dec.read_info().map_err(|e| img_err(e.to_string()))?;
     let info = reader.info();

@@ -364,7 +364,10 @@ fn segment_one(
             }
         }
     }
-    if !extras.overwrite && targets.iter().any(|t| t.exists()) {
+    // an image is skipped when all its outputs exist; when only some do (a run stopped by a full
+    // disk between the mask and the overlay), the missing ones are written and the others kept
+    let wanted = |t: &Path| extras.overwrite || !t.exists();
+    if !targets.iter().any(|t| wanted(t)) {
         return Ok(None);
     }
     let (img, resized) = decoded?;
@@ -382,11 +385,13 @@ fn segment_one(
     };
     let (map, probs) = model.info.run_image(session, &run.data, extras.probs.then_some(atrous::models::FloatOutput::Probabilities))?;
     let map = map.resize_nearest(img.h, img.w);
-    write_atomically(&dst, |tmp| Ok(image_io::save_palette_png(tmp, &map, &model.info.palette)?))?;
-    if let Some(alpha) = extras.overlay {
+    if wanted(&dst) {
+        write_atomically(&dst, |tmp| Ok(image_io::save_palette_png(tmp, &map, &model.info.palette)?))?;
+    }
+    if let Some(alpha) = extras.overlay.filter(|_| wanted(&overlay_dst)) {
         write_atomically(&overlay_dst, |tmp| Ok(image_io::save_rgb_png(tmp, &image_io::overlay(&img, &map, &model.info.palette, alpha))?))?;
     }
-    if let Some(p) = probs {
+    if let Some(p) = probs.filter(|_| wanted(&probs_dst)) {
         let bytes: &[u8] = bytemuck::cast_slice(&p);
         let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![model.info.classes.len(), h, w], bytes).context("probability tensor")?;
         let meta = HashMap::from([
@@ -594,11 +599,13 @@ fn run(model_arg: &str, input: &Path, output: &Path, overwrite: bool) -> Result<
     ];
     let meta = HashMap::from([("model".to_string(), model.info.name.clone()), ("input".to_string(), input.display().to_string()), ("made_by".to_string(), format!("atrous {} run", env!("CARGO_PKG_VERSION")))]);
     let data = safetensors::serialize(views, Some(meta))?;
-    // complete or absent: a temporary file in the same folder, renamed into place
-    let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.{}.tmp", output.file_name().map_or("out".into(), |n| n.to_string_lossy()), std::process::id()));
-    std::fs::write(&tmp, &data).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, output).with_context(|| format!("renaming into {}", output.display()))?;
+    // complete or absent: a temporary file in the same folder, synced, renamed into place (and
+    // removed if anything fails, a full disk included)
+    write_atomically(output, |tmp| {
+        use std::io::Write;
+        let mut f = std::fs::File::create(tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(&data).and_then(|_| f.sync_all()).with_context(|| format!("writing {}", tmp.display()))
+    })?;
     eprintln!("{}: logits [1, {classes}, {h}, {w}] and classes [{h}, {w}] written to {}", model.info.name, output.display());
     Ok(())
 }

