@@ -130,6 +130,9 @@ pub fn save_palette_png(path: impl AsRef<Path>, map: &ClassMap, palette: &[[u8; 
     out.get_ref().sync_all().map_err(|e| Error::io(path, e))
 }
 
+/// The most bytes a decoded label mask may take (the `image` crate's default allocation limit).
+const MAX_DECODED_BYTES: usize = 512 << 20;
+
 /// Reads an 8-bit PNG of raw indices without palette expansion (class maps and label masks).
 pub fn load_index_png(path: impl AsRef<Path>) -> Result<ClassMap> {
     let path = path.as_ref();
@@ -152,9 +155,63 @@ fn decode_index_png<R: std::io::BufRead + std::io::Seek>(source: R, path: &Path)
     if info.bit_depth != png::BitDepth::Eight || !matches!(info.color_type, png::ColorType::Grayscale | png::ColorType::Indexed) {
         return Err(img_err(format!("expected an 8-bit grayscale or indexed PNG, got {:?} {:?}", info.color_type, info.bit_depth)));
     }
-    let mut buf = vec![0u8; reader.output_buffer_size().ok_or_else(|| img_err("image too large".into()))?];
+    // the header's size is checked before anything is allocated (the png decoder's own limits do
+    // not cover the output buffer): a label mask is at most MAX_SIDE a side and 512 MiB decoded
+    let size = reader.output_buffer_size().filter(|&n| n <= MAX_DECODED_BYTES && w <= crate::models::MAX_SIDE && h <= crate::models::MAX_SIDE);
+    let size = size.ok_or_else(|| img_err(format!("{w}x{h} is larger than a label mask may be ({} a side, {} MiB decoded)", crate::models::MAX_SIDE, MAX_DECODED_BYTES >> 20)))?;
+    let mut buf = vec![0u8; size];
     let frame = reader.next_frame(&mut buf).map_err(|e| img_err(e.to_string()))?;
     let stride = frame.line_size;
     let data = (0..h).flat_map(|y| buf[y * stride..y * stride + w].to_vec()).collect();
     Ok(ClassMap { h, w, data })
+}
+
+#[cfg(test)]
+mod hostile {
+    use super::*;
+
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut c = 0xffff_ffffu32;
+        for &b in bytes {
+            c ^= b as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
+            }
+        }
+        !c
+    }
+
+    /// An 8-bit grayscale PNG header claiming `w` x `h`, then a few bytes of image data.
+    fn png_header(w: u32, h: u32) -> Vec<u8> {
+        let mut p = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut chunk = b"IHDR".to_vec();
+        chunk.extend(w.to_be_bytes());
+        chunk.extend(h.to_be_bytes());
+        chunk.extend([8, 0, 0, 0, 0]);
+        p.extend(13u32.to_be_bytes());
+        p.extend(&chunk);
+        p.extend(crc32(&chunk).to_be_bytes());
+        let idat = b"IDATx\xda\x01\x00\x00\xff\xff";
+        p.extend(7u32.to_be_bytes());
+        p.extend(idat);
+        p.extend(crc32(idat).to_be_bytes());
+        p
+    }
+
+    /// Found by the `image` fuzz target: a label mask's header of 257 x 33 million pixels was
+    /// allocated (and zeroed) before decoding. Now a typed error, for photos and masks alike.
+    #[test]
+    fn huge_headers_are_refused_before_allocating() {
+        for (w, h) in [(257, 0x01ff_0501), (1 << 20, 1 << 20), (u32::MAX >> 1, 3), (65537, 1)] {
+            let p = png_header(w, h);
+            let e = load_index_png_bytes(&p, "huge.png").err().unwrap_or_else(|| panic!("{w}x{h} decoded"));
+            assert!(matches!(e, Error::Image { .. }), "{e}");
+            let e = load_rgb_bytes(&p, "huge.png").err().unwrap_or_else(|| panic!("{w}x{h} decoded"));
+            assert!(matches!(e, Error::Image { .. }), "{e}");
+        }
+        // the header builder itself is sound: a 3x2 image with truncated data is a decode error
+        // past the size check, not a size error
+        let e = load_index_png_bytes(&png_header(3, 2), "small.png").err().unwrap();
+        assert!(!e.to_string().contains("larger than"), "{e}");
+    }
 }
