@@ -94,7 +94,7 @@ fn library_soak_host_and_device_memory_do_not_grow() {
             img.resize(h, w).data
         })
         .collect();
-    let mut session = atrous::session::Session::new(&gpu, &model.graph(h, w).unwrap(), Some(model.info.normalize.clone())).unwrap();
+    let mut session = atrous::session::Session::new(&gpu, &model.graph(h, w).unwrap(), model.info.pixel_head()).unwrap();
     let pid = std::process::id();
     let device = |gpu: &atrous::gpu::Gpu| gpu.device.generate_allocator_report().map(|r| (r.total_allocated_bytes, r.total_reserved_bytes));
     let warm = (n / 20).max(1);
