@@ -19,6 +19,26 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// Set when writing standard output failed (a full disk, `> /dev/full`): the exit code says so.
+static STDOUT_FAILED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+// `println!` and `eprintln!` panic when the stream cannot be written; these never do. Diagnostics
+// on standard error are best effort; a failed write of standard output makes the exit code 1.
+macro_rules! println {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout(), $($t)*).is_err() {
+            STDOUT_FAILED.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }};
+}
+macro_rules! eprintln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Segment images: writes OUT/<stem>.png, an 8-bit palette PNG of class indices.
@@ -144,7 +164,15 @@ fn main() -> ExitCode {
         Cmd::Run { model, input, output, overwrite } => run(&model, &input, &output, overwrite).map(|_| ExitCode::SUCCESS),
         Cmd::Bench { model, size, iters, json } => bench(&model, size.as_deref(), iters, json).map(|_| ExitCode::SUCCESS),
     };
+    let stdout_failed = {
+        use std::io::Write as _;
+        std::io::stdout().flush().is_err() || STDOUT_FAILED.load(std::sync::atomic::Ordering::Relaxed)
+    };
     match r {
+        Ok(_) if stdout_failed => {
+            eprintln!("error: writing standard output failed");
+            ExitCode::from(1)
+        }
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -399,3 +399,23 @@ fn a_full_disk_leaves_nothing_broken_behind() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Standard streams that cannot be written (`> /dev/full`, or a log on the full disk) are no
+/// panic: a lost diagnostic is ignored, lost output makes the exit code 1.
+#[test]
+fn unwritable_standard_streams_are_not_panics() {
+    let Some(shared) = common::shared() else { return };
+    if common::gpu().is_none() {
+        return;
+    }
+    let full = || std::process::Stdio::from(std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap());
+    let r = Command::new(env!("CARGO_BIN_EXE_atrous")).arg("models").stdout(full()).output().unwrap();
+    assert_eq!(r.status.code(), Some(1), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("writing standard output failed"));
+    let dir = std::env::temp_dir().join(format!("atrous-cli-devfull-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let r = Command::new(env!("CARGO_BIN_EXE_atrous")).arg("segment").arg(shared.join("data/tflite_support/segmentation_input_rotation0.jpg")).arg("--out").arg(&dir).stderr(full()).status().unwrap();
+    assert_eq!(r.code(), Some(0));
+    assert!(dir.join("segmentation_input_rotation0.png").is_file());
+    let _ = std::fs::remove_dir_all(&dir);
+}
