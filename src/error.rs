@@ -25,6 +25,8 @@ pub enum Error {
     NonFiniteParameter { node: String, index: usize, value: f32 },
     #[error("the model's logits `{output}` are not finite (value {value} at index {index}) on a probe input at session creation: its weights overflow f32 (weights near 3e38?) and every class map would be garbage")]
     NonFiniteLogits { output: String, index: usize, value: f32 },
+    #[error("f16 precision needs the SHADER_F16 feature, which adapter `{adapter}` does not have; use f32")]
+    F16Unsupported { adapter: String },
     #[error("weights: {count} tensor(s) not used by the {arch} builder, e.g. `{first}`: the file does not match the architecture")]
     UnexpectedTensors { arch: String, count: usize, first: String },
     #[error("model metadata `{key}`: {reason}")]

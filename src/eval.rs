@@ -65,7 +65,12 @@ pub struct EvalReport {
 /// Evaluates `model` on `pairs`. `ignore` lists label values to skip (255 and CamVid's 11, say);
 /// an ignored value that is also a model output makes that output an extra one. `progress` is
 /// called after each pair with its outcome.
-pub fn evaluate(model: &Model, gpu: &Gpu, pairs: &[(PathBuf, PathBuf)], ignore: &[u8], mut progress: impl FnMut(&Path, &std::result::Result<(), String>)) -> EvalReport {
+pub fn evaluate(model: &Model, gpu: &Gpu, pairs: &[(PathBuf, PathBuf)], ignore: &[u8], progress: impl FnMut(&Path, &std::result::Result<(), String>)) -> EvalReport {
+    evaluate_with(model, gpu, pairs, ignore, crate::session::Precision::F32, progress)
+}
+
+/// [`evaluate`] with sessions of the given storage precision.
+pub fn evaluate_with(model: &Model, gpu: &Gpu, pairs: &[(PathBuf, PathBuf)], ignore: &[u8], precision: crate::session::Precision, mut progress: impl FnMut(&Path, &std::result::Result<(), String>)) -> EvalReport {
     let n = model.info.classes.len();
     let real: Vec<bool> = (0..n).map(|c| !is_extra_class(&model.info.classes[c]) && !ignore.contains(&(c as u8))).collect();
     let mut conf = Confusion::new(n);
@@ -82,7 +87,9 @@ pub fn evaluate(model: &Model, gpu: &Gpu, pairs: &[(PathBuf, PathBuf)], ignore: 
             let run = if (h, w) == (img.h, img.w) { img.clone() } else { img.resize(h, w) };
             let s = match sessions.entry((h, w)) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(v) => v.insert(Session::new(gpu, &model.graph(h, w)?, model.info.pixel_head())?),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(Session::with_options(gpu, &model.graph(h, w)?, crate::session::SessionOptions { normalize: model.info.pixel_head(), precision, ..Default::default() })?)
+                }
             };
             let t0 = Instant::now();
             let (map, _) = model.info.run_image(s, &run.data, None)?;

@@ -84,7 +84,8 @@ impl Gpu {
         if !pick.get_downlevel_capabilities().flags.contains(wgpu::DownlevelFlags::COMPUTE_SHADERS) {
             return Err(Error::NoAdapter { backends: format!("{backends:?}"), hint: format!("adapter {} has no compute shaders", describe(&info)) });
         }
-        let features = pick.features() & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES);
+        // SHADER_F16 where the adapter has it: sessions of f16 precision need it
+        let features = pick.features() & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES | wgpu::Features::SHADER_F16);
         let (device, queue) = pick
             .request_device(&wgpu::DeviceDescriptor { label: Some("atrous"), required_features: features, required_limits: pick.limits(), ..Default::default() })
             .await
@@ -128,6 +129,16 @@ impl Gpu {
             Some(i) => describe(i),
             None => "caller-provided device".into(),
         }
+    }
+
+    /// Whether the device can run f16 kernels (`SHADER_F16` enabled on it).
+    pub fn has_f16(&self) -> bool {
+        self.device.features().contains(wgpu::Features::SHADER_F16)
+    }
+
+    /// Whether the adapter is a CPU (software) one, as far as it is known.
+    pub fn is_cpu(&self) -> bool {
+        self.adapter.as_ref().is_some_and(|a| a.device_type == wgpu::DeviceType::Cpu)
     }
 
     pub fn limits(&self) -> wgpu::Limits {

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use atrous::gpu::Gpu;
 use atrous::image_io::{self, RgbImage};
 use atrous::models::Model;
-use atrous::session::Session;
+use atrous::session::{Precision, Session, SessionOptions};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -67,6 +67,10 @@ enum Cmd {
         /// [classes, height, width] at the size the model ran at).
         #[arg(long)]
         probs: bool,
+        /// Storage precision: f32, f16 (feature maps, input and logits as f16; needs SHADER_F16),
+        /// or auto (f16 on a GPU that has it, f32 on a software adapter).
+        #[arg(long, default_value = "f32")]
+        precision: String,
     },
     /// Evaluate on a labelled dataset: confusion matrix, pixel accuracy, mean class accuracy,
     /// mean IoU, frequency-weighted IoU, per-class IoU, time per image, device memory.
@@ -88,6 +92,10 @@ enum Cmd {
         /// JSON on stdout.
         #[arg(long)]
         json: bool,
+        /// Storage precision: f32, f16 (feature maps, input and logits as f16; needs SHADER_F16),
+        /// or auto (f16 on a GPU that has it, f32 on a software adapter).
+        #[arg(long, default_value = "f32")]
+        precision: String,
     },
     /// List the model zoo and what is cached (ATROUS_CACHE_DIR; downloads from ATROUS_MODEL_MIRROR
     /// when set).
@@ -111,6 +119,10 @@ enum Cmd {
         /// JSON on stdout instead of text.
         #[arg(long)]
         json: bool,
+        /// Storage precision: f32, f16 (feature maps, input and logits as f16; needs SHADER_F16),
+        /// the plan's arenas are planned with it.
+        #[arg(long, default_value = "f32")]
+        precision: String,
     },
     /// Run raw tensors through a model: reads the graph's inputs from a safetensors file (a single
     /// input may be called `input`; NCHW or CHW; F32, F16, BF16, F64, or U8 as raw values) and writes every graph
@@ -145,6 +157,10 @@ enum Cmd {
         /// JSON lines on stdout (one per dispatch, per kernel, and the end-to-end figures).
         #[arg(long)]
         json: bool,
+        /// Storage precision: f32, f16 (feature maps, input and logits as f16; needs SHADER_F16),
+        /// or auto (f16 on a GPU that has it, f32 on a software adapter).
+        #[arg(long, default_value = "f32")]
+        precision: String,
     },
 }
 
@@ -157,12 +173,14 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("atrous=info")).format_timestamp(None).init();
     let cli = Cli::parse();
     let r = match cli.cmd {
-        Cmd::Segment { model, inputs, out, overlay, alpha, probs, overwrite } => segment(&model, &inputs, &out, Extras { overlay: overlay.then_some(alpha), probs, overwrite }),
-        Cmd::Eval { model, images, labels, ignore, json } => eval(&model, &images, &labels, &ignore, json),
+        Cmd::Segment { model, inputs, out, overlay, alpha, probs, overwrite, precision } => {
+            segment(&model, &inputs, &out, Extras { overlay: overlay.then_some(alpha), probs, overwrite, precision: Precision::F32 }, &precision)
+        }
+        Cmd::Eval { model, images, labels, ignore, json, precision } => eval(&model, &images, &labels, &ignore, json, &precision),
         Cmd::Models { fetch } => models(&fetch).map(|_| ExitCode::SUCCESS),
-        Cmd::Inspect { model, arch, size, json } => inspect(model.as_deref(), arch.as_deref(), size.as_deref(), json).map(|_| ExitCode::SUCCESS),
+        Cmd::Inspect { model, arch, size, json, precision } => inspect(model.as_deref(), arch.as_deref(), size.as_deref(), json, &precision).map(|_| ExitCode::SUCCESS),
         Cmd::Run { model, input, output, overwrite } => run(&model, &input, &output, overwrite).map(|_| ExitCode::SUCCESS),
-        Cmd::Bench { model, size, iters, json } => bench(&model, size.as_deref(), iters, json).map(|_| ExitCode::SUCCESS),
+        Cmd::Bench { model, size, iters, json, precision } => bench(&model, size.as_deref(), iters, json, &precision).map(|_| ExitCode::SUCCESS),
     };
     let stdout_failed = {
         use std::io::Write as _;
@@ -221,6 +239,7 @@ struct Extras {
     probs: bool,
     /// Replace existing outputs (else an image whose outputs exist is skipped).
     overwrite: bool,
+    precision: Precision,
 }
 
 /// The identity of a file (device and inode), which a hard link shares with its target.
@@ -289,9 +308,10 @@ fn models(fetch: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn segment(model_arg: &str, inputs: &[PathBuf], out: &Path, extras: Extras) -> Result<ExitCode> {
+fn segment(model_arg: &str, inputs: &[PathBuf], out: &Path, extras: Extras, precision: &str) -> Result<ExitCode> {
     let model = load_model(model_arg)?;
     let gpu = Gpu::new().context("opening a GPU")?;
+    let extras = Extras { precision: Precision::parse(precision, &gpu)?, ..extras };
     eprintln!("model {} ({}), {} classes; device {}", model.info.name, model.info.architecture, model.info.classes.len(), gpu.describe());
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let files = expand_inputs(inputs)?;
@@ -408,7 +428,7 @@ fn segment_one(
         std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
         std::collections::hash_map::Entry::Vacant(v) => {
             let g = model.graph(h, w)?;
-            v.insert(Session::new(gpu, &g, model.info.pixel_head())?)
+            v.insert(Session::with_options(gpu, &g, SessionOptions { normalize: model.info.pixel_head(), precision: extras.precision, ..Default::default() })?)
         }
     };
     let (map, probs) = model.info.run_image(session, &run.data, extras.probs.then_some(atrous::models::FloatOutput::Probabilities))?;
@@ -436,7 +456,7 @@ fn segment_one(
     Ok(Some(dst))
 }
 
-fn eval(model_arg: &str, images: &Path, labels: &Path, ignore: &[u8], json: bool) -> Result<ExitCode> {
+fn eval(model_arg: &str, images: &Path, labels: &Path, ignore: &[u8], json: bool, precision: &str) -> Result<ExitCode> {
     use atrous::session::{median, percentile};
     let ignore: Vec<u8> = if ignore.is_empty() { vec![255] } else { ignore.to_vec() };
     let model = load_model(model_arg)?;
@@ -451,7 +471,8 @@ fn eval(model_arg: &str, images: &Path, labels: &Path, ignore: &[u8], json: bool
     eprintln!("evaluating {} on {} image/label pairs, ignoring label values {ignore:?}; device {}", model.info.name, pairs.len(), gpu.describe());
     let bar = indicatif::ProgressBar::new(pairs.len() as u64);
     bar.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {per_sec} eta {eta}").expect("valid template"));
-    let report = atrous::eval::evaluate(&model, &gpu, &pairs, &ignore, |p, r| {
+    let precision = Precision::parse(precision, &gpu)?;
+    let report = atrous::eval::evaluate_with(&model, &gpu, &pairs, &ignore, precision, |p, r| {
         if let Err(e) = r {
             bar.suspend(|| eprintln!("FAILED {}: {e}", p.display()));
         }
@@ -518,14 +539,18 @@ fn model_size(model: &Model, size: Option<&str>) -> Result<(usize, usize)> {
     }
 }
 
-fn inspect(model_arg: Option<&str>, arch: Option<&str>, size: Option<&str>, json: bool) -> Result<()> {
+fn inspect(model_arg: Option<&str>, arch: Option<&str>, size: Option<&str>, json: bool, precision: &str) -> Result<()> {
     let model = match (model_arg, arch) {
         (_, Some(a)) => atrous::models::shapes_only(a)?,
         (Some(m), None) => load_model(m)?,
         (None, None) => bail!("give --model or --arch"),
     };
     let (h, w) = model_size(&model, size)?;
-    let g = model.graph(h, w)?;
+    let g = match precision {
+        "f32" | "fp32" => model.graph(h, w)?,
+        "f16" | "fp16" | "half" => atrous::passes::to_half(&model.graph(h, w)?),
+        other => bail!("precision `{other}`: inspect plans without a device, so give f32 or f16"),
+    };
     let limits = atrous::plan::PlanLimits::unlimited();
     let plan = atrous::plan::Plan::new(&g, limits)?;
     let layers: Vec<serde_json::Value> = g.nodes.iter().map(|n| serde_json::json!({"name": n.name, "op": n.op.kind(), "shape": n.describe(&g), "flops": n.op.flops(&g)})).collect();
@@ -638,15 +663,16 @@ fn run(model_arg: &str, input: &Path, output: &Path, overwrite: bool) -> Result<
     Ok(())
 }
 
-fn bench(model_arg: &str, size: Option<&str>, iters: usize, json: bool) -> Result<()> {
+fn bench(model_arg: &str, size: Option<&str>, iters: usize, json: bool, precision: &str) -> Result<()> {
     use atrous::session::{median, percentile};
     let iters = iters.max(1);
     let model = load_model(model_arg)?;
     let (h, w) = model_size(&model, size)?;
     let gpu = Gpu::new().context("opening a GPU")?;
     let g = model.graph(h, w)?;
-    let mut s = Session::new(&gpu, &g, model.info.pixel_head())?;
-    eprintln!("bench {} at {w}x{h} on {}: {:.3} GFLOP per image, {} dispatches", model.info.name, gpu.describe(), g.flops() as f64 / 1e9, s.dispatches.len());
+    let precision = Precision::parse(precision, &gpu)?;
+    let mut s = Session::with_options(&gpu, &g, SessionOptions { normalize: model.info.pixel_head(), precision, ..Default::default() })?;
+    eprintln!("bench {} ({precision:?}) at {w}x{h} on {}: {:.3} GFLOP per image, {} dispatches", model.info.name, gpu.describe(), g.flops() as f64 / 1e9, s.dispatches.len());
     // a deterministic, textured test image
     let rgb: Vec<u8> = (0..h * w * 3).map(|i| ((i * 2654435761usize) >> 13) as u8).collect();
     for _ in 0..2 {

@@ -291,6 +291,31 @@ pub fn fuse_add(g: &mut Graph) -> usize {
     n
 }
 
+/// Half precision storage: every f32 tensor of the graph becomes f16 (feature maps, its input and
+/// its logits), so every arena holds half the bytes. Parameters stay f32 in their buffers and the
+/// kernels' arithmetic stays f32 (their f16 variant converts on load and store), so the result is
+/// the f32 network with every stored activation rounded to f16.
+/// The heads' f32 outputs stay f32: the argmax's running-best plane (exact across chunks) and
+/// softmax probabilities (always f32 for the caller).
+pub fn to_half(g: &Graph) -> Graph {
+    let mut g = g.clone();
+    let keep: Vec<usize> = g
+        .nodes
+        .iter()
+        .flat_map(|n| match n.op.kind() {
+            "argmax" => n.op.outputs().into_iter().skip(1).map(|v| v.tensor).collect(),
+            "softmax" => n.op.outputs().into_iter().map(|v| v.tensor).collect(),
+            _ => vec![],
+        })
+        .collect();
+    for (i, t) in g.tensors.iter_mut().enumerate() {
+        if t.dtype == crate::graph::DType::F32 && !keep.contains(&i) {
+            t.dtype = crate::graph::DType::F16;
+        }
+    }
+    g
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

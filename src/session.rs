@@ -88,9 +88,35 @@ pub struct SessionOptions {
     pub probabilities: bool,
     /// Planner limits (default: the device's).
     pub limits: Option<PlanLimits>,
+    /// Storage precision of the network's tensors ([`Precision::F16`]: [`crate::passes::to_half`];
+    /// needs `SHADER_F16`).
+    pub precision: Precision,
     /// Skip the probe run at creation (see [`Session::with_options`]): for callers that check
     /// the logits themselves and cannot afford one extra run.
     pub skip_probe: bool,
+}
+
+/// How a session stores its tensors.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// 4 bytes a value.
+    #[default]
+    F32,
+    /// 2 bytes a value for every feature map, the input and the logits (arithmetic in f32).
+    F16,
+}
+
+impl Precision {
+    /// `f32`, `f16`, or `auto`: f16 where the device has `SHADER_F16` and is not a CPU adapter
+    /// (on lavapipe the f16 variant is slower: it converts on every load and store), else f32.
+    pub fn parse(s: &str, gpu: &Gpu) -> Result<Precision> {
+        match s {
+            "f32" | "fp32" => Ok(Precision::F32),
+            "f16" | "fp16" | "half" => Ok(Precision::F16),
+            "auto" => Ok(if gpu.has_f16() && !gpu.is_cpu() { Precision::F16 } else { Precision::F32 }),
+            other => Err(Error::Input(format!("precision `{other}`: expected f32, f16 or auto"))),
+        }
+    }
 }
 
 /// Tensors of the graph with its heads that the convenience calls use.
@@ -149,7 +175,10 @@ const NO_PIXELS: &str = "this session was built without a normalisation, so it t
 
 /// The network plus its heads.
 fn with_heads(network: &Graph, options: &SessionOptions) -> Result<(Graph, Ids)> {
-    let mut g = network.clone();
+    let mut g = match options.precision {
+        Precision::F32 => network.clone(),
+        Precision::F16 => crate::passes::to_half(network),
+    };
     let sizes = (g.tensors.len(), g.inputs.len(), g.outputs.len(), g.nodes.len());
     let logits = g.logits.ok_or_else(|| Error::op("graph", "no logits tensor"))?;
     let input = g.input;
@@ -160,7 +189,7 @@ fn with_heads(network: &Graph, options: &SessionOptions) -> Result<(Graph, Ids)>
     g.add_output(classes);
     let probs = if options.probabilities {
         let d = &g.tensors[logits];
-        let p = g.tensor("probs", d.c, d.h, d.w);
+        let p = g.tensor_of("probs", crate::graph::DType::F32, d.c, d.h, d.w);
         g.push("softmax", crate::ops::Softmax { x: g.all(logits), y: g.all(p), sigmoid: binary })?;
         g.add_output(p);
         Some(p)
@@ -221,14 +250,19 @@ impl Session {
     /// together (3e38) would otherwise give an all-class-0 map with success.
     fn probe(&mut self) -> Result<()> {
         let input = &self.graph.tensors[self.ids.input];
-        if input.dtype != crate::graph::DType::F32 {
+        if !matches!(input.dtype, crate::graph::DType::F32 | crate::graph::DType::F16) {
             return Ok(());
         }
         let n = input.c * input.h * input.w;
         let x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 13) as f32 / 6.0 - 1.0).collect();
         let t = self.tensor_input(&x)?;
         let out = self.run(&[t], &["logits"])?;
-        if let Some(TensorData::F32(v)) = out.first().map(|t| &t.data) {
+        let v: Vec<f32> = match out.first().map(|t| &t.data) {
+            Some(TensorData::F32(v)) => v.clone(),
+            Some(TensorData::F16(v)) => v.iter().map(|x| x.to_f32()).collect(),
+            _ => vec![],
+        };
+        {
             if let Some(index) = v.iter().position(|x| !x.is_finite()) {
                 return Err(Error::NonFiniteLogits { output: self.graph.tensors[self.ids.logits].name.clone(), index, value: v[index] });
             }
@@ -239,6 +273,9 @@ impl Session {
     fn build(gpu: &Gpu, network: &Graph, options: SessionOptions) -> Result<Self> {
         let dev = &gpu.device;
         let (graph, ids) = with_heads(network, &options)?;
+        if graph.tensors.iter().any(|t| t.dtype == crate::graph::DType::F16) && !gpu.has_f16() {
+            return Err(Error::F16Unsupported { adapter: gpu.describe() });
+        }
         let limits = options.limits.unwrap_or_else(|| PlanLimits::from_device(&gpu.limits()));
         let plan = Plan::new(&graph, limits)?;
         let kernels = Kernels::new(dev);
@@ -423,10 +460,11 @@ impl Session {
         for &(a, off, c0, c) in &self.chunks(self.ids.input) {
             let (tp, groups) = kernels::texture::prepare_input(&normalize, (tw, th), (self.w as u32, self.h as u32), 0, srgb, c0, c);
             let tu = uniform_buffer(&dev, &tp);
-            let input = Slot { buffer: &self.arenas[a], offset: off, size: (c * hw * 4) as u64 };
+            let input = Slot { buffer: &self.arenas[a], offset: off, size: (c as u64 * self.graph.tensors[self.ids.input].plane_bytes()).next_multiple_of(4) };
             pre.push(self.kernels.dispatch_resources(
                 Shader::TextureInput,
                 "texture_input",
+                self.graph.tensors[self.ids.input].dtype,
                 vec![wgpu::BindingResource::TextureView(&src_view), input.resource(), Slot::whole(&tu).resource()],
                 groups,
                 "texture_input",
@@ -459,6 +497,7 @@ impl Session {
                     post.push(self.kernels.dispatch_resources(
                         Shader::Overlay,
                         "overlay",
+                        crate::graph::DType::F32,
                         vec![wgpu::BindingResource::TextureView(&src_view), self.classes_slot().resource(), Slot::whole(&pal).resource(), wgpu::BindingResource::TextureView(&dst_view), Slot::whole(&ou).resource()],
                         groups,
                         "overlay",
@@ -649,7 +688,11 @@ impl Session {
         if x.len() != c * hw {
             return Err(Error::Input(format!("tensor has {} values, the session expects {}x{}x{} = {}", x.len(), c, self.h, self.w, c * hw)));
         }
-        Ok(Tensor { name: self.graph.tensors[self.ids.input].name.clone(), shape: [1, c, self.h, self.w], data: TensorData::F32(x.to_vec()) })
+        let data = match self.graph.tensors[self.ids.input].dtype {
+            crate::graph::DType::F16 => TensorData::F16(x.iter().map(|&v| half::f16::from_f32(v)).collect()),
+            _ => TensorData::F32(x.to_vec()),
+        };
+        Ok(Tensor { name: self.graph.tensors[self.ids.input].name.clone(), shape: [1, c, self.h, self.w], data })
     }
 
     fn class_map(&self, t: Tensor) -> ClassMap {
@@ -670,6 +713,7 @@ impl Session {
         let map = self.class_map(out.next().expect("classes"));
         let extra = out.next().map(|t| match t.data {
             TensorData::F32(v) => v,
+            TensorData::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
             _ => unreachable!("float output"),
         });
         Ok((map, extra))
@@ -856,7 +900,7 @@ pub fn read_buffer(gpu: &Gpu, buf: &wgpu::Buffer) -> Result<Vec<u8>> {
 /// [`crate::split`]), with `resolve` locating them: the operator's own `encode`. Returns the
 /// dispatch and the parameter and uniform buffers it binds. Used by [`Session`] and [`OpRunner`].
 pub(crate) fn encode_node<'a>(dev: &wgpu::Device, kernels: &Kernels, graph: &Graph, node: &Node, resolve: Resolve<'a, '_>) -> Result<(Dispatch, Vec<wgpu::Buffer>)> {
-    let cx = EncodeCx { dev, kernels, graph, resolve };
+    let cx = EncodeCx { dev, kernels, graph, resolve, dtype: crate::ops::float_dtype(graph, node.op.0.as_ref()) };
     let e = node.op.encode(&cx, &node.name)?;
     Ok((e.dispatch, e.buffers))
 }

@@ -35,3 +35,48 @@ fn every_registered_operator_matches_its_reference() {
     }
     eprintln!("{total} problems over {} operators", atrous::ops::REGISTRY.len());
 }
+
+/// The same problems with every float tensor stored as f16 (`passes::to_half`; the kernels' f16
+/// variants load and store f16 and compute in f32). The inputs are rounded to f16 first, so the
+/// reference sees what the kernel sees; the one extra error is the final store, so the tolerance
+/// is the f32 one plus half an f16 ulp of the result (`2^-11 |w|`) plus the f16 subnormal step
+/// (`2^-24`). Integer outputs (indices, class maps) stay exact.
+#[test]
+fn every_registered_operator_matches_its_reference_in_f16() {
+    let Some(gpu) = common::gpu() else { return };
+    if !gpu.has_f16() {
+        assert!(!common::ci(), "CI=true and the adapter has no SHADER_F16");
+        eprintln!("\n*** SKIPPING f16 op tests: adapter without SHADER_F16 ***\n");
+        return;
+    }
+    let runner = atrous::session::OpRunner::new(&gpu);
+    let mut total = 0;
+    let mut worst = (0.0f32, String::new());
+    for &(kind, make) in atrous::ops::REGISTRY {
+        for seed in [1u64, 0x9e37_79b9] {
+            for mut p in make(seed, false) {
+                p.graph = atrous::passes::to_half(&p.graph);
+                for (t, d) in p.data.iter_mut() {
+                    if p.graph.tensors[*t].dtype == atrous::graph::DType::F16 {
+                        d.iter_mut().for_each(|v| *v = half::f16::from_f32(*v).to_f32());
+                    }
+                }
+                let got = runner.run(&p.graph, p.node, &p.data).unwrap_or_else(|e| panic!("{kind} {} (f16): {e}", p.name));
+                let want = p.expected();
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    if w.is_nan() {
+                        assert!(g.is_nan(), "{} (f16): wrote {g} at {i}, outside the output view", p.name);
+                    } else {
+                        let tol = p.abs_tol + p.rel_tol * w.abs() + w.abs() / 2048.0 + 6e-8;
+                        assert!((g - w).abs() <= tol, "{} (f16): element {i}: gpu {g} vs reference {w} (tol {tol})", p.name);
+                        if w.abs() > 1e-3 && (g - w).abs() / w.abs() > worst.0 {
+                            worst = ((g - w).abs() / w.abs(), p.name.clone());
+                        }
+                    }
+                }
+                total += 1;
+            }
+        }
+    }
+    eprintln!("{total} problems in f16; worst relative error {:.2e} ({})", worst.0, worst.1);
+}

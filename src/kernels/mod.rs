@@ -271,14 +271,23 @@ impl Kernels {
     /// A dispatch of `entry` with `slots` bound in the family's binding order.
     #[allow(clippy::too_many_arguments)]
     pub fn dispatch(&self, shader: Shader, entry: &'static str, slots: &[Slot<'_>], groups: [u32; 3], label: &str, flops: u64, bytes: u64) -> Dispatch {
+        self.dispatch_typed(shader, entry, DType::F32, slots, groups, label, flops, bytes)
+    }
+
+    /// [`dispatch`](Self::dispatch) of the `dtype` variant (the element type of the activations
+    /// the kernel reads and writes).
+    #[allow(clippy::too_many_arguments)]
+    pub fn dispatch_typed(&self, shader: Shader, entry: &'static str, dtype: DType, slots: &[Slot<'_>], groups: [u32; 3], label: &str, flops: u64, bytes: u64) -> Dispatch {
         let resources: Vec<wgpu::BindingResource> = slots.iter().map(|s| s.resource()).collect();
-        self.dispatch_resources(shader, entry, resources, groups, label, flops, bytes)
+        self.dispatch_resources(shader, entry, dtype, resources, groups, label, flops, bytes)
     }
 
     /// Like [`dispatch`](Self::dispatch) with any binding resources (textures included).
     #[allow(clippy::too_many_arguments)]
-    pub fn dispatch_resources(&self, shader: Shader, entry: &'static str, resources: Vec<wgpu::BindingResource<'_>>, groups: [u32; 3], label: &str, flops: u64, bytes: u64) -> Dispatch {
-        let pipeline = self.pipeline(shader, entry);
+    pub fn dispatch_resources(&self, shader: Shader, entry: &'static str, dtype: DType, resources: Vec<wgpu::BindingResource<'_>>, groups: [u32; 3], label: &str, flops: u64, bytes: u64) -> Dispatch {
+        // every family has both variants (`Shader::dtypes`); the device's SHADER_F16 is checked
+        // when a session with f16 tensors is built
+        let pipeline = self.pipeline_for(shader, entry, dtype, &[]).unwrap_or_else(|| self.pipeline(shader, entry));
         let bgl = {
             let mut cache = self.inner.lock().expect("kernel cache poisoned");
             self.layout(&mut cache, shader).0

@@ -190,6 +190,16 @@ pub struct EncodeCx<'a, 'b> {
     pub kernels: &'b Kernels,
     pub graph: &'b Graph,
     pub resolve: Resolve<'a, 'b>,
+    /// The element type of the operator's activations ([`float_dtype`]): which kernel variant
+    /// its dispatch uses.
+    pub dtype: crate::graph::DType,
+}
+
+/// The float element type an operator computes in: that of its first float input, else of its
+/// first float output (preprocessing reads packed pixels), f32 when it has none.
+pub fn float_dtype(g: &Graph, op: &dyn Operator) -> crate::graph::DType {
+    use crate::graph::DType;
+    op.inputs().iter().chain(op.outputs().iter()).map(|v| g.tensors[v.tensor].dtype).find(|d| matches!(d, DType::F32 | DType::F16)).unwrap_or(DType::F32)
 }
 
 /// One dispatch and the parameter and uniform buffers it binds.
@@ -227,7 +237,7 @@ impl<'a> EncodeCx<'a, '_> {
     /// A dispatch of `entry` with `slots` bound in the family's binding order.
     #[allow(clippy::too_many_arguments)]
     pub fn dispatch(&self, shader: Shader, entry: &'static str, slots: &[Slot<'_>], groups: [u32; 3], label: &str, flops: u64, bytes: u64) -> Dispatch {
-        self.kernels.dispatch(shader, entry, slots, groups, label, flops, bytes)
+        self.kernels.dispatch_typed(shader, entry, self.dtype, slots, groups, label, flops, bytes)
     }
 }
 
