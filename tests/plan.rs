@@ -135,3 +135,28 @@ fn fcn8s_full_width_plans_near_the_bound() {
     assert!(ratio <= 1.05, "{ratio}");
     assert!(atrous::models::shapes_only("resnet-9000").is_err());
 }
+
+/// Half precision halves the plan (issue 13): the peak arena of the f16 graph (`passes::to_half`)
+/// of every model in ../shared at its native size is at most 0.52x the f32 one (alignment of the
+/// offsets is the only thing that does not halve), and the f16 plan is still valid.
+#[test]
+fn f16_plans_are_half_the_f32_plans() {
+    let Some(shared) = common::shared() else { return };
+    for (name, (h, w)) in [
+        ("espnet_camvid", (360, 480)),
+        ("espnetv2_s2.0_voc384", (384, 384)),
+        ("deeplabv3_mnv2_voc257", (257, 257)),
+        ("torchvision/deeplabv3_mobilenet_v3_large", (512, 512)),
+        ("torchvision/lraspp_mobilenet_v3_large", (520, 520)),
+        ("enet_camvid", (512, 512)),
+    ] {
+        let model = Model::load(shared.join(format!("models/{name}.safetensors"))).unwrap();
+        let g = model.graph(h, w).unwrap();
+        let full = Plan::new(&g, BIG).unwrap();
+        let half = Plan::new(&atrous::passes::to_half(&g), BIG).unwrap();
+        half.verify().unwrap();
+        let ratio = half.peak_bytes() as f64 / full.peak_bytes() as f64;
+        eprintln!("{name} {w}x{h}: peak arena f32 {} B, f16 {} B ({ratio:.4}x)", full.peak_bytes(), half.peak_bytes());
+        assert!(ratio <= 0.52, "{name}: f16 peak {} vs f32 {}", half.peak_bytes(), full.peak_bytes());
+    }
+}
