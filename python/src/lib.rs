@@ -26,7 +26,9 @@ fn err(e: atrous::Error) -> PyErr {
     let msg = e.to_string();
     match e {
         E::Image { .. } | E::Input(_) | E::InputSize { .. } => ImageError::new_err(msg),
-        E::NoAdapter { .. } | E::RequestDevice { .. } | E::DeviceLost(_) | E::DeviceOutOfMemory { .. } | E::OutOfDeviceMemory { .. } | E::Gpu { .. } | E::TensorTooLarge { .. } => DeviceError::new_err(msg),
+        E::NoAdapter { .. } | E::RequestDevice { .. } | E::DeviceLost(_) | E::DeviceOutOfMemory { .. } | E::OutOfDeviceMemory { .. } | E::Gpu { .. } | E::TensorTooLarge { .. } | E::F16Unsupported { .. } => {
+            DeviceError::new_err(msg)
+        }
         _ => ModelError::new_err(msg),
     }
 }
@@ -42,6 +44,10 @@ impl Model {
     #[new]
     fn new(py: Python<'_>, path_or_name: String) -> PyResult<Self> {
         let m = py.detach(|| -> atrous::Result<RsModel> {
+            // the built-in model needs no file and no network
+            if path_or_name == atrous::models::EMBEDDED_NAME && !std::path::Path::new(&path_or_name).exists() {
+                return RsModel::embedded();
+            }
             let path = atrous::zoo::resolve(&path_or_name, &atrous::zoo::FetchOptions::from_env())?;
             RsModel::load(path)
         });
@@ -80,19 +86,21 @@ impl Model {
         self.inner.info.parameters
     }
     /// A session on a device. `size` fixes the run size (else each image runs at the model's
-    /// size for it); `precision` is `"f32"`; `device` a substring of the adapter's name.
+    /// size for it); `precision` is `"f32"`, `"f16"` (feature maps stored as f16; needs an
+    /// adapter with SHADER_F16) or `"auto"`; `device` a substring of the adapter's name.
     #[pyo3(signature = (size=None, precision="f32", device=None))]
     fn session(&self, py: Python<'_>, size: Option<(usize, usize)>, precision: &str, device: Option<String>) -> PyResult<Session> {
-        if precision != "f32" {
-            return Err(ModelError::new_err(format!("precision `{precision}` is not available yet (only \"f32\")")));
-        }
         if let Some((h, w)) = size {
             if !self.inner.info.size.accepts(h, w) {
                 return Err(ImageError::new_err(format!("{} does not accept {h}x{w} (size rule {:?})", self.inner.info.name, self.inner.info.size)));
             }
         }
         let gpu = py.detach(|| Gpu::with_adapter(device.as_deref())).map_err(err)?;
-        Ok(Session { model: self.inner.clone(), gpu, size, sessions: HashMap::new() })
+        let precision = atrous::session::Precision::parse(precision, &gpu).map_err(err)?;
+        if precision == atrous::session::Precision::F16 && !gpu.has_f16() {
+            return Err(err(atrous::Error::F16Unsupported { adapter: gpu.describe() }));
+        }
+        Ok(Session { model: self.inner.clone(), gpu, size, precision, sessions: HashMap::new() })
     }
     fn __repr__(&self) -> String {
         format!("atrous.Model({:?}: {}, {} classes)", self.inner.info.name, self.inner.info.architecture, self.inner.info.classes.len())
@@ -105,6 +113,7 @@ struct Session {
     model: Arc<RsModel>,
     gpu: Gpu,
     size: Option<(usize, usize)>,
+    precision: atrous::session::Precision,
     sessions: HashMap<(usize, usize), RsSession>,
 }
 
@@ -123,7 +132,7 @@ impl Session {
     fn session(&mut self, hw: (usize, usize)) -> atrous::Result<&mut RsSession> {
         if !self.sessions.contains_key(&hw) {
             let g = self.model.graph(hw.0, hw.1)?;
-            let s = RsSession::new(&self.gpu, &g, self.model.info.pixel_head())?;
+            let s = RsSession::with_options(&self.gpu, &g, atrous::session::SessionOptions { normalize: self.model.info.pixel_head(), precision: self.precision, ..Default::default() })?;
             self.sessions.insert(hw, s);
         }
         Ok(self.sessions.get_mut(&hw).expect("inserted"))

@@ -126,3 +126,16 @@ def test_palette_png_round_trip(model, tmp_path):
     m = np.arange(12, dtype=np.uint8).repeat(10).reshape(12, 10)
     atrous.save_palette_png(tmp_path / "m.png", m, model.palette)
     assert np.array_equal(np.array(Image.open(tmp_path / "m.png")), m)
+
+
+def test_half_precision_and_the_built_in_model(model, camvid, cli_maps):
+    # f16 storage agrees with the f32 class maps on nearly every pixel
+    s = model.session(precision="f16")
+    for f in camvid[:3]:
+        got = s.segment(atrous.load_image(f))
+        assert (got == cli_maps[f.stem]).mean() >= 0.995, f.name
+    with pytest.raises(atrous.AtrousError):
+        model.session(precision="f8")
+    # the built-in DeepLabV3-MobileNetV2 (VOC) loads without a file or a download
+    m = atrous.Model("deeplabv3-mnv2-voc")
+    assert len(m.classes) == 21 and m.classes[15] == "person"
