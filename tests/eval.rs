@@ -75,3 +75,28 @@ fn enet_camvid_val_matches_upstream_figures() {
         assert!((100.0 * (got - want)).abs() <= tol, "{key}: {got} vs {want}");
     }
 }
+
+/// The same CamVid val evaluation with every feature map stored as f16 (issue 13): mIoU within 0.3
+/// points of PyTorch's f32 figure, and half the device memory of the f32 sessions.
+#[test]
+fn camvid_val_in_f16_is_within_0_3_points() {
+    let Some(shared) = common::shared() else { return };
+    let Some(gpu) = common::gpu() else { return };
+    if !gpu.has_f16() {
+        assert!(!common::ci(), "CI=true and the adapter has no SHADER_F16");
+        return;
+    }
+    let model = atrous::models::Model::load(shared.join("models/espnet_camvid.safetensors")).unwrap();
+    let (pairs, _) = atrous::eval::pair_by_stem(&shared.join("data/camvid/val/images"), &shared.join("data/camvid/val/labels")).unwrap();
+    let report = atrous::eval::evaluate_with(&model, &gpu, &pairs, &[11], atrous::session::Precision::F16, |_, _| {});
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    let r = reference(&shared, "espnet_camvid_val.json");
+    let m = &report.metrics;
+    for (got, key) in [(m.pixel_acc, "pixel_acc"), (m.mean_class_acc, "mean_class_acc"), (m.mean_iou, "mean_iou"), (m.fw_iou, "fw_iou")] {
+        let want = r[key].as_f64().unwrap();
+        eprintln!("{key}: atrous f16 {:.3} PyTorch f32 {:.3}", 100.0 * got, 100.0 * want);
+        assert!((100.0 * (got - want)).abs() <= 0.3, "{key}: {got} vs {want}");
+    }
+    eprintln!("f16: device memory peak {} B", report.peak_device_bytes);
+    assert!(report.peak_device_bytes < 15_000_000, "f16 sessions hold {} B", report.peak_device_bytes);
+}
