@@ -50,7 +50,7 @@ const CASES: &[Case] = &[
 ];
 
 /// (class-map agreement, logits max|err|) of one run.
-fn run(gpu: &atrous::gpu::Gpu, m: &atrous::models::Model, input: &[f32], h: usize, w: usize, precision: Precision, ref_logits: &[f32], ref_map: &[f32]) -> (usize, f32) {
+fn run(gpu: &atrous::gpu::Gpu, m: &atrous::models::Model, input: &[f32], (h, w): (usize, usize), precision: Precision, (ref_logits, ref_map): (&[f32], &[f32])) -> (usize, f32) {
     let g = m.graph(h, w).unwrap();
     let mut s = Session::with_options(gpu, &g, SessionOptions { normalize: None, precision, ..Default::default() }).unwrap();
     let (map, logits) = s.run_tensor_logits(input).unwrap();
@@ -85,8 +85,8 @@ fn every_model_in_f16_matches_its_reference() {
             let (lshape, ref_logits) = &t[c.logits];
             let ref_logits = if c.nhwc { common::nhwc_to_nchw(ref_logits, lshape[1], lshape[2], lshape[3]) } else { ref_logits.clone() };
             let ref_map = &t[c.argmax].1;
-            let (a16, e16) = run(&gpu, &m, &input, h, w, Precision::F16, &ref_logits, ref_map);
-            let (a32, e32) = run(&gpu, &m, &input, h, w, Precision::F32, &ref_logits, ref_map);
+            let (a16, e16) = run(&gpu, &m, &input, (h, w), Precision::F16, (&ref_logits, ref_map));
+            let (a32, e32) = run(&gpu, &m, &input, (h, w), Precision::F32, (&ref_logits, ref_map));
             let max_logit = ref_logits.iter().fold(0f32, |a, v| a.max(v.abs()));
             let n = (h * w) as f64;
             let name = case.file_stem().unwrap().to_string_lossy().into_owned();
