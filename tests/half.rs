@@ -27,12 +27,15 @@ struct Case {
     known: Option<(f64, f32, &'static str)>,
 }
 
-/// Max-unpooling networks: an f16 store can round two different values of a pooling window to the
-/// same number, the first then wins, and the unpooled value lands one pixel away from where the f32
-/// network puts it (an error the size of the value itself, not of a rounding).
-const UNPOOL: &str = "max-unpooling after f16 rounding: ties in pooling windows move unpooled values";
-/// Seeded random weights without trained normalisation: activations grow through 16 residual
-/// blocks and the class margins are tiny (the f32 run itself needs the near-tie allowance).
+/// ENet: f16 storage in its first two stages (the initial block and the stage-1 residual stream)
+/// costs the agreement. A CPU emulation of f16 storage (the reference interpreter rounding every
+/// stored tensor) reproduces the GPU's figures (98.12-99.15%); keeping the tensors of the first 24
+/// nodes in f32 raises it to 99.84-99.94%, while keeping only the max-pooling inputs in f32 (ties
+/// moving unpooled values, the first suspicion) changes nothing.
+const ENET: &str = "f16 rounding in the initial block and stage-1 residual stream (f32 there: >= 99.8% in emulation)";
+/// The seeded SegNet: random weights leave class margins so small that rounding only its input to
+/// f16 (everything else f32, in emulation) already flips 5% of the pixels.
+const SEEDED_SEGNET: &str = "random weights: rounding the input alone to f16 flips 5% of pixels (emulation)";
 const SEEDED_DEEP: &str = "random weights, 50 layers: large residual activations and tiny class margins";
 
 const CASES: &[Case] = &[
@@ -40,9 +43,9 @@ const CASES: &[Case] = &[
     Case { model: "espnet_cityscapes", dir: "espnet_cityscapes", prefix: "", nhwc: false, logits: "logits", argmax: "argmax", known: None },
     Case { model: "espnetv2_s2.0_voc384", dir: "espnetv2_s2.0_voc384", prefix: "", nhwc: false, logits: "logits", argmax: "argmax", known: None },
     Case { model: "deeplabv3_mnv2_voc257", dir: "deeplabv3_mnv2_voc257", prefix: "", nhwc: true, logits: "logits", argmax: "argmax", known: None },
-    Case { model: "enet_camvid", dir: "enet_camvid", prefix: "camvid_val", nhwc: false, logits: "logits", argmax: "argmax", known: Some((97.5, 0.12, UNPOOL)) },
+    Case { model: "enet_camvid", dir: "enet_camvid", prefix: "camvid_val", nhwc: false, logits: "logits", argmax: "argmax", known: Some((97.5, 0.12, ENET)) },
     Case { model: "unet_rbm", dir: "unet_rbm", prefix: "", nhwc: false, logits: "logit", argmax: "mask", known: None },
-    Case { model: "seeded/segnet_vgg16bn_w4", dir: "seeded", prefix: "segnet_vgg16bn_w4", nhwc: false, logits: "logits", argmax: "argmax", known: Some((78.0, 0.4, UNPOOL)) },
+    Case { model: "seeded/segnet_vgg16bn_w4", dir: "seeded", prefix: "segnet_vgg16bn_w4", nhwc: false, logits: "logits", argmax: "argmax", known: Some((78.0, 0.4, SEEDED_SEGNET)) },
     Case { model: "seeded/fcn8s_vgg16_w8", dir: "seeded", prefix: "fcn8s_vgg16_w8", nhwc: false, logits: "logits", argmax: "argmax", known: None },
     Case { model: "torchvision/deeplabv3_mobilenet_v3_large", dir: "torchvision", prefix: "deeplabv3_mobilenet_v3_large_", nhwc: false, logits: "logits", argmax: "argmax", known: None },
     Case { model: "torchvision/lraspp_mobilenet_v3_large", dir: "torchvision", prefix: "lraspp_mobilenet_v3_large_", nhwc: false, logits: "logits", argmax: "argmax", known: None },
