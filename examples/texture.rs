@@ -11,7 +11,7 @@ use std::path::Path;
 
 use atrous::gpu::Gpu;
 use atrous::models::Model;
-use atrous::session::{Session, TextureOutput};
+use atrous::session::{Precision, Session, SessionOptions, TextureOutput};
 
 /// What the run found.
 #[derive(Debug)]
@@ -26,10 +26,16 @@ pub struct Report {
 /// Segments `image` (uploaded to an `Rgba8UnormSrgb` texture, as an application would hold it)
 /// with `model`, entirely on the GPU, then checks the result against [`Session::run_rgb`].
 pub fn run(model_path: &Path, image: &Path, overlay_png: Option<&Path>) -> Result<Report, Box<dyn std::error::Error>> {
+    run_with(model_path, image, overlay_png, Precision::F32)
+}
+
+/// [`run`] with sessions of `precision` (f16 asks the application's device for `SHADER_F16`).
+pub fn run_with(model_path: &Path, image: &Path, overlay_png: Option<&Path>, precision: Precision) -> Result<Report, Box<dyn std::error::Error>> {
     // The application's own device.
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
     let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))?;
-    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default()))?;
+    let required_features = if precision == Precision::F16 { wgpu::Features::SHADER_F16 } else { wgpu::Features::empty() };
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor { required_features, ..Default::default() }))?;
 
     // Its image, already in a texture.
     let img = atrous::image_io::load_rgb(image)?;
@@ -52,7 +58,7 @@ pub fn run(model_path: &Path, image: &Path, overlay_png: Option<&Path>) -> Resul
     let gpu = Gpu::from_device(device.clone(), queue.clone());
     let model = Model::load(model_path)?;
     let (sh, sw) = model.info.run_size(img.h, img.w);
-    let mut session = Session::new(&gpu, &model.graph(sh, sw)?, model.info.pixel_head())?;
+    let mut session = Session::with_options(&gpu, &model.graph(sh, sw)?, SessionOptions { normalize: model.info.pixel_head(), precision, ..Default::default() })?;
 
     // Outputs the application owns: a buffer for the class map and a texture for the overlay.
     let classes = device.create_buffer(&wgpu::BufferDescriptor {

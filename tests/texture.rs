@@ -36,3 +36,19 @@ fn texture_of_another_size_is_resized() {
     assert!(r.class_agree as f64 >= 0.995 * r.pixels as f64, "{r:?}");
     assert!(r.overlay_max_diff <= 1);
 }
+
+/// The texture path in f16 (the texture-input kernel's f16 variant writes the network input): the
+/// same class map as the f16 pixel path.
+#[test]
+fn texture_path_in_f16_matches_the_f16_pixel_path() {
+    let Some(shared) = common::shared() else { return };
+    let Some(gpu) = common::gpu() else { return };
+    if !gpu.has_f16() {
+        assert!(!common::ci(), "CI=true and the adapter has no SHADER_F16");
+        return;
+    }
+    let r = example::run_with(&shared.join("models/espnet_camvid.safetensors"), &shared.join("data/camvid/val/images/0016E5_07959.png"), None, atrous::session::Precision::F16).unwrap();
+    eprintln!("{r:?}");
+    assert!(r.class_agree as f64 >= 0.999 * r.pixels as f64, "{r:?}");
+    assert!(r.overlay_max_diff <= 1);
+}
