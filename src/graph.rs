@@ -209,12 +209,15 @@ pub struct Graph {
     /// The logits are one channel feeding a sigmoid (a binary mask model): the class map is
     /// `logit > 0` and the probabilities are the sigmoid. Otherwise argmax and softmax as usual.
     pub sigmoid_head: bool,
+    /// Name prefixes of the nodes whose outputs stay f32 in an f16 session (stages a network's
+    /// builder knows to be sensitive to f16 storage; see `passes::to_half_except`).
+    pub f32_nodes: Vec<String>,
 }
 
 impl Graph {
     /// A graph whose input is a `c x h x w` float tensor named `input`.
     pub fn new(c: usize, h: usize, w: usize) -> Self {
-        let mut g = Graph { tensors: vec![], nodes: vec![], input: 0, inputs: vec![], logits: None, outputs: vec![], sigmoid_head: false };
+        let mut g = Graph { tensors: vec![], nodes: vec![], input: 0, inputs: vec![], logits: None, outputs: vec![], sigmoid_head: false, f32_nodes: vec![] };
         g.input = g.tensor("input", c, h, w);
         g.inputs.push(g.input);
         g
@@ -386,7 +389,7 @@ impl Graph {
     /// The graph without its tensors and nodes (inputs, outputs, flags), for building a related
     /// graph without copying parameters.
     pub fn clone_shallow(&self) -> Graph {
-        Graph { tensors: vec![], nodes: vec![], input: self.input, inputs: self.inputs.clone(), logits: self.logits, outputs: self.outputs.clone(), sigmoid_head: self.sigmoid_head }
+        Graph { tensors: vec![], nodes: vec![], input: self.input, inputs: self.inputs.clone(), logits: self.logits, outputs: self.outputs.clone(), sigmoid_head: self.sigmoid_head, f32_nodes: self.f32_nodes.clone() }
     }
 
     /// Indices of the nodes that read any channel of tensor `t`.

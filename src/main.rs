@@ -548,7 +548,11 @@ fn inspect(model_arg: Option<&str>, arch: Option<&str>, size: Option<&str>, json
     let (h, w) = model_size(&model, size)?;
     let g = match precision {
         "f32" | "fp32" => model.graph(h, w)?,
-        "f16" | "fp16" | "half" => atrous::passes::to_half(&model.graph(h, w)?),
+        "f16" | "fp16" | "half" => {
+            // what an f16 session plans: the builder's precision-sensitive stages stay f32
+            let g = model.graph(h, w)?;
+            atrous::passes::half_precision(&g)?
+        }
         other => bail!("precision `{other}`: inspect plans without a device, so give f32 or f16"),
     };
     let limits = atrous::plan::PlanLimits::unlimited();

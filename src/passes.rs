@@ -12,7 +12,7 @@
 //! still validate, or the rewrite is undone. Passes never change what the graph computes beyond
 //! float rounding of the folded weights (tested against the CPU reference).
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::graph::{Act, Graph, TensorId, View};
 use crate::ops::{Affine, Concat, Conv2d, ConvT2d, Op};
 
@@ -316,6 +316,82 @@ pub fn to_half(g: &Graph) -> Graph {
     g
 }
 
+/// The graph an f16 session runs: [`to_half_except`] keeping f32 the nodes whose names start with
+/// one of the network's [`Graph::f32_nodes`](crate::graph::Graph) prefixes.
+pub fn half_precision(g: &Graph) -> Result<Graph> {
+    to_half_except(g, &|name| g.f32_nodes.iter().any(|p| name.starts_with(p.as_str())))
+}
+
+/// Mixed precision: like [`to_half`], but every tensor written by a node that `keep_f32` selects
+/// (by name) stays f32, and a cast node is inserted wherever a node reads a tensor of the other
+/// element type (each node computes in the element type of its outputs). For networks (before the
+/// session's heads). Networks with precision-sensitive stages name them
+/// ([`Graph::f32_nodes`](crate::graph::Graph)); with no such node this is [`to_half`].
+pub fn to_half_except(g: &Graph, keep_f32: &dyn Fn(&str) -> bool) -> Result<Graph> {
+    use crate::graph::{DType, Node, View};
+    let mut g = g.clone();
+    let is_float = |d: DType| matches!(d, DType::F32 | DType::F16);
+    let mut stay = vec![false; g.tensors.len()];
+    for n in g.nodes.iter().filter(|n| keep_f32(&n.name)) {
+        for v in n.op.outputs() {
+            stay[v.tensor] = true;
+        }
+    }
+    if !stay.iter().any(|&s| s) {
+        return Ok(to_half(&g));
+    }
+    for (t, d) in g.tensors.iter_mut().enumerate() {
+        if d.dtype == DType::F32 && !stay[t] {
+            d.dtype = DType::F16;
+        }
+    }
+    let nodes = std::mem::take(&mut g.nodes);
+    for mut node in nodes {
+        let want = node.op.outputs().iter().map(|v| g.tensors[v.tensor].dtype).find(|&d| is_float(d));
+        if let Some(want) = want {
+            let inputs = node.op.inputs();
+            let outs: Vec<usize> = node.op.outputs().iter().map(|v| v.tensor).collect();
+            let mut casts = vec![];
+            for (k, v) in inputs.iter().enumerate() {
+                let d = g.tensors[v.tensor].dtype;
+                // an input that is also an output (an addend accumulated in place) has its dtype
+                if !is_float(d) || d == want || outs.contains(&v.tensor) {
+                    continue;
+                }
+                let src = &g.tensors[v.tensor];
+                let name = format!("{}.{}", src.name, if want == DType::F16 { "f16" } else { "f32" });
+                let (c, h, w) = (src.c, src.h, src.w);
+                let t = g.tensor_of(&name, want, c, h, w);
+                let cast = crate::ops::cast::Cast { x: View { tensor: v.tensor, c0: v.c0, c: v.c }, y: View { tensor: t, c0: v.c0, c: v.c } };
+                casts.push((k, v.tensor, t, cast));
+            }
+            // the cast inputs, found by value (a tensor that is also an output was skipped above,
+            // so a view equal to an input view on its tensor is that input)
+            for (k, from, to, _) in &casts {
+                let mut hit = false;
+                for v in node.op.0.views_mut() {
+                    if *v == inputs[*k] && v.tensor == *from {
+                        v.tensor = *to;
+                        hit = true;
+                    }
+                }
+                if !hit {
+                    return Err(Error::op(&node.name, "an input view is missing from views_mut"));
+                }
+            }
+            for (_, _, _, cast) in casts {
+                let name = format!("{}.cast{}", node.name, g.nodes.len());
+                crate::ops::Operator::check(&cast, &g, &name)?;
+                g.nodes.push(Node { name, op: crate::ops::Op::new(cast) });
+            }
+        }
+        node.op.check(&g, &node.name)?;
+        g.nodes.push(node);
+    }
+    g.validate()?;
+    Ok(g)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,6 +449,37 @@ mod tests {
         assert_eq!(s, Stats { concats_in_place: 1, concat_copies: 0, affines_folded: 2, adds_fused: 1 });
         assert_eq!(f.nodes.len(), 4, "{:#?}", f.nodes.iter().map(|n| &n.name).collect::<Vec<_>>());
         assert!(f.nodes.iter().all(|n| n.op.kind() != "concat"));
+    }
+
+    /// Mixed precision: the nodes named `b1.*` keep f32 outputs, everything else is f16, and a
+    /// cast sits exactly where a node reads the other element type; the CPU reference (which
+    /// ignores storage) is unchanged, so only casts were added.
+    #[test]
+    fn mixed_precision_inserts_casts_at_the_boundaries() {
+        use crate::graph::DType;
+        let mut rng = Rng(11);
+        let g = plain(&mut rng);
+        let input = rng.vec(g.tensors[g.input].numel());
+        let m = to_half_except(&g, &|name| name.starts_with("b1.")).unwrap();
+        for n in &m.nodes {
+            let out = n.op.outputs()[0];
+            let want = m.tensors[out.tensor].dtype;
+            if n.op.kind() != "cast" {
+                assert_eq!(want, if n.name.starts_with("b1.") { DType::F32 } else { DType::F16 }, "{}", n.name);
+                for v in n.op.inputs() {
+                    assert_eq!(m.tensors[v.tensor].dtype, want, "{}: reads {} as {:?}", n.name, m.tensors[v.tensor].name, m.tensors[v.tensor].dtype);
+                }
+            }
+        }
+        // b1.conv reads the f16 input; b1.add reads res (f16); cat reads b1.add (f32)
+        let casts = m.nodes.iter().filter(|n| n.op.kind() == "cast").count();
+        assert_eq!(casts, 3, "{:#?}", m.nodes.iter().map(|n| &n.name).collect::<Vec<_>>());
+        let l = g.logits.unwrap();
+        assert_eq!(run_graph(&g, &input)[l], run_graph(&m, &input)[l]);
+        // nothing selected: plain to_half, no casts
+        let h = to_half_except(&g, &|_| false).unwrap();
+        assert!(h.nodes.iter().all(|n| n.op.kind() != "cast"));
+        assert!(h.tensors.iter().all(|t| t.dtype == DType::F16));
     }
 
     #[test]

@@ -178,7 +178,7 @@ const NO_PIXELS: &str = "this session was built without a normalisation, so it t
 fn with_heads(network: &Graph, options: &SessionOptions) -> Result<(Graph, Ids)> {
     let mut g = match options.precision {
         Precision::F32 => network.clone(),
-        Precision::F16 => crate::passes::to_half(network),
+        Precision::F16 => crate::passes::half_precision(network)?,
     };
     let sizes = (g.tensors.len(), g.inputs.len(), g.outputs.len(), g.nodes.len());
     let logits = g.logits.ok_or_else(|| Error::op("graph", "no logits tensor"))?;

@@ -10,6 +10,11 @@
 //! wrong variant gives errors of the size of the logits themselves). Class maps must agree on at
 //! least 99.5% of the pixels of every case (the bar), except the known shortfalls listed
 //! in `CASES` with their reason and the floor they are held to (so they cannot get worse unseen).
+//!
+//! ENet runs mixed: its builder marks the initial block, stage 1 and stage 2's max-pooling as f32
+//! (`Graph::f32_nodes`). All f16 it agreed on 98.1-99.1% only: a CPU emulation of f16 storage
+//! reproduced that and showed the loss comes from those stages (f16 rounding ties in the pooling
+//! windows whose indices the decoder unpools with, and the stage-1 residual stream).
 
 mod common;
 
@@ -27,12 +32,6 @@ struct Case {
     known: Option<(f64, f32, &'static str)>,
 }
 
-/// ENet: f16 storage in its first two stages (the initial block and the stage-1 residual stream)
-/// costs the agreement. A CPU emulation of f16 storage (the reference interpreter rounding every
-/// stored tensor) reproduces the GPU's figures (98.12-99.15%); keeping the tensors of the first 24
-/// nodes in f32 raises it to 99.84-99.94%, while keeping only the max-pooling inputs in f32 (ties
-/// moving unpooled values, the first suspicion) changes nothing.
-const ENET: &str = "f16 rounding in the initial block and stage-1 residual stream (f32 there: >= 99.8% in emulation)";
 /// The seeded SegNet: random weights leave class margins so small that rounding only its input to
 /// f16 (everything else f32, in emulation) already flips 5% of the pixels.
 const SEEDED_SEGNET: &str = "random weights: rounding the input alone to f16 flips 5% of pixels (emulation)";
@@ -43,7 +42,7 @@ const CASES: &[Case] = &[
     Case { model: "espnet_cityscapes", dir: "espnet_cityscapes", prefix: "", nhwc: false, logits: "logits", argmax: "argmax", known: None },
     Case { model: "espnetv2_s2.0_voc384", dir: "espnetv2_s2.0_voc384", prefix: "", nhwc: false, logits: "logits", argmax: "argmax", known: None },
     Case { model: "deeplabv3_mnv2_voc257", dir: "deeplabv3_mnv2_voc257", prefix: "", nhwc: true, logits: "logits", argmax: "argmax", known: None },
-    Case { model: "enet_camvid", dir: "enet_camvid", prefix: "camvid_val", nhwc: false, logits: "logits", argmax: "argmax", known: Some((97.5, 0.12, ENET)) },
+    Case { model: "enet_camvid", dir: "enet_camvid", prefix: "camvid_val", nhwc: false, logits: "logits", argmax: "argmax", known: None },
     Case { model: "unet_rbm", dir: "unet_rbm", prefix: "", nhwc: false, logits: "logit", argmax: "mask", known: None },
     Case { model: "seeded/segnet_vgg16bn_w4", dir: "seeded", prefix: "segnet_vgg16bn_w4", nhwc: false, logits: "logits", argmax: "argmax", known: Some((78.0, 0.4, SEEDED_SEGNET)) },
     Case { model: "seeded/fcn8s_vgg16_w8", dir: "seeded", prefix: "fcn8s_vgg16_w8", nhwc: false, logits: "logits", argmax: "argmax", known: None },

@@ -12,6 +12,11 @@ fn every_registered_operator_matches_its_reference() {
     let runner = atrous::session::OpRunner::new(&gpu);
     let mut total = 0;
     for &(kind, make) in atrous::ops::REGISTRY {
+        if kind == "cast" && !gpu.has_f16() {
+            // f32 <-> f16 needs SHADER_F16; f16 sessions (the only users of casts) require it too
+            assert!(!common::ci(), "CI=true and the adapter has no SHADER_F16");
+            continue;
+        }
         let mut n = 0;
         for seed in [1u64, 0x9e37_79b9, 0xdead_beef] {
             for p in make(seed, false) {
@@ -53,6 +58,10 @@ fn every_registered_operator_matches_its_reference_in_f16() {
     let mut total = 0;
     let mut worst = (0.0f32, String::new());
     for &(kind, make) in atrous::ops::REGISTRY {
+        if kind == "cast" {
+            // already between f32 and f16 in the test above
+            continue;
+        }
         for seed in [1u64, 0x9e37_79b9] {
             for mut p in make(seed, false) {
                 p.graph = atrous::passes::to_half(&p.graph);

@@ -136,9 +136,10 @@ fn fcn8s_full_width_plans_near_the_bound() {
     assert!(atrous::models::shapes_only("resnet-9000").is_err());
 }
 
-/// Half precision halves the plan (issue 13): the peak arena of the f16 graph (`passes::to_half`)
-/// of every model in ../shared at its native size is at most 0.52x the f32 one (alignment of the
-/// offsets is the only thing that does not halve), and the f16 plan is still valid.
+/// Half precision halves the plan (issue 13): the peak arena of the graph an f16 session plans
+/// (`passes::to_half_except` with the builder's f32 stages) of every model in ../shared at its
+/// native size is at most 0.52x the f32 one (alignment of the offsets is the only thing that does
+/// not halve), and the f16 plan is still valid. ENet keeps its first stages f32 (0.8x bound).
 #[test]
 fn f16_plans_are_half_the_f32_plans() {
     let Some(shared) = common::shared() else { return };
@@ -153,10 +154,13 @@ fn f16_plans_are_half_the_f32_plans() {
         let model = Model::load(shared.join(format!("models/{name}.safetensors"))).unwrap();
         let g = model.graph(h, w).unwrap();
         let full = Plan::new(&g, BIG).unwrap();
-        let half = Plan::new(&atrous::passes::to_half(&g), BIG).unwrap();
+        // the graph an f16 session plans: stages the builder marks precision-sensitive stay f32
+        let mixed = atrous::passes::half_precision(&g).unwrap();
+        let half = Plan::new(&mixed, BIG).unwrap();
         half.verify().unwrap();
         let ratio = half.peak_bytes() as f64 / full.peak_bytes() as f64;
-        eprintln!("{name} {w}x{h}: peak arena f32 {} B, f16 {} B ({ratio:.4}x)", full.peak_bytes(), half.peak_bytes());
-        assert!(ratio <= 0.52, "{name}: f16 peak {} vs f32 {}", half.peak_bytes(), full.peak_bytes());
+        eprintln!("{name} {w}x{h}: peak arena f32 {} B, f16 {} B ({ratio:.4}x; f32 stages {:?})", full.peak_bytes(), half.peak_bytes(), g.f32_nodes);
+        let bound = if g.f32_nodes.is_empty() { 0.52 } else { 0.8 };
+        assert!(ratio <= bound, "{name}: f16 peak {} vs f32 {}", half.peak_bytes(), full.peak_bytes());
     }
 }

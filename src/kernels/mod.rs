@@ -2,6 +2,7 @@
 //! small wrapper module per family that packs parameters and computes the dispatch grid.
 
 pub mod argmax;
+pub mod cast;
 pub mod conv;
 pub mod eltwise;
 pub mod pool;
@@ -28,6 +29,7 @@ pub enum Shader {
     Softmax,
     TextureInput,
     Overlay,
+    Cast,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,7 +47,7 @@ pub enum Bind {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 9] = [Shader::Conv, Shader::Pool, Shader::Eltwise, Shader::Argmax, Shader::Preprocess, Shader::Resize, Shader::Softmax, Shader::TextureInput, Shader::Overlay];
+    pub const ALL: [Shader; 10] = [Shader::Conv, Shader::Pool, Shader::Eltwise, Shader::Argmax, Shader::Preprocess, Shader::Resize, Shader::Softmax, Shader::TextureInput, Shader::Overlay, Shader::Cast];
 
     pub fn file(self) -> &'static str {
         match self {
@@ -58,6 +60,7 @@ impl Shader {
             Shader::Softmax => "softmax.wgsl",
             Shader::TextureInput => "texture_input.wgsl",
             Shader::Overlay => "overlay.wgsl",
+            Shader::Cast => "cast.wgsl",
         }
     }
 
@@ -72,6 +75,7 @@ impl Shader {
             Shader::Softmax => include_str!("../../shaders/softmax.wgsl"),
             Shader::TextureInput => include_str!("../../shaders/texture_input.wgsl"),
             Shader::Overlay => include_str!("../../shaders/overlay.wgsl"),
+            Shader::Cast => include_str!("../../shaders/cast.wgsl"),
         }
     }
 
@@ -111,6 +115,7 @@ impl Shader {
             Shader::Softmax => softmax::SoftmaxParams::FIELDS,
             Shader::TextureInput => texture::TexInParams::FIELDS,
             Shader::Overlay => texture::OverlayParams::FIELDS,
+            Shader::Cast => cast::CastParams::FIELDS,
         }
     }
 
@@ -122,7 +127,7 @@ impl Shader {
             Shader::Conv | Shader::Eltwise => &[Storage, StorageRead, Storage, Storage, Uniform],
             Shader::Argmax => &[Storage, Storage, Uniform, Storage],
             Shader::Pool => &[Storage, Storage, Uniform, Storage],
-            Shader::Preprocess | Shader::Resize | Shader::Softmax => &[Storage, Storage, Uniform],
+            Shader::Preprocess | Shader::Resize | Shader::Softmax | Shader::Cast => &[Storage, Storage, Uniform],
             Shader::TextureInput => &[Texture, Storage, Uniform],
             Shader::Overlay => &[Texture, Storage, StorageRead, StorageTextureRgba8, Uniform],
         }

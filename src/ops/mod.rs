@@ -10,6 +10,7 @@
 pub mod adaptive_avg_pool;
 pub mod affine;
 pub mod argmax;
+pub mod cast;
 pub mod concat;
 pub mod conv2d;
 pub mod conv_transpose2d;
@@ -386,6 +387,7 @@ pub const REGISTRY: &[(&str, MakeProblems)] = &[
     ("max_pool2d_idx", max_pool_idx::problems),
     ("max_unpool2d", max_unpool::problems),
     ("crop", crop::problems),
+    ("cast", cast::problems),
     ("upsample_nearest", upsample::problems),
 ];
 
