@@ -311,7 +311,7 @@ fn models(fetch: &[String]) -> Result<()> {
 fn segment(model_arg: &str, inputs: &[PathBuf], out: &Path, extras: Extras, precision: &str) -> Result<ExitCode> {
     let model = load_model(model_arg)?;
     let gpu = Gpu::new().context("opening a GPU")?;
-    let extras = Extras { precision: Precision::parse(precision, &gpu)?, ..extras };
+    let extras = Extras { precision: Precision::parse(precision, Some(&gpu))?, ..extras };
     eprintln!("model {} ({}), {} classes; device {}", model.info.name, model.info.architecture, model.info.classes.len(), gpu.describe());
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let files = expand_inputs(inputs)?;
@@ -471,7 +471,7 @@ fn eval(model_arg: &str, images: &Path, labels: &Path, ignore: &[u8], json: bool
     eprintln!("evaluating {} on {} image/label pairs, ignoring label values {ignore:?}; device {}", model.info.name, pairs.len(), gpu.describe());
     let bar = indicatif::ProgressBar::new(pairs.len() as u64);
     bar.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {per_sec} eta {eta}").expect("valid template"));
-    let precision = Precision::parse(precision, &gpu)?;
+    let precision = Precision::parse(precision, Some(&gpu))?;
     let report = atrous::eval::evaluate_with(&model, &gpu, &pairs, &ignore, precision, |p, r| {
         if let Err(e) = r {
             bar.suspend(|| eprintln!("FAILED {}: {e}", p.display()));
@@ -546,14 +546,11 @@ fn inspect(model_arg: Option<&str>, arch: Option<&str>, size: Option<&str>, json
         (None, None) => bail!("give --model or --arch"),
     };
     let (h, w) = model_size(&model, size)?;
-    let g = match precision {
-        "f32" | "fp32" => model.graph(h, w)?,
-        "f16" | "fp16" | "half" => {
-            // what an f16 session plans: the builder's precision-sensitive stages stay f32
-            let g = model.graph(h, w)?;
-            atrous::passes::half_precision(&g)?
-        }
-        other => bail!("precision `{other}`: inspect plans without a device, so give f32 or f16"),
+    let g = model.graph(h, w)?;
+    // what an f16 session plans: the builder's precision-sensitive stages stay f32
+    let g = match Precision::parse(precision, None)? {
+        Precision::F32 => g,
+        Precision::F16 => atrous::passes::half_precision(&g)?,
     };
     let limits = atrous::plan::PlanLimits::unlimited();
     let plan = atrous::plan::Plan::new(&g, limits)?;
@@ -674,7 +671,7 @@ fn bench(model_arg: &str, size: Option<&str>, iters: usize, json: bool, precisio
     let (h, w) = model_size(&model, size)?;
     let gpu = Gpu::new().context("opening a GPU")?;
     let g = model.graph(h, w)?;
-    let precision = Precision::parse(precision, &gpu)?;
+    let precision = Precision::parse(precision, Some(&gpu))?;
     let mut s = Session::with_options(&gpu, &g, SessionOptions { normalize: model.info.pixel_head(), precision, ..Default::default() })?;
     eprintln!("bench {} ({precision:?}) at {w}x{h} on {}: {:.3} GFLOP per image, {} dispatches", model.info.name, gpu.describe(), g.flops() as f64 / 1e9, s.dispatches.len());
     // a deterministic, textured test image

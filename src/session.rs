@@ -49,6 +49,14 @@ impl TensorData {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// The values as f32 (f16 widened); `None` for integer data.
+    fn into_f32(self) -> Option<Vec<f32>> {
+        match self {
+            TensorData::F32(v) => Some(v),
+            TensorData::F16(v) => Some(v.iter().map(|x| x.to_f32()).collect()),
+            _ => None,
+        }
+    }
     /// Little-endian device bytes (borrowed where the element type is already that).
     fn bytes(&self) -> std::borrow::Cow<'_, [u8]> {
         use std::borrow::Cow;
@@ -109,13 +117,25 @@ pub enum Precision {
 impl Precision {
     /// `f32`, `f16`, or `auto`: f16 where the device has `SHADER_F16` and is not a CPU adapter
     /// (on lavapipe the f16 variant is no faster: the arithmetic is f32 and every load and store
-    /// converts), else f32.
-    pub fn parse(s: &str, gpu: &Gpu) -> Result<Precision> {
-        match s {
-            "f32" | "fp32" => Ok(Precision::F32),
-            "f16" | "fp16" | "half" => Ok(Precision::F16),
-            "auto" => Ok(if gpu.has_f16() && !gpu.is_cpu() { Precision::F16 } else { Precision::F32 }),
-            other => Err(Error::Input(format!("precision `{other}`: expected f32, f16 or auto"))),
+    /// converts), else f32. With a device, f16 on one without `SHADER_F16` is refused here, before
+    /// any session; without one (planning only), `auto` is refused.
+    pub fn parse(s: &str, gpu: Option<&Gpu>) -> Result<Precision> {
+        let p = match (s, gpu) {
+            ("f32" | "fp32", _) => Precision::F32,
+            ("f16" | "fp16" | "half", _) => Precision::F16,
+            ("auto", Some(g)) => {
+                if g.has_f16() && !g.is_cpu() {
+                    Precision::F16
+                } else {
+                    Precision::F32
+                }
+            }
+            ("auto", None) => return Err(Error::Input("precision `auto` needs a device; give f32 or f16".into())),
+            (other, _) => return Err(Error::Input(format!("precision `{other}`: expected f32, f16 or auto"))),
+        };
+        match gpu {
+            Some(g) if p == Precision::F16 && !g.has_f16() => Err(Error::F16Unsupported { adapter: g.describe() }),
+            _ => Ok(p),
         }
     }
 }
@@ -257,12 +277,7 @@ impl Session {
         let n = input.c * input.h * input.w;
         let x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 13) as f32 / 6.0 - 1.0).collect();
         let t = self.tensor_input(&x)?;
-        let out = self.run(&[t], &["logits"])?;
-        let v: Vec<f32> = match out.first().map(|t| &t.data) {
-            Some(TensorData::F32(v)) => v.clone(),
-            Some(TensorData::F16(v)) => v.iter().map(|x| x.to_f32()).collect(),
-            _ => vec![],
-        };
+        let v = self.run(&[t], &["logits"])?.into_iter().next().and_then(|t| t.data.into_f32()).unwrap_or_default();
         match v.iter().position(|x| !x.is_finite()) {
             Some(index) => Err(Error::NonFiniteLogits { output: self.graph.tensors[self.ids.logits].name.clone(), index, value: v[index] }),
             None => Ok(()),
@@ -710,11 +725,7 @@ impl Session {
         let names: Vec<&str> = std::iter::once("classes").chain(extra).collect();
         let mut out = self.run(&[input], &names)?.into_iter();
         let map = self.class_map(out.next().expect("classes"));
-        let extra = out.next().map(|t| match t.data {
-            TensorData::F32(v) => v,
-            TensorData::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
-            _ => unreachable!("float output"),
-        });
+        let extra = out.next().map(|t| t.data.into_f32().expect("float output"));
         Ok((map, extra))
     }
 

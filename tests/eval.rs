@@ -81,11 +81,7 @@ fn enet_camvid_val_matches_upstream_figures() {
 #[test]
 fn camvid_val_in_f16_is_within_0_3_points() {
     let Some(shared) = common::shared() else { return };
-    let Some(gpu) = common::gpu() else { return };
-    if !gpu.has_f16() {
-        assert!(!common::ci(), "CI=true and the adapter has no SHADER_F16");
-        return;
-    }
+    let Some(gpu) = common::gpu_f16() else { return };
     let model = atrous::models::Model::load(shared.join("models/espnet_camvid.safetensors")).unwrap();
     let (pairs, _) = atrous::eval::pair_by_stem(&shared.join("data/camvid/val/images"), &shared.join("data/camvid/val/labels")).unwrap();
     let report = atrous::eval::evaluate_with(&model, &gpu, &pairs, &[11], atrous::session::Precision::F16, |_, _| {});

@@ -65,12 +65,7 @@ fn run(gpu: &atrous::gpu::Gpu, m: &atrous::models::Model, input: &[f32], (h, w):
 #[test]
 fn every_model_in_f16_matches_its_reference() {
     let Some(shared) = common::shared() else { return };
-    let Some(gpu) = common::gpu() else { return };
-    if !gpu.has_f16() {
-        assert!(!common::ci(), "CI=true and the adapter has no SHADER_F16");
-        eprintln!("\n*** SKIPPING f16 model tests: adapter without SHADER_F16 ***\n");
-        return;
-    }
+    let Some(gpu) = common::gpu_f16() else { return };
     let mut worst = (100.0f64, String::new());
     eprintln!("| model | case | size | f16 agreement | f16 logits max\\|err\\| | f32 agreement | f32 logits max\\|err\\| | max\\|logit\\| |");
     eprintln!("|---|---|---|---|---|---|---|---|");

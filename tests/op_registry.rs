@@ -48,12 +48,7 @@ fn every_registered_operator_matches_its_reference() {
 /// (`2^-24`). Integer outputs (indices, class maps) stay exact.
 #[test]
 fn every_registered_operator_matches_its_reference_in_f16() {
-    let Some(gpu) = common::gpu() else { return };
-    if !gpu.has_f16() {
-        assert!(!common::ci(), "CI=true and the adapter has no SHADER_F16");
-        eprintln!("\n*** SKIPPING f16 op tests: adapter without SHADER_F16 ***\n");
-        return;
-    }
+    let Some(gpu) = common::gpu_f16() else { return };
     let runner = atrous::session::OpRunner::new(&gpu);
     let mut total = 0;
     let mut worst = (0.0f32, String::new());

@@ -96,10 +96,7 @@ impl Model {
             }
         }
         let gpu = py.detach(|| Gpu::with_adapter(device.as_deref())).map_err(err)?;
-        let precision = atrous::session::Precision::parse(precision, &gpu).map_err(err)?;
-        if precision == atrous::session::Precision::F16 && !gpu.has_f16() {
-            return Err(err(atrous::Error::F16Unsupported { adapter: gpu.describe() }));
-        }
+        let precision = atrous::session::Precision::parse(precision, Some(&gpu)).map_err(err)?;
         Ok(Session { model: self.inner.clone(), gpu, size, precision, sessions: HashMap::new() })
     }
     fn __repr__(&self) -> String {

@@ -427,7 +427,8 @@ pub fn read(data: &[u8], mut pos: usize, what: &str) -> Result<(Value, usize)> {
                 let (f, df) = pop(&mut stack, &err)?;
                 let args = match args {
                     Value::Tuple(a) => a,
-                    Value::Shared(rc) if matches!(rc.as_ref(), Value::Tuple(_)) => rc.as_tuple().map(|a| a.iter().map(|x| counted_clone(x, &mut budget, &err)).collect::<Result<Vec<_>>>()).unwrap_or(Ok(vec![]))?,
+                    // a memoised argument tuple: its items are copied (shared ones by pointer)
+                    Value::Shared(rc) if matches!(rc.as_ref(), Value::Tuple(_)) => rc.as_tuple().unwrap_or_default().iter().map(|x| counted_clone(x, &mut budget, &err)).collect::<Result<_>>()?,
                     other => vec![other],
                 };
                 // OrderedDict() becomes an empty dict right away

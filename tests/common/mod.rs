@@ -30,6 +30,20 @@ pub fn gpu() -> Option<Gpu> {
     .clone()
 }
 
+/// The test GPU when it can run f16 kernels (`SHADER_F16`). Without one: a loud skip locally, a
+/// failure when `CI=true` (the CI adapter, lavapipe, has it).
+pub fn gpu_f16() -> Option<Gpu> {
+    let g = gpu()?;
+    if g.has_f16() {
+        return Some(g);
+    }
+    if ci() {
+        panic!("CI=true and the adapter has no SHADER_F16");
+    }
+    eprintln!("\n*** SKIPPING f16 TEST: the adapter has no SHADER_F16 ***\n");
+    None
+}
+
 /// `../shared` beside the project. Missing: a loud skip locally, a failure when `CI=true`.
 pub fn shared() -> Option<PathBuf> {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared");
