@@ -18,6 +18,7 @@
 //! ```
 
 pub mod convert;
+pub mod crf;
 pub mod error;
 pub mod eval;
 pub mod gpu;
