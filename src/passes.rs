@@ -305,6 +305,8 @@ pub fn to_half(g: &Graph) -> Graph {
         .flat_map(|n| match n.op.kind() {
             "argmax" => n.op.outputs().into_iter().skip(1).map(|v| v.tensor).collect(),
             "softmax" => n.op.outputs().into_iter().map(|v| v.tensor).collect(),
+            // the CRF computes in f32 only
+            "dense_crf" => n.op.inputs().into_iter().chain(n.op.outputs()).map(|v| v.tensor).collect(),
             _ => vec![],
         })
         .collect();

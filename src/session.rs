@@ -318,9 +318,12 @@ impl Session {
         for &ni in &plan.order {
             let node = &graph.nodes[ni];
             for piece in crate::split::split_node(node, &cuts)? {
-                let (mut d, bufs) = encode_node(dev, &kernels, &graph, &piece, &resolve)?;
-                d.shape = piece.describe(&graph);
-                node_dispatches[ni].push(d);
+                let (ds, bufs) = encode_node(dev, &kernels, &graph, &piece, &resolve)?;
+                let shape = piece.describe(&graph);
+                node_dispatches[ni].extend(ds.into_iter().map(|mut d| {
+                    d.shape = shape.clone();
+                    d
+                }));
                 owned.extend(bufs);
             }
         }
@@ -907,12 +910,11 @@ pub fn read_buffer(gpu: &Gpu, buf: &wgpu::Buffer) -> Result<Vec<u8>> {
 }
 
 /// Builds the dispatch of one graph node whose views each lie in one binding (see
-/// [`crate::split`]), with `resolve` locating them: the operator's own `encode`. Returns the
-/// dispatch and the parameter and uniform buffers it binds. Used by [`Session`] and [`OpRunner`].
-pub(crate) fn encode_node<'a>(dev: &wgpu::Device, kernels: &Kernels, graph: &Graph, node: &Node, resolve: Resolve<'a, '_>) -> Result<(Dispatch, Vec<wgpu::Buffer>)> {
+/// [`crate::split`]), with `resolve` locating them: the operator's own `encode_all`. Returns the
+/// dispatches and the buffers they bind. Used by [`Session`] and [`OpRunner`].
+pub(crate) fn encode_node<'a>(dev: &wgpu::Device, kernels: &Kernels, graph: &Graph, node: &Node, resolve: Resolve<'a, '_>) -> Result<(Vec<Dispatch>, Vec<wgpu::Buffer>)> {
     let cx = EncodeCx { dev, kernels, graph, resolve, dtype: crate::ops::float_dtype(graph, node.op.0.as_ref()) };
-    let e = node.op.encode(&cx, &node.name)?;
-    Ok((e.dispatch, e.buffers))
+    node.op.encode_all(&cx, &node.name)
 }
 
 /// Runs single graph nodes on buffers of their own, every tensor separate and the output
@@ -953,7 +955,7 @@ impl OpRunner {
         let mut keep = vec![];
         for piece in crate::split::split_node(n, &|_| vec![])? {
             let (d, k) = encode_node(dev, &self.kernels, graph, &piece, &resolve)?;
-            dispatches.push(d);
+            dispatches.extend(d);
             keep.extend(k);
         }
         if let Some(e) = pollster::block_on(scope.pop()) {

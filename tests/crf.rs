@@ -113,3 +113,31 @@ fn settings_parse_and_bad_ones_are_errors() {
     }
 }
 
+
+/// The GPU operator on one case: the marginals.
+fn gpu_crf(gpu: &atrous::gpu::Gpu, rgb: &[u8], probs: &[f32], c: usize, h: usize, w: usize, params: CrfParams) -> Vec<f32> {
+    use atrous::graph::{DType, Graph};
+    let mut g = Graph::new(1, 1, 1);
+    let rgba = g.add_input("rgba", DType::U32, 1, h, w);
+    let tx = g.tensor("probs", c, h, w);
+    let ty = g.tensor("marginals", c, h, w);
+    g.push("crf", atrous::ops::DenseCrf { image: g.all(rgba), x: g.all(tx), y: g.all(ty), params }).unwrap();
+    let pixels: Vec<f32> = rgb.chunks(3).map(|p| f32::from_bits(p[0] as u32 | (p[1] as u32) << 8 | (p[2] as u32) << 16)).collect();
+    let data = std::collections::HashMap::from([(rgba, pixels), (tx, probs.to_vec()), (ty, vec![f32::NAN; c * h * w])]);
+    atrous::session::OpRunner::new(gpu).run(&g, 0, &data).unwrap()
+}
+
+#[test]
+fn gpu_crf_matches_pydensecrf() {
+    let Some(gpu) = common::gpu() else { return };
+    println!("| case | max abs q | mean abs q | labels agree | vs exact mean field: labels agree |");
+    for c in cases() {
+        let n = c.h * c.w;
+        let q = gpu_crf(&gpu, &c.rgb, &c.probs, C, c.h, c.w, c.params);
+        assert!(q.iter().all(|v| v.is_finite()), "{}: unwritten or non-finite marginals", c.name);
+        let (max, mean, agree) = compare(&q, &c.q, &c.labels, n);
+        let (_, _, exact) = compare(&q, &c.q_exact, &labels(&c.q_exact, n), n);
+        println!("| {} | {max:.2e} | {mean:.2e} | {:.2}% | {:.2}% |", c.name, agree * 100.0, exact * 100.0);
+        assert!(max < 1e-5 && mean < 1e-7 && agree == 1.0, "{}", c.name);
+    }
+}

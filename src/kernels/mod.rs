@@ -4,6 +4,7 @@
 pub mod argmax;
 pub mod cast;
 pub mod conv;
+pub mod crf;
 pub mod eltwise;
 pub mod pool;
 pub mod preprocess;
@@ -30,6 +31,7 @@ pub enum Shader {
     TextureInput,
     Overlay,
     Cast,
+    Crf,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,7 +49,7 @@ pub enum Bind {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 10] = [Shader::Conv, Shader::Pool, Shader::Eltwise, Shader::Argmax, Shader::Preprocess, Shader::Resize, Shader::Softmax, Shader::TextureInput, Shader::Overlay, Shader::Cast];
+    pub const ALL: [Shader; 11] = [Shader::Conv, Shader::Pool, Shader::Eltwise, Shader::Argmax, Shader::Preprocess, Shader::Resize, Shader::Softmax, Shader::TextureInput, Shader::Overlay, Shader::Cast, Shader::Crf];
 
     pub fn file(self) -> &'static str {
         match self {
@@ -61,6 +63,7 @@ impl Shader {
             Shader::TextureInput => "texture_input.wgsl",
             Shader::Overlay => "overlay.wgsl",
             Shader::Cast => "cast.wgsl",
+            Shader::Crf => "crf.wgsl",
         }
     }
 
@@ -76,6 +79,7 @@ impl Shader {
             Shader::TextureInput => include_str!("../../shaders/texture_input.wgsl"),
             Shader::Overlay => include_str!("../../shaders/overlay.wgsl"),
             Shader::Cast => include_str!("../../shaders/cast.wgsl"),
+            Shader::Crf => include_str!("../../shaders/crf.wgsl"),
         }
     }
 
@@ -116,6 +120,7 @@ impl Shader {
             Shader::TextureInput => texture::TexInParams::FIELDS,
             Shader::Overlay => texture::OverlayParams::FIELDS,
             Shader::Cast => cast::CastParams::FIELDS,
+            Shader::Crf => crf::CrfBlock::FIELDS,
         }
     }
 
@@ -130,6 +135,7 @@ impl Shader {
             Shader::Preprocess | Shader::Resize | Shader::Softmax | Shader::Cast => &[Storage, Storage, Uniform],
             Shader::TextureInput => &[Texture, Storage, Uniform],
             Shader::Overlay => &[Texture, Storage, StorageRead, StorageTextureRgba8, Uniform],
+            Shader::Crf => &[Storage, Storage, Storage, Storage, Storage, Storage, Storage, Storage, Uniform],
         }
     }
 }

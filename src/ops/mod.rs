@@ -15,6 +15,7 @@ pub mod concat;
 pub mod conv2d;
 pub mod conv_transpose2d;
 pub mod crop;
+pub mod dense_crf;
 pub mod gather;
 pub mod max_pool_idx;
 pub mod max_unpool;
@@ -39,6 +40,7 @@ pub use concat::Concat;
 pub use conv2d::Conv2d;
 pub use conv_transpose2d::ConvT2d;
 pub use crop::Crop;
+pub use dense_crf::DenseCrf;
 pub use gather::Gather;
 pub use max_pool_idx::MaxPool2dIdx;
 pub use max_unpool::MaxUnpool2d;
@@ -82,6 +84,12 @@ pub trait Operator: std::fmt::Debug + Send + Sync + 'static {
     fn split(&self, cuts: Cuts<'_>, name: &str) -> Result<Option<Vec<Box<dyn Operator>>>>;
     /// Builds the dispatch, with every view inside one binding.
     fn encode(&self, cx: &EncodeCx<'_, '_>, name: &str) -> Result<Encoded>;
+    /// Every dispatch of the operator, in order, and the buffers they bind (parameters, uniforms,
+    /// scratch): [`Operator::encode`]'s one dispatch unless the operator runs as several.
+    fn encode_all(&self, cx: &EncodeCx<'_, '_>, name: &str) -> Result<(Vec<crate::kernels::Dispatch>, Vec<wgpu::Buffer>)> {
+        let e = self.encode(cx, name)?;
+        Ok((vec![e.dispatch], e.buffers))
+    }
     fn clone_box(&self) -> Box<dyn Operator>;
     fn as_any(&self) -> &dyn Any;
     fn as_any_mut(&mut self) -> &mut dyn Any;
@@ -388,6 +396,7 @@ pub const REGISTRY: &[(&str, MakeProblems)] = &[
     ("max_unpool2d", max_unpool::problems),
     ("crop", crop::problems),
     ("cast", cast::problems),
+    ("dense_crf", dense_crf::problems),
     ("upsample_nearest", upsample::problems),
 ];
 

@@ -1,0 +1,463 @@
+// Dense CRF (mean field with Gaussian and bilateral kernels) on the permutohedral lattice, built
+// and used on the device. Arithmetic follows pydensecrf step for step (see src/crf.rs, the CPU
+// reference): embedding (elevate, round to the remainder-0 point, rank, barycentric weights), a
+// hash table of lattice vertices, splat, [1/2 1 1/2] blur along each of the d+1 directions, slice
+// times alpha, symmetric normalisation, Potts messages and a softmax per pixel each iteration.
+//
+// Building a lattice (once per image and kernel):
+//   lattice_clear       zero the hash table and the per-slot counts (`atom`)
+//   lattice_embed       per pixel: rem0, rank and the d+1 barycentric weights
+//   lattice_insert      per (pixel, vertex): find or claim the vertex's slot (compare-exchange on
+//                       the slot's owner; an owner's key is read from the owner's embedding, written
+//                       by the previous dispatch) and count the slot's users
+//   lattice_scan        one workgroup: slot offsets (prefix sum of the counts), dense vertex ids
+//                       (prefix sum of occupied slots), slot of each vertex, the vertex count
+//   lattice_fill        per (pixel, vertex): list it under its slot (the splat's gather lists)
+//   lattice_neighbours  per vertex: the vertices one step along +-each lattice direction
+// Per iteration and kernel: crf_splat (gather per vertex), crf_blur x (d+1), crf_slice; then
+// crf_update combines both messages with the unary and normalises. crf_init makes the unary.
+//
+// `lat` (u32 words) holds one lattice's arrays at the offsets o_*; `atom` its hash table (cap
+// words: owner + 1, 0 = empty) then per-slot counts (cap words); `vin`/`vout` vertex values, c4
+// vec4 per vertex; `field` per-pixel planes (unary, marginals, messages, normalisers) at f_*.
+
+struct Crf {
+    n: u32, d: u32, c: u32, c4: u32,
+    w: u32, row: u32, cap: u32, vcap: u32,
+    j: u32, flags: u32, x_off: u32, y_off: u32,
+    o_rem0: u32, o_rank: u32, o_bary: u32, o_vert: u32,
+    o_offsets: u32, o_dense: u32, o_sod: u32, o_meta: u32,
+    o_nbr: u32, o_entries: u32, f_in: u32, f_out: u32,
+    f_u: u32, f_q: u32, f_mg: u32, f_mb: u32,
+    f_norm: u32, img_off: u32, _p0: u32, _p1: u32,
+    sxy: f32, srgb: f32, alpha: f32, wg: f32,
+    wb: f32, sf0: f32, sf1: f32, sf2: f32,
+    sf3: f32, sf4: f32, _f0: f32, _f1: f32,
+};
+
+@group(0) @binding(0) var<storage, read_write> img: array<u32>;
+@group(0) @binding(1) var<storage, read_write> lat: array<u32>;
+@group(0) @binding(2) var<storage, read_write> atom: array<atomic<u32>>;
+@group(0) @binding(3) var<storage, read_write> vin: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> vout: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> field: array<f32>;
+@group(0) @binding(6) var<storage, read_write> x: array<f32>;
+@group(0) @binding(7) var<storage, read_write> y: array<f32>;
+@group(0) @binding(8) var<uniform> p: Crf;
+
+// flags
+const ONES: u32 = 1u;        // splat: the input is all ones (the normaliser)
+const NORMED: u32 = 2u;      // splat and slice: scale by the pixel's normaliser
+const NORMALISER: u32 = 4u;  // slice: write 1 / sqrt(sum + 1e-20), pydensecrf's scalar order
+const LAST: u32 = 8u;        // init and update: write the marginals to `y`
+
+const MAXD: u32 = 6u; // d + 1 <= 6: Gaussian (d = 2) and bilateral (d = 5) kernels
+
+fn index(gid: vec3<u32>) -> u32 {
+    return gid.x + gid.y * p.row;
+}
+
+fn scale_factor(i: u32) -> f32 {
+    switch i {
+        case 0u: { return p.sf0; }
+        case 1u: { return p.sf1; }
+        case 2u: { return p.sf2; }
+        case 3u: { return p.sf3; }
+        default: { return p.sf4; }
+    }
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn lattice_clear(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = index(gid);
+    if (i < 2u * p.cap) {
+        atomicStore(&atom[i], 0u);
+    }
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn lattice_embed(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let px = index(gid);
+    if (px >= p.n) {
+        return;
+    }
+    let d = p.d;
+    let dp1 = f32(d + 1u);
+    var f: array<f32, 8>;
+    f[0] = f32(px % p.w) / p.sxy;
+    f[1] = f32(px / p.w) / p.sxy;
+    if (d == 5u) {
+        let rgba = img[p.img_off + px];
+        f[2] = f32(rgba & 0xffu) / p.srgb;
+        f[3] = f32((rgba >> 8u) & 0xffu) / p.srgb;
+        f[4] = f32((rgba >> 16u) & 0xffu) / p.srgb;
+    }
+    // elevate
+    var el: array<f32, 8>;
+    var sm = 0.0;
+    for (var j = d; j > 0u; j--) {
+        let cf = f[j - 1u] * scale_factor(j - 1u);
+        el[j] = sm - f32(j) * cf;
+        sm += cf;
+    }
+    el[0] = sm;
+    // the closest remainder-0 point
+    let down = 1.0 / dp1;
+    var rem0: array<f32, 8>;
+    var sum = 0.0;
+    for (var i = 0u; i <= d; i++) {
+        let v = round(down * el[i]);
+        rem0[i] = v * dp1;
+        sum += v;
+    }
+    // rank of each coordinate's remainder
+    var rank: array<f32, 8>;
+    for (var i = 0u; i <= d; i++) {
+        rank[i] = 0.0;
+    }
+    for (var i = 0u; i < d; i++) {
+        let di = el[i] - rem0[i];
+        for (var j = i + 1u; j <= d; j++) {
+            if (di < el[j] - rem0[j]) {
+                rank[i] += 1.0;
+            } else {
+                rank[j] += 1.0;
+            }
+        }
+    }
+    for (var i = 0u; i <= d; i++) {
+        rank[i] += sum;
+        if (rank[i] < 0.0) {
+            rank[i] += dp1;
+            rem0[i] += dp1;
+        } else if (rank[i] >= dp1) {
+            rank[i] -= dp1;
+            rem0[i] -= dp1;
+        }
+    }
+    // barycentric weights
+    var b: array<f32, 8>;
+    for (var i = 0u; i <= d + 1u; i++) {
+        b[i] = 0.0;
+    }
+    for (var i = 0u; i <= d; i++) {
+        let v = (el[i] - rem0[i]) * down;
+        let q = d - u32(rank[i]);
+        b[q] += v;
+        b[q + 1u] -= v;
+    }
+    b[0] += 1.0 + b[d + 1u];
+    let base = px * (d + 1u);
+    for (var i = 0u; i <= d; i++) {
+        lat[p.o_rem0 + base + i] = bitcast<u32>(i32(rem0[i]));
+        lat[p.o_rank + base + i] = u32(rank[i]);
+        lat[p.o_bary + base + i] = bitcast<u32>(b[i]);
+    }
+}
+
+// Coordinate i of the key of lattice vertex `pv` (pixel pv / (d+1), remainder pv % (d+1)).
+fn key_of(pv: u32, i: u32) -> i32 {
+    let d = p.d;
+    let base = (pv / (d + 1u)) * (d + 1u);
+    let r = pv % (d + 1u);
+    let rank = lat[p.o_rank + base + i];
+    let rem0 = bitcast<i32>(lat[p.o_rem0 + base + i]);
+    if (rank <= d - r) {
+        return rem0 + i32(r);
+    }
+    return rem0 + i32(r) - i32(d + 1u);
+}
+
+fn hash(k: array<i32, 8>) -> u32 {
+    var h = 0u;
+    for (var i = 0u; i < p.d; i++) {
+        h = (h + bitcast<u32>(k[i])) * 1664525u;
+    }
+    h ^= h >> 15u;
+    h *= 0x2c1b3c6du;
+    h ^= h >> 12u;
+    return h & (p.cap - 1u);
+}
+
+fn same_key(owner: u32, k: array<i32, 8>) -> bool {
+    for (var i = 0u; i < p.d; i++) {
+        if (key_of(owner, i) != k[i]) {
+            return false;
+        }
+    }
+    return true;
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn lattice_insert(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let pv = index(gid);
+    if (pv >= p.n * (p.d + 1u)) {
+        return;
+    }
+    var k: array<i32, 8>;
+    for (var i = 0u; i < p.d; i++) {
+        k[i] = key_of(pv, i);
+    }
+    var s = hash(k);
+    // at most cap probes: the table has at least twice as many slots as (pixel, vertex) pairs
+    for (var probe = 0u; probe < p.cap; probe++) {
+        let r = atomicCompareExchangeWeak(&atom[s], 0u, pv + 1u);
+        if (r.exchanged) {
+            break;
+        }
+        if (r.old_value == 0u) {
+            // a spurious failure of the weak exchange: try the same slot again
+            continue;
+        }
+        if (same_key(r.old_value - 1u, k)) {
+            break;
+        }
+        s = (s + 1u) & (p.cap - 1u);
+    }
+    lat[p.o_vert + pv] = s;
+    atomicAdd(&atom[p.cap + s], 1u);
+}
+
+const SCAN_WG: u32 = 256u;
+var<workgroup> wg_sum: array<vec2<u32>, 256>;
+
+@compute @workgroup_size(256, 1, 1)
+fn lattice_scan(@builtin(local_invocation_id) lid: vec3<u32>) {
+    let t = lid.x;
+    let chunk = (p.cap + SCAN_WG - 1u) / SCAN_WG;
+    let a = min(t * chunk, p.cap);
+    let b = min(a + chunk, p.cap);
+    var tot = vec2<u32>(0u, 0u);
+    for (var s = a; s < b; s++) {
+        let c = atomicLoad(&atom[p.cap + s]);
+        tot += vec2<u32>(c, select(0u, 1u, c > 0u));
+    }
+    wg_sum[t] = tot;
+    workgroupBarrier();
+    // inclusive Hillis-Steele scan of the 256 chunk totals
+    for (var off = 1u; off < SCAN_WG; off *= 2u) {
+        var v = wg_sum[t];
+        if (t >= off) {
+            v += wg_sum[t - off];
+        }
+        workgroupBarrier();
+        wg_sum[t] = v;
+        workgroupBarrier();
+    }
+    var run = wg_sum[t] - tot;
+    for (var s = a; s < b; s++) {
+        let c = atomicLoad(&atom[p.cap + s]);
+        lat[p.o_offsets + s] = run.x;
+        lat[p.o_dense + s] = run.y;
+        if (c > 0u) {
+            lat[p.o_sod + run.y] = s;
+        }
+        run += vec2<u32>(c, select(0u, 1u, c > 0u));
+    }
+    if (t == SCAN_WG - 1u) {
+        lat[p.o_offsets + p.cap] = run.x;
+        lat[p.o_meta] = run.y;
+    }
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn lattice_fill(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let pv = index(gid);
+    if (pv >= p.n * (p.d + 1u)) {
+        return;
+    }
+    let s = lat[p.o_vert + pv];
+    let k = atomicSub(&atom[p.cap + s], 1u) - 1u;
+    lat[p.o_entries + lat[p.o_offsets + s] + k] = pv;
+}
+
+// Dense id + 1 of the vertex with key k, 0 when it is not in the lattice.
+fn lookup(k: array<i32, 8>) -> u32 {
+    var s = hash(k);
+    for (var probe = 0u; probe < p.cap; probe++) {
+        let o = atomicLoad(&atom[s]);
+        if (o == 0u) {
+            return 0u;
+        }
+        if (same_key(o - 1u, k)) {
+            return lat[p.o_dense + s] + 1u;
+        }
+        s = (s + 1u) & (p.cap - 1u);
+    }
+    return 0u;
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn lattice_neighbours(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let v = index(gid);
+    if (v >= lat[p.o_meta]) {
+        return;
+    }
+    let d = p.d;
+    let owner = atomicLoad(&atom[lat[p.o_sod + v]]) - 1u;
+    var k: array<i32, 8>;
+    for (var i = 0u; i < d; i++) {
+        k[i] = key_of(owner, i);
+    }
+    for (var j = 0u; j <= d; j++) {
+        var n1: array<i32, 8>;
+        var n2: array<i32, 8>;
+        for (var i = 0u; i < d; i++) {
+            n1[i] = k[i] - 1;
+            n2[i] = k[i] + 1;
+        }
+        if (j < d) {
+            n1[j] = k[j] + i32(d);
+            n2[j] = k[j] - i32(d);
+        }
+        lat[p.o_nbr + (v * (d + 1u) + j) * 2u] = lookup(n1);
+        lat[p.o_nbr + (v * (d + 1u) + j) * 2u + 1u] = lookup(n2);
+    }
+}
+
+// Four channels (from q4 * 4) of pixel px of the plane at `off` in `field`.
+fn load4(off: u32, px: u32, q4: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    for (var k = 0u; k < 4u; k++) {
+        let ch = q4 * 4u + k;
+        if (ch < p.c) {
+            v[k] = field[off + ch * p.n + px];
+        }
+    }
+    return v;
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn crf_splat(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = index(gid);
+    let v = i / p.c4;
+    let q4 = i % p.c4;
+    if (v >= lat[p.o_meta]) {
+        return;
+    }
+    let s = lat[p.o_sod + v];
+    var acc = vec4<f32>(0.0);
+    for (var e = lat[p.o_offsets + s]; e < lat[p.o_offsets + s + 1u]; e++) {
+        let pv = lat[p.o_entries + e];
+        let px = pv / (p.d + 1u);
+        let wt = bitcast<f32>(lat[p.o_bary + pv]);
+        var val = vec4<f32>(1.0);
+        if ((p.flags & ONES) == 0u) {
+            val = load4(p.f_in, px, q4);
+            if ((p.flags & NORMED) != 0u) {
+                val = val * field[p.f_norm + px];
+            }
+        }
+        acc += wt * val;
+    }
+    vout[v * p.c4 + q4] = acc;
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn crf_blur(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = index(gid);
+    let v = i / p.c4;
+    let q4 = i % p.c4;
+    if (v >= lat[p.o_meta]) {
+        return;
+    }
+    let nb = p.o_nbr + (v * (p.d + 1u) + p.j) * 2u;
+    let n1 = lat[nb];
+    let n2 = lat[nb + 1u];
+    var a = vec4<f32>(0.0);
+    var b = vec4<f32>(0.0);
+    if (n1 > 0u) {
+        a = vin[(n1 - 1u) * p.c4 + q4];
+    }
+    if (n2 > 0u) {
+        b = vin[(n2 - 1u) * p.c4 + q4];
+    }
+    vout[i] = vin[i] + 0.5 * (a + b);
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn crf_slice(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = index(gid);
+    let q4 = i / p.n;
+    let px = i % p.n;
+    if (q4 >= p.c4) {
+        return;
+    }
+    let d = p.d;
+    var acc = vec4<f32>(0.0);
+    for (var r = 0u; r <= d; r++) {
+        let pv = px * (d + 1u) + r;
+        let wt = bitcast<f32>(lat[p.o_bary + pv]);
+        let val = vin[lat[p.o_dense + lat[p.o_vert + pv]] * p.c4 + q4];
+        if ((p.flags & NORMALISER) != 0u) {
+            acc += wt * val * p.alpha;
+        } else {
+            acc += (wt * p.alpha) * val;
+        }
+    }
+    if ((p.flags & NORMALISER) != 0u) {
+        field[p.f_out + px] = 1.0 / sqrt(acc.x + 1e-20);
+        return;
+    }
+    if ((p.flags & NORMED) != 0u) {
+        acc = acc * field[p.f_norm + px];
+    }
+    for (var k = 0u; k < 4u; k++) {
+        let ch = q4 * 4u + k;
+        if (ch < p.c) {
+            field[p.f_out + ch * p.n + px] = acc[k];
+        }
+    }
+}
+
+// Softmax of a pixel's activations a (in the `f_q` plane, written there first), to `f_q` or `y`.
+fn normalise(px: u32) {
+    var m = field[p.f_q + px];
+    for (var ch = 1u; ch < p.c; ch++) {
+        m = max(m, field[p.f_q + ch * p.n + px]);
+    }
+    var s = 0.0;
+    for (var ch = 0u; ch < p.c; ch++) {
+        let e = exp(field[p.f_q + ch * p.n + px] - m);
+        field[p.f_q + ch * p.n + px] = e;
+        s += e;
+    }
+    for (var ch = 0u; ch < p.c; ch++) {
+        let q = field[p.f_q + ch * p.n + px] / s;
+        if ((p.flags & LAST) != 0u) {
+            y[p.y_off + ch * p.n + px] = q;
+        } else {
+            field[p.f_q + ch * p.n + px] = q;
+        }
+    }
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn crf_init(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let px = index(gid);
+    if (px >= p.n) {
+        return;
+    }
+    for (var ch = 0u; ch < p.c; ch++) {
+        let u = -log(clamp(x[p.x_off + ch * p.n + px], 1e-5, 1.0));
+        field[p.f_u + ch * p.n + px] = u;
+        field[p.f_q + ch * p.n + px] = -u;
+    }
+    normalise(px);
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn crf_update(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let px = index(gid);
+    if (px >= p.n) {
+        return;
+    }
+    for (var ch = 0u; ch < p.c; ch++) {
+        let o = ch * p.n + px;
+        var a = -field[p.f_u + o];
+        a = a - (-p.wg) * field[p.f_mg + o];
+        a = a - (-p.wb) * field[p.f_mb + o];
+        field[p.f_q + o] = a;
+    }
+    normalise(px);
+}
