@@ -70,7 +70,21 @@ pub fn evaluate(model: &Model, gpu: &Gpu, pairs: &[(PathBuf, PathBuf)], ignore: 
 }
 
 /// [`evaluate`] with sessions of the given storage precision.
-pub fn evaluate_with(model: &Model, gpu: &Gpu, pairs: &[(PathBuf, PathBuf)], ignore: &[u8], precision: crate::session::Precision, mut progress: impl FnMut(&Path, &std::result::Result<(), String>)) -> EvalReport {
+pub fn evaluate_with(model: &Model, gpu: &Gpu, pairs: &[(PathBuf, PathBuf)], ignore: &[u8], precision: crate::session::Precision, progress: impl FnMut(&Path, &std::result::Result<(), String>)) -> EvalReport {
+    evaluate_crf(model, gpu, pairs, ignore, precision, None, progress)
+}
+
+/// [`evaluate_with`], the class maps refined by a dense CRF when `crf` is given (the time per
+/// image then includes it).
+pub fn evaluate_crf(
+    model: &Model,
+    gpu: &Gpu,
+    pairs: &[(PathBuf, PathBuf)],
+    ignore: &[u8],
+    precision: crate::session::Precision,
+    crf: Option<crate::crf::CrfParams>,
+    mut progress: impl FnMut(&Path, &std::result::Result<(), String>),
+) -> EvalReport {
     let n = model.info.classes.len();
     let real: Vec<bool> = (0..n).map(|c| !is_extra_class(&model.info.classes[c]) && !ignore.contains(&(c as u8))).collect();
     let mut conf = Confusion::new(n);
@@ -88,7 +102,7 @@ pub fn evaluate_with(model: &Model, gpu: &Gpu, pairs: &[(PathBuf, PathBuf)], ign
             let s = match sessions.entry((h, w)) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(Session::with_options(gpu, &model.graph(h, w)?, crate::session::SessionOptions { normalize: model.info.pixel_head(), precision, ..Default::default() })?)
+                    v.insert(Session::with_options(gpu, &model.graph(h, w)?, crate::session::SessionOptions { normalize: model.info.pixel_head(), precision, crf, ..Default::default() })?)
                 }
             };
             let t0 = Instant::now();

@@ -67,6 +67,11 @@ enum Cmd {
         /// [classes, height, width] at the size the model ran at).
         #[arg(long)]
         probs: bool,
+        /// Refine with a dense CRF on the GPU: `deeplab` (DeepLab v2's setting), `default`
+        /// (Krähenbühl's), or `w1=..,theta_alpha=..,theta_beta=..,w2=..,theta_gamma=..,iters=..`
+        /// (after a setting name, overrides it; alone, overrides `default`).
+        #[arg(long, value_parser = parse_crf)]
+        crf: Option<atrous::crf::CrfParams>,
         /// Storage precision: f32, f16 (feature maps, input and logits as f16; needs SHADER_F16),
         /// or auto (f16 on a GPU that has it, f32 on a software adapter).
         #[arg(long, default_value = "f32")]
@@ -89,6 +94,11 @@ enum Cmd {
         /// output (CamVid's void = 11) makes that output an always-wrong extra class.
         #[arg(long)]
         ignore: Vec<u8>,
+        /// Refine with a dense CRF on the GPU: `deeplab` (DeepLab v2's setting), `default`
+        /// (Krähenbühl's), or `w1=..,theta_alpha=..,theta_beta=..,w2=..,theta_gamma=..,iters=..`
+        /// (after a setting name, overrides it; alone, overrides `default`).
+        #[arg(long, value_parser = parse_crf)]
+        crf: Option<atrous::crf::CrfParams>,
         /// JSON on stdout.
         #[arg(long)]
         json: bool,
@@ -142,6 +152,31 @@ enum Cmd {
         #[arg(long)]
         overwrite: bool,
     },
+    /// Refine class probabilities from any source with a dense CRF on the GPU and write the class
+    /// map OUT/<image stem>.png (8-bit palette PNG).
+    Crf {
+        /// The image the probabilities belong to.
+        #[arg(long)]
+        image: PathBuf,
+        /// safetensors file with the probabilities, float32 `[classes, height, width]` (or
+        /// `[1, classes, height, width]`), as the tensor `probs` (or `probabilities`, what
+        /// `segment --probs` writes, or the file's only tensor). An image of another size is
+        /// resized to the probabilities' (bilinear).
+        #[arg(long)]
+        probs: PathBuf,
+        /// CRF parameters (see `segment --crf`).
+        #[arg(long, default_value = "deeplab", value_parser = parse_crf)]
+        setting: atrous::crf::CrfParams,
+        /// Output directory (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Also write OUT/<stem>.marginals.safetensors (the CRF's marginals, float32).
+        #[arg(long)]
+        marginals: bool,
+        /// Replace existing outputs.
+        #[arg(long)]
+        overwrite: bool,
+    },
     /// Time a model: per-kernel GPU times (timestamp queries), GFLOP/s and GB/s, end-to-end
     /// latency and images/s.
     Bench {
@@ -154,6 +189,10 @@ enum Cmd {
         /// Timed iterations (after 2 warm-up runs).
         #[arg(long, default_value_t = 10)]
         iters: usize,
+        /// Add a dense CRF after the network (see `segment --crf`) and time its kernels
+        /// separately.
+        #[arg(long, value_parser = parse_crf)]
+        crf: Option<atrous::crf::CrfParams>,
         /// JSON lines on stdout (one per dispatch, per kernel, and the end-to-end figures).
         #[arg(long)]
         json: bool,
@@ -173,14 +212,15 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("atrous=info")).format_timestamp(None).init();
     let cli = Cli::parse();
     let r = match cli.cmd {
-        Cmd::Segment { model, inputs, out, overlay, alpha, probs, overwrite, precision } => {
-            segment(&model, &inputs, &out, Extras { overlay: overlay.then_some(alpha), probs, overwrite, precision: Precision::F32 }, &precision)
+        Cmd::Segment { model, inputs, out, overlay, alpha, probs, crf, overwrite, precision } => {
+            segment(&model, &inputs, &out, Extras { overlay: overlay.then_some(alpha), probs, overwrite, precision: Precision::F32, crf }, &precision)
         }
-        Cmd::Eval { model, images, labels, ignore, json, precision } => eval(&model, &images, &labels, &ignore, json, &precision),
+        Cmd::Eval { model, images, labels, ignore, crf, json, precision } => eval(&model, &images, &labels, &ignore, crf, json, &precision),
+        Cmd::Crf { image, probs, setting, out, marginals, overwrite } => crf(&image, &probs, setting, &out, marginals, overwrite).map(|_| ExitCode::SUCCESS),
         Cmd::Models { fetch } => models(&fetch).map(|_| ExitCode::SUCCESS),
         Cmd::Inspect { model, arch, size, json, precision } => inspect(model.as_deref(), arch.as_deref(), size.as_deref(), json, &precision).map(|_| ExitCode::SUCCESS),
         Cmd::Run { model, input, output, overwrite } => run(&model, &input, &output, overwrite).map(|_| ExitCode::SUCCESS),
-        Cmd::Bench { model, size, iters, json, precision } => bench(&model, size.as_deref(), iters, json, &precision).map(|_| ExitCode::SUCCESS),
+        Cmd::Bench { model, size, iters, crf, json, precision } => bench(&model, size.as_deref(), iters, crf, json, &precision).map(|_| ExitCode::SUCCESS),
     };
     let stdout_failed = {
         use std::io::Write as _;
@@ -240,6 +280,7 @@ struct Extras {
     /// Replace existing outputs (else an image whose outputs exist is skipped).
     overwrite: bool,
     precision: Precision,
+    crf: Option<atrous::crf::CrfParams>,
 }
 
 /// The identity of a file (device and inode), which a hard link shares with its target.
@@ -428,7 +469,7 @@ fn segment_one(
         std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
         std::collections::hash_map::Entry::Vacant(v) => {
             let g = model.graph(h, w)?;
-            v.insert(Session::with_options(gpu, &g, SessionOptions { normalize: model.info.pixel_head(), precision: extras.precision, ..Default::default() })?)
+            v.insert(Session::with_options(gpu, &g, SessionOptions { normalize: model.info.pixel_head(), precision: extras.precision, crf: extras.crf, ..Default::default() })?)
         }
     };
     let (map, probs) = model.info.run_image(session, &run.data, extras.probs.then_some(atrous::models::FloatOutput::Probabilities))?;
@@ -446,7 +487,13 @@ fn segment_one(
             ("classes".to_string(), serde_json::to_string(&model.info.classes)?),
             ("image".to_string(), f.display().to_string()),
             ("image_size_hw".to_string(), format!("[{}, {}]", img.h, img.w)),
-            ("note".to_string(), "softmax over the model's logits at the size it ran at (HxW of the tensor); resize to image_size_hw to overlay".to_string()),
+            (
+                "note".to_string(),
+                match extras.crf {
+                    Some(c) => format!("dense CRF marginals ({}) at the size the model ran at (HxW of the tensor); resize to image_size_hw to overlay", c.describe()),
+                    None => "softmax over the model's logits at the size it ran at (HxW of the tensor); resize to image_size_hw to overlay".to_string(),
+                },
+            ),
         ]);
         write_atomically(&probs_dst, |tmp| safetensors::serialize_to_file([("probabilities", view)], Some(meta), tmp).with_context(|| format!("writing {}", probs_dst.display())))?;
     }
@@ -456,7 +503,7 @@ fn segment_one(
     Ok(Some(dst))
 }
 
-fn eval(model_arg: &str, images: &Path, labels: &Path, ignore: &[u8], json: bool, precision: &str) -> Result<ExitCode> {
+fn eval(model_arg: &str, images: &Path, labels: &Path, ignore: &[u8], crf: Option<atrous::crf::CrfParams>, json: bool, precision: &str) -> Result<ExitCode> {
     use atrous::session::{median, percentile};
     let ignore: Vec<u8> = if ignore.is_empty() { vec![255] } else { ignore.to_vec() };
     let model = load_model(model_arg)?;
@@ -472,7 +519,10 @@ fn eval(model_arg: &str, images: &Path, labels: &Path, ignore: &[u8], json: bool
     let bar = indicatif::ProgressBar::new(pairs.len() as u64);
     bar.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {per_sec} eta {eta}").expect("valid template"));
     let precision = Precision::parse(precision, Some(&gpu))?;
-    let report = atrous::eval::evaluate_with(&model, &gpu, &pairs, &ignore, precision, |p, r| {
+    if let Some(c) = crf {
+        eprintln!("dense CRF after the network: {}", c.describe());
+    }
+    let report = atrous::eval::evaluate_crf(&model, &gpu, &pairs, &ignore, precision, crf, |p, r| {
         if let Err(e) = r {
             bar.suspend(|| eprintln!("FAILED {}: {e}", p.display()));
         }
@@ -488,7 +538,7 @@ fn eval(model_arg: &str, images: &Path, labels: &Path, ignore: &[u8], json: bool
         let n = report.confusion.n;
         let rows: Vec<Vec<u64>> = (0..n).filter(|&g| report.real[g]).map(|g| report.confusion.hist[g * n..(g + 1) * n].to_vec()).collect();
         let v = serde_json::json!({
-            "model": model.info.name, "images": report.images, "failed": report.failed.iter().map(|(p, e)| serde_json::json!({"image": p, "error": e})).collect::<Vec<_>>(),
+            "model": model.info.name, "crf": crf.map(|c| c.describe()), "images": report.images, "failed": report.failed.iter().map(|(p, e)| serde_json::json!({"image": p, "error": e})).collect::<Vec<_>>(),
             "unlabelled_images": lonely, "ignore": ignore,
             "pixels": m.pixels, "pixel_acc": m.pixel_acc, "mean_class_acc": m.mean_class_acc, "mean_iou": m.mean_iou, "fw_iou": m.fw_iou,
             "predicted_as_extra": m.predicted_as_extra, "ignored_pixels": m.ignored, "per_class": per_class,
@@ -530,6 +580,67 @@ fn eval(model_arg: &str, images: &Path, labels: &Path, ignore: &[u8], json: bool
         println!("device memory: peak {} B, mean {:.0} B", report.peak_device_bytes, report.mean_device_bytes);
     }
     Ok(if report.failed.is_empty() && lonely.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn parse_crf(s: &str) -> std::result::Result<atrous::crf::CrfParams, String> {
+    atrous::crf::CrfParams::parse(s).map_err(|e| e.to_string())
+}
+
+/// `atrous crf`: probabilities from a file refined against an image.
+fn crf(image: &Path, probs_path: &Path, params: atrous::crf::CrfParams, out: &Path, marginals: bool, overwrite: bool) -> Result<()> {
+    let bytes = std::fs::read(probs_path).with_context(|| format!("reading {}", probs_path.display()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).with_context(|| format!("{} is not a safetensors file", probs_path.display()))?;
+    let names = st.names();
+    let name = ["probs", "probabilities"].into_iter().find(|n| names.iter().any(|m| m == n)).map(str::to_string).or_else(|| (names.len() == 1).then(|| names[0].to_string()));
+    let name = name.with_context(|| format!("{}: no tensor `probs` or `probabilities` (tensors: {names:?})", probs_path.display()))?;
+    let t = st.tensor(&name)?;
+    let (c, h, w) = match *t.shape() {
+        [c, h, w] | [1, c, h, w] => (c, h, w),
+        ref s => bail!("{}: `{name}` has shape {s:?}, not [classes, height, width]", probs_path.display()),
+    };
+    if t.dtype() != safetensors::Dtype::F32 {
+        bail!("{}: `{name}` is {:?}, not F32", probs_path.display(), t.dtype());
+    }
+    if c < 2 || h == 0 || w == 0 || h > 65536 || w > 65536 {
+        bail!("{}: `{name}` is {c}x{h}x{w}: need at least 2 classes and 1..=65536 pixels a side", probs_path.display());
+    }
+    let probs: Vec<f32> = bytemuck::pod_collect_to_vec(t.data());
+    if let Some(i) = probs.iter().position(|v| !v.is_finite() || *v < 0.0) {
+        bail!("{}: `{name}` holds {} at element {i}; probabilities are finite and non-negative", probs_path.display(), probs[i]);
+    }
+    let img = image_io::load_rgb(image)?;
+    let run = if (img.h, img.w) == (h, w) { img.clone() } else { img.resize(h, w) };
+    let stem = image.file_stem().with_context(|| format!("{} has no file name", image.display()))?.to_string_lossy().into_owned();
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let dst = out.join(format!("{stem}.png"));
+    let mdst = out.join(format!("{stem}.marginals.safetensors"));
+    for t in std::iter::once(&dst).chain(marginals.then_some(&mdst)) {
+        if !overwrite && std::fs::symlink_metadata(t).is_ok() {
+            bail!("{} exists (pass --overwrite to replace it)", t.display());
+        }
+        if std::fs::symlink_metadata(t).is_ok_and(|m| m.file_type().is_symlink()) {
+            bail!("output {} is a symbolic link; not writing through it", t.display());
+        }
+        if t.canonicalize().ok().zip(image.canonicalize().ok()).is_some_and(|(a, b)| a == b) || t.canonicalize().ok().zip(probs_path.canonicalize().ok()).is_some_and(|(a, b)| a == b) {
+            bail!("output {} is one of the inputs; not overwriting it", t.display());
+        }
+    }
+    let gpu = Gpu::new().context("opening a GPU")?;
+    let t0 = Instant::now();
+    let q = atrous::session::run_crf(&gpu, &run.data, &probs, c, h, w, params)?;
+    let secs = t0.elapsed().as_secs_f64();
+    let n = h * w;
+    let classes: Vec<u8> = (0..n).map(|p| (0..c).fold(0, |b, k| if q[k * n + p] > q[b * n + p] { k } else { b }).min(255) as u8).collect();
+    let map = atrous::session::ClassMap { h, w, data: classes }.resize_nearest(img.h, img.w);
+    let palette = atrous::models::default_palette(c);
+    write_atomically(&dst, |tmp| Ok(image_io::save_palette_png(tmp, &map, &palette)?))?;
+    if marginals {
+        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![c, h, w], bytemuck::cast_slice(&q)).context("marginals tensor")?;
+        let meta = HashMap::from([("crf".to_string(), params.describe()), ("image".to_string(), image.display().to_string())]);
+        write_atomically(&mdst, |tmp| safetensors::serialize_to_file([("marginals", view)], Some(meta), tmp).with_context(|| format!("writing {}", mdst.display())))?;
+    }
+    eprintln!("{}: {c} classes at {w}x{h}, CRF {} on {} in {:.3} s -> {}", image.display(), params.describe(), gpu.describe(), secs, dst.display());
+    Ok(())
 }
 
 fn model_size(model: &Model, size: Option<&str>) -> Result<(usize, usize)> {
@@ -664,7 +775,7 @@ fn run(model_arg: &str, input: &Path, output: &Path, overwrite: bool) -> Result<
     Ok(())
 }
 
-fn bench(model_arg: &str, size: Option<&str>, iters: usize, json: bool, precision: &str) -> Result<()> {
+fn bench(model_arg: &str, size: Option<&str>, iters: usize, crf: Option<atrous::crf::CrfParams>, json: bool, precision: &str) -> Result<()> {
     use atrous::session::{median, percentile};
     let iters = iters.max(1);
     let model = load_model(model_arg)?;
@@ -672,7 +783,7 @@ fn bench(model_arg: &str, size: Option<&str>, iters: usize, json: bool, precisio
     let gpu = Gpu::new().context("opening a GPU")?;
     let g = model.graph(h, w)?;
     let precision = Precision::parse(precision, Some(&gpu))?;
-    let mut s = Session::with_options(&gpu, &g, SessionOptions { normalize: model.info.pixel_head(), precision, ..Default::default() })?;
+    let mut s = Session::with_options(&gpu, &g, SessionOptions { normalize: model.info.pixel_head(), precision, crf, ..Default::default() })?;
     eprintln!("bench {} ({precision:?}) at {w}x{h} on {}: {:.3} GFLOP per image, {} dispatches", model.info.name, gpu.describe(), g.flops() as f64 / 1e9, s.dispatches.len());
     // a deterministic, textured test image
     let rgb: Vec<u8> = (0..h * w * 3).map(|i| ((i * 2654435761usize) >> 13) as u8).collect();
@@ -752,6 +863,11 @@ fn bench(model_arg: &str, size: Option<&str>, iters: usize, json: bool, precisio
         println!("{:<22} {:>10} {:>12.3} {:>6.1}% {:>9.2} {:>8.2}", k.0, k.1, k.2 / 1e6, 100.0 * k.2 / total_ns, gflops(k.3, k.2), gbs(k.4, k.2));
     }
     println!();
+    if let Some(c) = crf {
+        let crf_ns: f64 = prof.dispatches.iter().filter(|d| d.label.starts_with("crf")).map(|d| d.median_ns()).sum();
+        let build_ns: f64 = prof.dispatches.iter().filter(|d| d.entry.starts_with("lattice_") || d.label.contains(".norm.")).map(|d| d.median_ns()).sum();
+        println!("dense CRF ({}): {:.3} ms of the {:.3} ms sum ({:.3} ms building the lattices and normalisers, {:.3} ms mean field)", c.describe(), crf_ns / 1e6, total_ns / 1e6, build_ns / 1e6, (crf_ns - build_ns) / 1e6);
+    }
     println!("sum of dispatch medians: {:.3} ms ({:.2} GFLOP/s over {:.3} GFLOP)", total_ns / 1e6, gflops(g.flops(), total_ns), g.flops() as f64 / 1e9);
     println!("end to end (upload, one submission, class map readback), {iters} runs: min {mn:.2} ms, median {med:.2} ms, p95 {p95:.2} ms, {:.2} images/s", 1e3 / med);
     println!("throughput over {iters} images: one at a time {seq_ips:.3} images/s, pipelined {pipe_ips:.3} images/s");

@@ -102,6 +102,10 @@ pub struct SessionOptions {
     /// Skip the probe run at creation (see [`Session::with_options`]): for callers that check
     /// the logits themselves and cannot afford one extra run.
     pub skip_probe: bool,
+    /// Refine with a dense CRF ([`crate::ops::dense_crf`]) between the logits' softmax and the
+    /// class map; the probabilities output is then the CRF's marginals. Needs pixels
+    /// (`normalize`) and at least two classes.
+    pub crf: Option<crate::crf::CrfParams>,
 }
 
 /// How a session stores its tensors.
@@ -206,9 +210,21 @@ fn with_heads(network: &Graph, options: &SessionOptions) -> Result<(Graph, Ids)>
     let rgba = options.normalize.map(|n| crate::ops::preprocess::attach(&mut g, input, n)).transpose()?;
     let lv = g.all(logits);
     let binary = g.sigmoid_head && lv.c == 1;
-    let (classes, _) = crate::ops::argmax::attach(&mut g, lv, binary)?;
+    let marginals = match options.crf {
+        None => None,
+        Some(_) if binary => return Err(Error::Input("the dense CRF needs at least two classes; this model has one sigmoid output".into())),
+        Some(params) => {
+            let rgba = rgba.ok_or_else(|| Error::Input("the dense CRF reads the image: build the session with a normalisation (pixels in)".into()))?;
+            Some(crate::ops::dense_crf::attach(&mut g, rgba, lv, params)?)
+        }
+    };
+    let scores = marginals.map_or(lv, |q| g.all(q));
+    let (classes, _) = crate::ops::argmax::attach(&mut g, scores, binary)?;
     g.add_output(classes);
-    let probs = if options.probabilities {
+    let probs = if let Some(q) = marginals {
+        g.add_output(q);
+        options.probabilities.then_some(q)
+    } else if options.probabilities {
         let d = &g.tensors[logits];
         let p = g.tensor_of("probs", crate::graph::DType::F32, d.c, d.h, d.w);
         g.push("softmax", crate::ops::Softmax { x: g.all(logits), y: g.all(p), sigmoid: binary })?;
@@ -330,7 +346,9 @@ impl Session {
         let input = &graph.tensors[ids.input];
         let (h, w, classes) = (input.h, input.w, graph.tensors[ids.logits].c);
         let mut s = Session { gpu: gpu.clone(), h, w, classes, ids, arenas, _owned: owned, node_dispatches, dispatches: vec![], readbacks: HashMap::new(), plan, graph, kernels, normalize: options.normalize, options };
-        s.dispatches = s.selected(&[ids.input], &[ids.classes])?.into_iter().flat_map(|n| s.node_dispatches[n].clone()).collect();
+        // with a CRF the class map needs the pixels too
+        let from = if s.options.crf.is_some() { ids.rgba.unwrap_or(ids.input) } else { ids.input };
+        s.dispatches = s.selected(&[from], &[ids.classes])?.into_iter().flat_map(|n| s.node_dispatches[n].clone()).collect();
         Ok(s)
     }
 
@@ -695,7 +713,7 @@ impl Session {
         if rgb.len() != 3 * hw {
             return Err(Error::Input(format!("image has {} bytes, the session expects {}x{} RGB = {}", rgb.len(), self.h, self.w, 3 * hw)));
         }
-        let px: Vec<u32> = rgb.chunks_exact(3).map(|p| u32::from_le_bytes([p[0], p[1], p[2], 255])).collect();
+        let px: Vec<u32> = rgb.chunks_exact(3).map(|p| u32::from_le_bytes([p[0], p[1], p[2], 0])).collect();
         Ok(Tensor { name: "rgba".into(), shape: [1, 1, self.h, self.w], data: TensorData::U32(px) })
     }
 
@@ -1025,4 +1043,25 @@ impl PreparedOp {
         self.gpu.queue.submit([enc.finish()]);
         Ok(self.dtype.decode(&read_buffer(&self.gpu, &rb)?, self.numel))
     }
+}
+
+/// Refines class probabilities from any source with the dense CRF on the device
+/// ([`crate::ops::DenseCrf`]): `rgb` `[h][w][3]` bytes, `probs` `[c][h][w]`; returns the
+/// marginals `[c][h][w]`. One submission; the lattices are built for this image.
+pub fn run_crf(gpu: &Gpu, rgb: &[u8], probs: &[f32], c: usize, h: usize, w: usize, params: crate::crf::CrfParams) -> Result<Vec<f32>> {
+    use crate::graph::DType;
+    if rgb.len() != h * w * 3 || probs.len() != c * h * w {
+        return Err(Error::Input(format!("{} image bytes and {} probabilities for {c} classes at {h}x{w}", rgb.len(), probs.len())));
+    }
+    let mut g = Graph::new(1, 1, 1);
+    let rgba = g.add_input("rgba", DType::U32, 1, h, w);
+    let x = g.add_input("probs", DType::F32, c, h, w);
+    let y = g.tensor_of("marginals", DType::F32, c, h, w);
+    g.push("crf", crate::ops::DenseCrf { image: g.all(rgba), x: g.all(x), y: g.all(y), params })?;
+    let pixels: Vec<f32> = rgb.chunks_exact(3).map(|p| f32::from_bits(u32::from_le_bytes([p[0], p[1], p[2], 0]))).collect();
+    let data = std::collections::HashMap::from([(rgba, pixels), (x, probs.to_vec()), (y, vec![0.0; c * h * w])]);
+    gpu.check()?;
+    let q = OpRunner::new(gpu).run(&g, 0, &data)?;
+    gpu.check()?;
+    Ok(q)
 }
