@@ -31,6 +31,7 @@ pub mod ops;
 pub mod passes;
 pub mod plan;
 pub mod preprocess;
+pub mod regions;
 pub mod reference;
 pub mod session;
 pub mod shape;

@@ -8,6 +8,7 @@ pub mod crf;
 pub mod eltwise;
 pub mod pool;
 pub mod preprocess;
+pub mod regions;
 pub mod resize;
 pub mod softmax;
 pub mod texture;
@@ -32,6 +33,7 @@ pub enum Shader {
     Overlay,
     Cast,
     Crf,
+    Regions,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,7 +51,7 @@ pub enum Bind {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 11] = [Shader::Conv, Shader::Pool, Shader::Eltwise, Shader::Argmax, Shader::Preprocess, Shader::Resize, Shader::Softmax, Shader::TextureInput, Shader::Overlay, Shader::Cast, Shader::Crf];
+    pub const ALL: [Shader; 12] = [Shader::Conv, Shader::Pool, Shader::Eltwise, Shader::Argmax, Shader::Preprocess, Shader::Resize, Shader::Softmax, Shader::TextureInput, Shader::Overlay, Shader::Cast, Shader::Crf, Shader::Regions];
 
     pub fn file(self) -> &'static str {
         match self {
@@ -64,6 +66,7 @@ impl Shader {
             Shader::Overlay => "overlay.wgsl",
             Shader::Cast => "cast.wgsl",
             Shader::Crf => "crf.wgsl",
+            Shader::Regions => "regions.wgsl",
         }
     }
 
@@ -80,6 +83,7 @@ impl Shader {
             Shader::Overlay => include_str!("../../shaders/overlay.wgsl"),
             Shader::Cast => include_str!("../../shaders/cast.wgsl"),
             Shader::Crf => include_str!("../../shaders/crf.wgsl"),
+            Shader::Regions => include_str!("../../shaders/regions.wgsl"),
         }
     }
 
@@ -121,6 +125,7 @@ impl Shader {
             Shader::Overlay => texture::OverlayParams::FIELDS,
             Shader::Cast => cast::CastParams::FIELDS,
             Shader::Crf => crf::CrfBlock::FIELDS,
+            Shader::Regions => regions::RegionsParams::FIELDS,
         }
     }
 
@@ -136,6 +141,7 @@ impl Shader {
             Shader::TextureInput => &[Texture, Storage, Uniform],
             Shader::Overlay => &[Texture, Storage, StorageRead, StorageTextureRgba8, Uniform],
             Shader::Crf => &[Storage, Storage, Storage, Storage, Storage, Storage, Storage, Storage, Uniform],
+            Shader::Regions => &[Storage, Storage, Storage, Storage, Storage, Storage, Storage, Uniform],
         }
     }
 }
