@@ -12,14 +12,17 @@
 //                       by the previous dispatch) and count the slot's users
 //   lattice_scan        one workgroup: slot offsets (prefix sum of the counts), dense vertex ids
 //                       (prefix sum of occupied slots), slot of each vertex, the vertex count
-//   lattice_fill        per (pixel, vertex): list it under its slot (the splat's gather lists)
+//   lattice_fill        per (pixel, vertex): list it under its slot (the splat's gather lists);
+//                       its slot is replaced by its dense vertex id
 //   lattice_neighbours  per vertex: the vertices one step along +-each lattice direction
 // Per iteration and kernel: crf_splat (gather per vertex), crf_blur x (d+1), crf_slice; then
 // crf_update combines both messages with the unary and normalises. crf_init makes the unary.
 //
 // `lat` (u32 words) holds one lattice's arrays at the offsets o_*; `atom` its hash table (cap
-// words: owner + 1, 0 = empty) then per-slot counts (cap words); `vin`/`vout` vertex values, c4
-// vec4 per vertex; `field` per-pixel planes (unary, marginals, messages, normalisers) at f_*.
+// words: owner + 1, 0 = empty) then per-slot counts (cap words); `vin`/`vout` are vertex values
+// (c4 vec4 per vertex) or the per-pixel buffer, pixel-major vec4 planes at f_u (unary), f_qg /
+// f_qb (marginals times each kernel's normaliser: the splat's input), f_mg / f_mb (messages);
+// `field` holds the two normalisers (f32 planes at f_norm, f_norm2).
 
 struct Crf {
     n: u32, d: u32, c: u32, c4: u32,
@@ -28,8 +31,8 @@ struct Crf {
     o_rem0: u32, o_rank: u32, o_bary: u32, o_vert: u32,
     o_offsets: u32, o_dense: u32, o_sod: u32, o_meta: u32,
     o_nbr: u32, o_entries: u32, f_in: u32, f_out: u32,
-    f_u: u32, f_q: u32, f_mg: u32, f_mb: u32,
-    f_norm: u32, img_off: u32, _p0: u32, _p1: u32,
+    f_u: u32, f_qg: u32, f_mg: u32, f_mb: u32,
+    f_norm: u32, img_off: u32, f_norm2: u32, f_qb: u32,
     sxy: f32, srgb: f32, alpha: f32, wg: f32,
     wb: f32, sf0: f32, sf1: f32, sf2: f32,
     sf3: f32, sf4: f32, _f0: f32, _f1: f32,
@@ -50,6 +53,7 @@ const ONES: u32 = 1u;        // splat: the input is all ones (the normaliser)
 const NORMED: u32 = 2u;      // splat and slice: scale by the pixel's normaliser
 const NORMALISER: u32 = 4u;  // slice: write 1 / sqrt(sum + 1e-20), pydensecrf's scalar order
 const LAST: u32 = 8u;        // init and update: write the marginals to `y`
+const UPDATE: u32 = 16u;     // the activations include the messages
 
 const MAXD: u32 = 6u; // d + 1 <= 6: Gaussian (d = 2) and bilateral (d = 5) kernels
 
@@ -269,6 +273,8 @@ fn lattice_fill(@builtin(global_invocation_id) gid: vec3<u32>) {
     let s = lat[p.o_vert + pv];
     let k = atomicSub(&atom[p.cap + s], 1u) - 1u;
     lat[p.o_entries + lat[p.o_offsets + s] + k] = pv;
+    // from here on the pair's dense vertex id (what slicing reads)
+    lat[p.o_vert + pv] = lat[p.o_dense + s];
 }
 
 // Dense id + 1 of the vertex with key k, 0 when it is not in the lattice.
@@ -315,17 +321,6 @@ fn lattice_neighbours(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
 }
 
-// Four channels (from q4 * 4) of pixel px of the plane at `off` in `field`.
-fn load4(off: u32, px: u32, q4: u32) -> vec4<f32> {
-    var v = vec4<f32>(0.0);
-    for (var k = 0u; k < 4u; k++) {
-        let ch = q4 * 4u + k;
-        if (ch < p.c) {
-            v[k] = field[off + ch * p.n + px];
-        }
-    }
-    return v;
-}
 
 @compute @workgroup_size(64, 1, 1)
 fn crf_splat(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -339,14 +334,10 @@ fn crf_splat(@builtin(global_invocation_id) gid: vec3<u32>) {
     var acc = vec4<f32>(0.0);
     for (var e = lat[p.o_offsets + s]; e < lat[p.o_offsets + s + 1u]; e++) {
         let pv = lat[p.o_entries + e];
-        let px = pv / (p.d + 1u);
         let wt = bitcast<f32>(lat[p.o_bary + pv]);
         var val = vec4<f32>(1.0);
         if ((p.flags & ONES) == 0u) {
-            val = load4(p.f_in, px, q4);
-            if ((p.flags & NORMED) != 0u) {
-                val = val * field[p.f_norm + px];
-            }
+            val = vin[p.f_in + (pv / (p.d + 1u)) * p.c4 + q4];
         }
         acc += wt * val;
     }
@@ -375,12 +366,13 @@ fn crf_blur(@builtin(global_invocation_id) gid: vec3<u32>) {
     vout[i] = vin[i] + 0.5 * (a + b);
 }
 
+// `vert` holds each (pixel, vertex) pair's dense vertex id once lattice_fill has run.
 @compute @workgroup_size(64, 1, 1)
 fn crf_slice(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = index(gid);
-    let q4 = i / p.n;
-    let px = i % p.n;
-    if (q4 >= p.c4) {
+    let px = i / p.c4;
+    let q4 = i % p.c4;
+    if (px >= p.n) {
         return;
     }
     let d = p.d;
@@ -388,7 +380,7 @@ fn crf_slice(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var r = 0u; r <= d; r++) {
         let pv = px * (d + 1u) + r;
         let wt = bitcast<f32>(lat[p.o_bary + pv]);
-        let val = vin[lat[p.o_dense + lat[p.o_vert + pv]] * p.c4 + q4];
+        let val = vin[lat[p.o_vert + pv] * p.c4 + q4];
         if ((p.flags & NORMALISER) != 0u) {
             acc += wt * val * p.alpha;
         } else {
@@ -399,35 +391,53 @@ fn crf_slice(@builtin(global_invocation_id) gid: vec3<u32>) {
         field[p.f_out + px] = 1.0 / sqrt(acc.x + 1e-20);
         return;
     }
-    if ((p.flags & NORMED) != 0u) {
-        acc = acc * field[p.f_norm + px];
-    }
-    for (var k = 0u; k < 4u; k++) {
-        let ch = q4 * 4u + k;
-        if (ch < p.c) {
-            field[p.f_out + ch * p.n + px] = acc[k];
-        }
-    }
+    vout[p.f_out + i] = acc * field[p.f_norm + px];
 }
 
-// Softmax of a pixel's activations a (in the `f_q` plane, written there first), to `f_q` or `y`.
+// The activations of channels q4 * 4 .. + 4 of a pixel: -U (init), or -U + w2 N_g + w1 N_b.
+fn activation(px: u32, q4: u32) -> vec4<f32> {
+    let o = px * p.c4 + q4;
+    var a = -vout[p.f_u + o];
+    if ((p.flags & UPDATE) != 0u) {
+        a = a - (-p.wg) * vout[p.f_mg + o];
+        a = a - (-p.wb) * vout[p.f_mb + o];
+    }
+    return a;
+}
+
+// Softmax over the pixel's channels; the marginals go to `y` (planar) on the last step, else,
+// times each kernel's normaliser, to the splat inputs.
 fn normalise(px: u32) {
-    var m = field[p.f_q + px];
-    for (var ch = 1u; ch < p.c; ch++) {
-        m = max(m, field[p.f_q + ch * p.n + px]);
+    var m = activation(px, 0u).x;
+    for (var q4 = 0u; q4 < p.c4; q4++) {
+        let a = activation(px, q4);
+        for (var k = 0u; k < 4u; k++) {
+            if (q4 * 4u + k < p.c) {
+                m = max(m, a[k]);
+            }
+        }
     }
     var s = 0.0;
-    for (var ch = 0u; ch < p.c; ch++) {
-        let e = exp(field[p.f_q + ch * p.n + px] - m);
-        field[p.f_q + ch * p.n + px] = e;
-        s += e;
+    for (var q4 = 0u; q4 < p.c4; q4++) {
+        let e = exp(activation(px, q4) - m);
+        for (var k = 0u; k < 4u; k++) {
+            if (q4 * 4u + k < p.c) {
+                s += e[k];
+            }
+        }
     }
-    for (var ch = 0u; ch < p.c; ch++) {
-        let q = field[p.f_q + ch * p.n + px] / s;
+    for (var q4 = 0u; q4 < p.c4; q4++) {
+        let q = exp(activation(px, q4) - m) / s;
         if ((p.flags & LAST) != 0u) {
-            y[p.y_off + ch * p.n + px] = q;
+            for (var k = 0u; k < 4u; k++) {
+                let ch = q4 * 4u + k;
+                if (ch < p.c) {
+                    y[p.y_off + ch * p.n + px] = q[k];
+                }
+            }
         } else {
-            field[p.f_q + ch * p.n + px] = q;
+            vout[p.f_qg + px * p.c4 + q4] = q * field[p.f_norm + px];
+            vout[p.f_qb + px * p.c4 + q4] = q * field[p.f_norm2 + px];
         }
     }
 }
@@ -438,10 +448,15 @@ fn crf_init(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (px >= p.n) {
         return;
     }
-    for (var ch = 0u; ch < p.c; ch++) {
-        let u = -log(clamp(x[p.x_off + ch * p.n + px], 1e-5, 1.0));
-        field[p.f_u + ch * p.n + px] = u;
-        field[p.f_q + ch * p.n + px] = -u;
+    for (var q4 = 0u; q4 < p.c4; q4++) {
+        var u = vec4<f32>(0.0);
+        for (var k = 0u; k < 4u; k++) {
+            let ch = q4 * 4u + k;
+            if (ch < p.c) {
+                u[k] = -log(clamp(x[p.x_off + ch * p.n + px], 1e-5, 1.0));
+            }
+        }
+        vout[p.f_u + px * p.c4 + q4] = u;
     }
     normalise(px);
 }
@@ -451,13 +466,6 @@ fn crf_update(@builtin(global_invocation_id) gid: vec3<u32>) {
     let px = index(gid);
     if (px >= p.n) {
         return;
-    }
-    for (var ch = 0u; ch < p.c; ch++) {
-        let o = ch * p.n + px;
-        var a = -field[p.f_u + o];
-        a = a - (-p.wg) * field[p.f_mg + o];
-        a = a - (-p.wb) * field[p.f_mb + o];
-        field[p.f_q + o] = a;
     }
     normalise(px);
 }

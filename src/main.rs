@@ -177,6 +177,34 @@ enum Cmd {
         #[arg(long)]
         overwrite: bool,
     },
+    /// Split-and-merge regions of the grey level (no network): writes OUT/<stem>.regions.png (a
+    /// 16-bit PNG, one id per region, numbered in the order of their first pixel) and
+    /// OUT/<stem>.regions_mean.png (each region painted with its mean colour), and prints the
+    /// region counts. Runs on the device; --cpu runs the CPU reference instead.
+    Regions {
+        /// Image files, or directories of images.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Output directory (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Homogeneity: `range` (max - min <= T) or `std` (standard deviation <= T).
+        #[arg(long, default_value = "range", value_parser = ["range", "std"])]
+        predicate: String,
+        /// The threshold T (grey levels, 0-255).
+        #[arg(long, default_value_t = 16.0)]
+        threshold: f32,
+        /// Smallest quadtree block side (a power of two); a block of that size that is still not
+        /// homogeneous is split into its pixels for the merge to regroup.
+        #[arg(long, default_value_t = 1)]
+        min_block: u32,
+        /// Run the CPU reference instead of the device.
+        #[arg(long)]
+        cpu: bool,
+        /// Replace existing outputs.
+        #[arg(long)]
+        overwrite: bool,
+    },
     /// Time a model: per-kernel GPU times (timestamp queries), GFLOP/s and GB/s, end-to-end
     /// latency and images/s.
     Bench {
@@ -216,6 +244,7 @@ fn main() -> ExitCode {
             segment(&model, &inputs, &out, Extras { overlay: overlay.then_some(alpha), probs, overwrite, precision: Precision::F32, crf }, &precision)
         }
         Cmd::Eval { model, images, labels, ignore, crf, json, precision } => eval(&model, &images, &labels, &ignore, crf, json, &precision),
+        Cmd::Regions { inputs, out, predicate, threshold, min_block, cpu, overwrite } => regions(&inputs, &out, &predicate, threshold, min_block, cpu, overwrite),
         Cmd::Crf { image, probs, setting, out, marginals, overwrite } => crf(&image, &probs, setting, &out, marginals, overwrite).map(|_| ExitCode::SUCCESS),
         Cmd::Models { fetch } => models(&fetch).map(|_| ExitCode::SUCCESS),
         Cmd::Inspect { model, arch, size, json, precision } => inspect(model.as_deref(), arch.as_deref(), size.as_deref(), json, &precision).map(|_| ExitCode::SUCCESS),
@@ -641,6 +670,78 @@ fn crf(image: &Path, probs_path: &Path, params: atrous::crf::CrfParams, out: &Pa
     }
     eprintln!("{}: {c} classes at {w}x{h}, CRF {} on {} in {:.3} s -> {}", image.display(), params.describe(), gpu.describe(), secs, dst.display());
     Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn regions(inputs: &[PathBuf], out: &Path, predicate: &str, threshold: f32, min_block: u32, cpu: bool, overwrite: bool) -> Result<ExitCode> {
+    use atrous::regions::{Predicate, RegionParams};
+    let params = RegionParams { predicate: if predicate == "std" { Predicate::Std } else { Predicate::Range }, threshold, min_block };
+    params.validate()?;
+    let files = expand_inputs(inputs)?;
+    if files.is_empty() {
+        bail!("no images among the inputs");
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let gpu = if cpu { None } else { Some(Gpu::new().context("opening a GPU")?) };
+    eprintln!("split-and-merge, {predicate} <= {threshold}, min block {min_block}, on {}", gpu.as_ref().map_or("the CPU (reference)".to_string(), |g| g.describe()));
+    let mut runners: HashMap<(usize, usize), atrous::regions::RegionsGpu> = HashMap::new();
+    let mut failed = 0;
+    let mut written: HashMap<PathBuf, PathBuf> = HashMap::new();
+    for f in &files {
+        let r = (|| -> Result<String> {
+            let stem = f.file_stem().with_context(|| format!("{} has no file name", f.display()))?.to_string_lossy().into_owned();
+            let (dst, mean_dst) = (out.join(format!("{stem}.regions.png")), out.join(format!("{stem}.regions_mean.png")));
+            for t in [&dst, &mean_dst] {
+                if let Some(prev) = written.get(t) {
+                    bail!("{} was already written for {} (same file stem); not overwriting", t.display(), prev.display());
+                }
+                if std::fs::symlink_metadata(t).is_ok_and(|m| m.file_type().is_symlink()) {
+                    bail!("output {} is a symbolic link; not writing through it", t.display());
+                }
+                if !overwrite && t.exists() {
+                    bail!("{} exists (pass --overwrite to replace it)", t.display());
+                }
+                if t.canonicalize().ok().zip(f.canonicalize().ok()).is_some_and(|(a, b)| a == b) {
+                    bail!("output {} is the input; not overwriting it", t.display());
+                }
+            }
+            let img = image_io::load_rgb(f)?;
+            let g = atrous::regions::grey(&img.data);
+            let t0 = Instant::now();
+            let (labels, rounds) = match &gpu {
+                Some(gpu) => {
+                    let runner = match runners.entry((img.h, img.w)) {
+                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(v) => v.insert(atrous::regions::RegionsGpu::new(gpu, img.h, img.w, params)?),
+                    };
+                    runner.run(&g)?
+                }
+                None => atrous::regions::split_merge_cpu(&g, img.h, img.w, &params)?,
+            };
+            let ms = t0.elapsed().as_secs_f64() * 1e3;
+            let (ids, count) = atrous::regions::compact(&labels);
+            if count > 65536 {
+                bail!("{count} regions do not fit a 16-bit PNG (raise --threshold)");
+            }
+            let ids16: Vec<u16> = ids.iter().map(|&i| i as u16).collect();
+            write_atomically(&dst, |tmp| {
+                image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_raw(img.w as u32, img.h as u32, ids16).context("label image size")?.save_with_format(tmp, image::ImageFormat::Png).with_context(|| format!("writing {}", dst.display()))
+            })?;
+            let mean = RgbImage { h: img.h, w: img.w, data: atrous::regions::mean_colour(&img.data, &ids, count) };
+            write_atomically(&mean_dst, |tmp| Ok(image_io::save_rgb_png(tmp, &mean)?))?;
+            written.insert(dst.clone(), f.clone());
+            written.insert(mean_dst, f.clone());
+            Ok(format!("{}: {count} regions ({}x{}, {rounds} merge rounds, {ms:.1} ms) -> {}", f.display(), img.w, img.h, dst.display()))
+        })();
+        match r {
+            Ok(line) => println!("{line}"),
+            Err(e) => {
+                failed += 1;
+                eprintln!("FAILED {}: {e:#}", f.display());
+            }
+        }
+    }
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn model_size(model: &Model, size: Option<&str>) -> Result<(usize, usize)> {

@@ -28,13 +28,13 @@ crate::param_block! {
         pub f_in: u32,
         pub f_out: u32,
         pub f_u: u32,
-        pub f_q: u32,
+        pub f_qg: u32,
         pub f_mg: u32,
         pub f_mb: u32,
         pub f_norm: u32,
         pub img_off: u32,
-        pub _p0: u32,
-        pub _p1: u32,
+        pub f_norm2: u32,
+        pub f_qb: u32,
         pub sxy: f32,
         pub srgb: f32,
         pub alpha: f32,
@@ -54,6 +54,7 @@ pub const ONES: u32 = 1;
 pub const NORMED: u32 = 2;
 pub const NORMALISER: u32 = 4;
 pub const LAST: u32 = 8;
+pub const UPDATE: u32 = 16;
 pub const WG: u32 = 64;
 
 /// Word offsets of one lattice's arrays in its `lat` buffer, and the sizes of its buffers.

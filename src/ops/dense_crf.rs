@@ -16,7 +16,7 @@ use super::{boxed_op, check_view, distinct, Cuts, EncodeCx, Encoded, Operator, P
 use crate::crf::{mean_field, CrfParams, Filtering};
 use crate::error::{Error, Result};
 use crate::graph::{DType, Graph, View};
-use crate::kernels::crf::{CrfBlock, LatticeLayout, LAST, NORMALISER, NORMED, ONES, WG};
+use crate::kernels::crf::{CrfBlock, LatticeLayout, LAST, NORMALISER, NORMED, ONES, UPDATE, WG};
 use crate::kernels::{grid_1d, Dispatch, Shader, Slot};
 use std::collections::HashMap;
 
@@ -46,7 +46,8 @@ impl DenseCrf {
             ("bilateral hash table", lb.cap as u64 * 8),
             ("vertex values a", values),
             ("vertex values b", values),
-            ("planes", ((4 * self.x.c + 2) * n * 4) as u64),
+            ("pixel planes", (5 * n * c4 * 16) as u64),
+            ("normalisers", (2 * n * 4) as u64),
         ]
     }
 }
@@ -120,19 +121,41 @@ impl Operator for DenseCrf {
         let lat: Vec<wgpu::Buffer> = lays.iter().map(|l| make("crf lattice", l.words as u64 * 4)).collect();
         let atom: Vec<wgpu::Buffer> = lays.iter().map(|l| make("crf hash table", l.cap as u64 * 8)).collect();
         let (va, vb) = (make("crf values a", scratch[4].1), make("crf values b", scratch[5].1));
-        let field = make("crf planes", scratch[6].1);
-        let plane = (c * n) as u32;
-        let (f_u, f_q, f_mg, f_mb) = (0, plane, 2 * plane, 3 * plane);
-        let f_norm = [4 * plane, 4 * plane + n as u32];
+        let pix = make("crf pixel planes", scratch[6].1);
+        let field = make("crf normalisers", scratch[7].1);
+        // pixel planes, in vec4 units: unary, splat inputs (marginals times each normaliser), messages
+        let plane = (n * c4) as u32;
+        let (f_u, f_q, f_m) = (0, [plane, 2 * plane], [3 * plane, 4 * plane]);
+        let f_norm = [0, n as u32];
         let p = &self.params;
 
         let mut dispatches = vec![];
         let mut buffers = vec![];
         let dummy = cx.dummy();
-        // one dispatch: `l` the lattice (None: per-pixel kernels), `vin`/`vout` the value buffers
-        let mut push = |entry: &'static str, l: Option<usize>, threads: usize, f: &dyn Fn(&mut CrfBlock), vals: Option<(&wgpu::Buffer, &wgpu::Buffer)>, label: String, flops: u64, bytes: u64| {
+        // one dispatch: `l` the lattice (None: per-pixel kernels), `vals` what `vin` and `vout` bind
+        let mut push = |entry: &'static str, l: Option<usize>, threads: usize, f: &dyn Fn(&mut CrfBlock), vals: (Option<&wgpu::Buffer>, &wgpu::Buffer), label: String, flops: u64, bytes: u64| {
             let (groups, row) = if entry == "lattice_scan" { ([1, 1, 1], 0) } else { grid_1d(threads, WG) };
-            let mut b = CrfBlock { n: n as u32, c: c as u32, c4: c4 as u32, w: w as u32, row, x_off: xo, y_off: yo, img_off: io, f_u, f_q, f_mg, f_mb, wg: p.w2, wb: p.w1, srgb: p.theta_beta, ..Default::default() };
+            let mut b = CrfBlock {
+                n: n as u32,
+                c: c as u32,
+                c4: c4 as u32,
+                w: w as u32,
+                row,
+                x_off: xo,
+                y_off: yo,
+                img_off: io,
+                f_u,
+                f_qg: f_q[0],
+                f_qb: f_q[1],
+                f_mg: f_m[0],
+                f_mb: f_m[1],
+                f_norm: f_norm[0],
+                f_norm2: f_norm[1],
+                wg: p.w2,
+                wb: p.w1,
+                srgb: p.theta_beta,
+                ..Default::default()
+            };
             if let Some(l) = l {
                 lays[l].apply(&mut b);
                 b.sxy = if l == 0 { p.theta_gamma } else { p.theta_alpha };
@@ -140,13 +163,12 @@ impl Operator for DenseCrf {
             }
             f(&mut b);
             let u = cx.uniform(&b);
-            let (vi, vo) = vals.map_or((dummy, dummy), |(a, b)| (Slot::whole(a), Slot::whole(b)));
             let slots = [
                 if entry == "lattice_embed" { is } else { dummy },
                 l.map_or(dummy, |l| Slot::whole(&lat[l])),
                 l.map_or(dummy, |l| Slot::whole(&atom[l])),
-                vi,
-                vo,
+                vals.0.map_or(dummy, Slot::whole),
+                Slot::whole(vals.1),
                 Slot::whole(&field),
                 if entry == "crf_init" { xs } else { dummy },
                 if entry == "crf_init" || entry == "crf_update" { ys } else { dummy },
@@ -155,63 +177,57 @@ impl Operator for DenseCrf {
             dispatches.push(cx.kernels.dispatch(Shader::Crf, entry, &slots, groups, &label, flops, bytes));
             buffers.push(u);
         };
+        type Push<'p> = dyn FnMut(&'static str, Option<usize>, usize, &dyn Fn(&mut CrfBlock), (Option<&wgpu::Buffer>, &wgpu::Buffer), String, u64, u64) + 'p;
         let kname = ["gaussian", "bilateral"];
-        // filtering through lattice l: splat (from the `f_in` plane, or ones), d+1 blurs, slice
-        let filter = |push: &mut dyn FnMut(&'static str, Option<usize>, usize, &dyn Fn(&mut CrfBlock), Option<(&wgpu::Buffer, &wgpu::Buffer)>, String, u64, u64), l: usize, vc: usize, splat: &dyn Fn(&mut CrfBlock), slice: &dyn Fn(&mut CrfBlock), what: &str| {
+        // filtering through lattice l with `vc` values a pixel: splat (from the pixel planes, or
+        // ones), d+1 blurs, slice (into the pixel planes, or the normaliser)
+        let filter = |push: &mut Push<'_>, l: usize, vc: usize, flags: u32, f_in: u32, f_out: u32, what: &str| {
             let lay = lays[l];
-            let (pairs, d) = (lay.pairs as u64, lay.d);
-            let set_c = move |b: &mut CrfBlock| {
+            let (pairs, d, v4) = (lay.pairs as u64, lay.d, vc.div_ceil(4));
+            let set = move |b: &mut CrfBlock| {
                 b.c = vc as u32;
-                b.c4 = vc.div_ceil(4) as u32;
+                b.c4 = v4 as u32;
+                b.f_in = f_in;
+                b.f_out = f_out;
             };
-            let v4 = vc.div_ceil(4);
+            let vcu = vc as u64;
             push("crf_splat", Some(l), lay.pairs * v4, &|b| {
-                set_c(b);
-                splat(b)
-            }, Some((&vb, &va)), format!("{name}.{}.{what}.splat", kname[l]), pairs * vc as u64 * 2, pairs * (vc as u64 + 3) * 4);
+                set(b);
+                b.flags = flags & ONES
+            }, (Some(&pix), &va), format!("{name}.{}.{what}.splat", kname[l]), pairs * vcu * 2, pairs * (vcu + 3) * 4);
             let mut cur = (&va, &vb);
             for j in 0..=d {
                 push("crf_blur", Some(l), lay.pairs * v4, &|b| {
-                    set_c(b);
+                    set(b);
                     b.j = j as u32
-                }, Some(cur), format!("{name}.{}.{what}.blur{j}", kname[l]), pairs * vc as u64 * 3, pairs * (vc as u64 * 3 + 2) * 4);
+                }, (Some(cur.0), cur.1), format!("{name}.{}.{what}.blur{j}", kname[l]), pairs * vcu * 3, pairs * (vcu * 3 + 2) * 4);
                 cur = (cur.1, cur.0);
             }
             push("crf_slice", Some(l), n * v4, &|b| {
-                set_c(b);
-                slice(b)
-            }, Some((cur.0, cur.1)), format!("{name}.{}.{what}.slice", kname[l]), pairs * vc as u64 * 2, (pairs * (vc as u64 + 3) + (n * vc) as u64) * 4);
+                set(b);
+                b.flags = flags & NORMALISER
+            }, (Some(cur.0), &pix), format!("{name}.{}.{what}.slice", kname[l]), pairs * vcu * 2, (pairs * (vcu + 3) + (n * vc) as u64) * 4);
         };
         for (l, lay) in lays.iter().enumerate() {
             let (pairs, k) = (lay.pairs, kname[l]);
-            push("lattice_clear", Some(l), 2 * lay.cap, &|_| {}, None, format!("{name}.{k}.clear"), 0, lay.cap as u64 * 8);
-            push("lattice_embed", Some(l), n, &|_| {}, None, format!("{name}.{k}.embed"), (n * (lay.d + 1) * (lay.d + 8)) as u64, (n * (lay.d + 1) * 12) as u64);
-            push("lattice_insert", Some(l), pairs, &|_| {}, None, format!("{name}.{k}.insert"), (pairs * lay.d * 4) as u64, (pairs * lay.d * 16) as u64);
-            push("lattice_scan", Some(l), 1, &|_| {}, None, format!("{name}.{k}.scan"), lay.cap as u64 * 2, lay.cap as u64 * 16);
-            push("lattice_fill", Some(l), pairs, &|_| {}, None, format!("{name}.{k}.fill"), 0, pairs as u64 * 16);
-            push("lattice_neighbours", Some(l), pairs, &|_| {}, None, format!("{name}.{k}.neighbours"), (pairs * (lay.d + 1) * 2 * lay.d * 4) as u64, (pairs * (lay.d + 1) * 2 * lay.d * 8) as u64);
-            let out = f_norm[l];
-            filter(&mut push, l, 1, &|b| b.flags = ONES, &|b| {
-                b.flags = NORMALISER;
-                b.f_out = out
-            }, "norm");
+            let none = (None, &pix);
+            push("lattice_clear", Some(l), 2 * lay.cap, &|_| {}, none, format!("{name}.{k}.clear"), 0, lay.cap as u64 * 8);
+            push("lattice_embed", Some(l), n, &|_| {}, none, format!("{name}.{k}.embed"), (n * (lay.d + 1) * (lay.d + 8)) as u64, (n * (lay.d + 1) * 12) as u64);
+            push("lattice_insert", Some(l), pairs, &|_| {}, none, format!("{name}.{k}.insert"), (pairs * lay.d * 4) as u64, (pairs * lay.d * 16) as u64);
+            push("lattice_scan", Some(l), 1, &|_| {}, none, format!("{name}.{k}.scan"), lay.cap as u64 * 2, lay.cap as u64 * 16);
+            push("lattice_fill", Some(l), pairs, &|_| {}, none, format!("{name}.{k}.fill"), 0, pairs as u64 * 16);
+            push("lattice_neighbours", Some(l), pairs, &|_| {}, none, format!("{name}.{k}.neighbours"), (pairs * (lay.d + 1) * 2 * lay.d * 4) as u64, (pairs * (lay.d + 1) * 2 * lay.d * 8) as u64);
+            filter(&mut push, l, 1, ONES | NORMALISER, 0, f_norm[l], "norm");
         }
         let last = |it: u32| if it + 1 >= p.iters { LAST } else { 0 };
-        push("crf_init", None, n, &|b| b.flags = if p.iters == 0 { LAST } else { 0 }, None, format!("{name}.init"), (n * c * 6) as u64, (n * c * 12) as u64);
+        push("crf_init", None, n, &|b| b.flags = if p.iters == 0 { LAST } else { 0 }, (None, &pix), format!("{name}.init"), (n * c * 6) as u64, (n * c * 12) as u64);
         for it in 0..p.iters {
             for l in 0..2 {
-                let out = [f_mg, f_mb][l];
-                filter(&mut push, l, c, &|b| {
-                    b.flags = NORMED;
-                    b.f_in = f_q
-                }, &|b| {
-                    b.flags = NORMED;
-                    b.f_out = out
-                }, &format!("it{it}"));
+                filter(&mut push, l, c, NORMED, f_q[l], f_m[l], &format!("it{it}"));
             }
-            push("crf_update", None, n, &|b| b.flags = last(it), None, format!("{name}.it{it}.update"), (n * c * 10) as u64, (n * c * 20) as u64);
+            push("crf_update", None, n, &|b| b.flags = UPDATE | last(it), (None, &pix), format!("{name}.it{it}.update"), (n * c * 10) as u64, (n * c * 20) as u64);
         }
-        Ok((dispatches, buffers.into_iter().chain(lat).chain(atom).chain([va, vb, field]).collect()))
+        Ok((dispatches, buffers.into_iter().chain(lat).chain(atom).chain([va, vb, pix, field]).collect()))
     }
     boxed_op!();
 }
