@@ -317,6 +317,9 @@ fn softmax(a: &mut [f32]) {
     }
 }
 
+/// Features `[n][d]` and d.
+type Features = (Vec<f32>, usize);
+
 /// How [`mean_field`] filters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Filtering {
@@ -359,7 +362,7 @@ pub fn mean_field(rgb: &[u8], probs: &[f32], c: usize, h: usize, w: usize, p: &C
             }
         }
         Filtering::Exact => {
-            let lat: Vec<(&(Vec<f32>, usize), Vec<f64>, f32)> = kernels
+            let lat: Vec<(&Features, Vec<f64>, f32)> = kernels
                 .iter()
                 .map(|(f, w)| {
                     let s = exact_filter(&f.0, f.1, &vec![1.0; n], 1);

@@ -725,7 +725,10 @@ fn regions(inputs: &[PathBuf], out: &Path, predicate: &str, threshold: f32, min_
             }
             let ids16: Vec<u16> = ids.iter().map(|&i| i as u16).collect();
             write_atomically(&dst, |tmp| {
-                image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_raw(img.w as u32, img.h as u32, ids16).context("label image size")?.save_with_format(tmp, image::ImageFormat::Png).with_context(|| format!("writing {}", dst.display()))
+                image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_raw(img.w as u32, img.h as u32, ids16)
+                    .context("label image size")?
+                    .save_with_format(tmp, image::ImageFormat::Png)
+                    .with_context(|| format!("writing {}", dst.display()))
             })?;
             let mean = RgbImage { h: img.h, w: img.w, data: atrous::regions::mean_colour(&img.data, &ids, count) };
             write_atomically(&mean_dst, |tmp| Ok(image_io::save_rgb_png(tmp, &mean)?))?;
@@ -967,7 +970,14 @@ fn bench(model_arg: &str, size: Option<&str>, iters: usize, crf: Option<atrous::
     if let Some(c) = crf {
         let crf_ns: f64 = prof.dispatches.iter().filter(|d| d.label.starts_with("crf")).map(|d| d.median_ns()).sum();
         let build_ns: f64 = prof.dispatches.iter().filter(|d| d.entry.starts_with("lattice_") || d.label.contains(".norm.")).map(|d| d.median_ns()).sum();
-        println!("dense CRF ({}): {:.3} ms of the {:.3} ms sum ({:.3} ms building the lattices and normalisers, {:.3} ms mean field)", c.describe(), crf_ns / 1e6, total_ns / 1e6, build_ns / 1e6, (crf_ns - build_ns) / 1e6);
+        println!(
+            "dense CRF ({}): {:.3} ms of the {:.3} ms sum ({:.3} ms building the lattices and normalisers, {:.3} ms mean field)",
+            c.describe(),
+            crf_ns / 1e6,
+            total_ns / 1e6,
+            build_ns / 1e6,
+            (crf_ns - build_ns) / 1e6
+        );
     }
     println!("sum of dispatch medians: {:.3} ms ({:.2} GFLOP/s over {:.3} GFLOP)", total_ns / 1e6, gflops(g.flops(), total_ns), g.flops() as f64 / 1e9);
     println!("end to end (upload, one submission, class map readback), {iters} runs: min {mn:.2} ms, median {med:.2} ms, p95 {p95:.2} ms, {:.2} images/s", 1e3 / med);

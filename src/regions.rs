@@ -18,6 +18,7 @@
 //!   pairs that picked each other merge; rounds repeat until none does. The pair with the
 //!   globally smallest (range, representative) always picks itself, so a round without a merge
 //!   means no adjacent pair can merge.
+//!
 //! Regions are numbered in the order of their first pixel (row-major).
 
 use crate::error::{Error, Result};
@@ -251,11 +252,12 @@ pub fn mean_colour(rgb: &[u8], ids: &[u32], count: usize) -> Vec<u8> {
         }
         s[3] += 1;
     }
-    ids.iter().flat_map(|&r| {
-        let s = sum[r as usize];
-        (0..3).map(move |c| ((s[c] + s[3] / 2) / s[3]) as u8)
-    })
-    .collect()
+    ids.iter()
+        .flat_map(|&r| {
+            let s = sum[r as usize];
+            (0..3).map(move |c| ((s[c] + s[3] / 2) / s[3]) as u8)
+        })
+        .collect()
 }
 
 /// What a result must satisfy: `ids` covers every pixel with ids `0..count`, each id used; every
@@ -358,10 +360,12 @@ impl RegionsGpu {
         let prop = make("regions proposals", n * 8);
         let parent = make("regions parents", n * 4);
         let ctl = make("regions counter", 16);
-        let readback = dev.create_buffer(&wgpu::BufferDescriptor { label: Some("regions readback"), size: (n as u64 * 4).max(16), usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false });
+        let readback =
+            dev.create_buffer(&wgpu::BufferDescriptor { label: Some("regions readback"), size: (n as u64 * 4).max(16), usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false });
         let kernels = crate::kernels::Kernels::new(dev);
         let (t, a) = params.integers();
-        let base = RegionsParams { n: n as u32, w: w as u32, h: h as u32, levels, kmin: params.min_block.trailing_zeros().min(levels - 1), predicate: (params.predicate == Predicate::Std) as u32, t, a, ..Default::default() };
+        let base =
+            RegionsParams { n: n as u32, w: w as u32, h: h as u32, levels, kmin: params.min_block.trailing_zeros().min(levels - 1), predicate: (params.predicate == Predicate::Std) as u32, t, a, ..Default::default() };
         let mut keep = vec![];
         let mut dispatch = |entry: &'static str, threads: usize, k: u32| {
             let (groups, row) = grid_1d(threads, WG);

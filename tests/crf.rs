@@ -113,7 +113,6 @@ fn settings_parse_and_bad_ones_are_errors() {
     }
 }
 
-
 /// The GPU operator on one case: the marginals.
 fn gpu_crf(gpu: &atrous::gpu::Gpu, rgb: &[u8], probs: &[f32], c: usize, h: usize, w: usize, params: CrfParams) -> Vec<f32> {
     use atrous::graph::{DType, Graph};
@@ -140,4 +139,131 @@ fn gpu_crf_matches_pydensecrf() {
         println!("| {} | {max:.2e} | {mean:.2e} | {:.2}% | {:.2}% |", c.name, agree * 100.0, exact * 100.0);
         assert!(max < 1e-5 && mean < 1e-7 && agree == 1.0, "{}", c.name);
     }
+}
+
+fn atrous() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_atrous"))
+}
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("atrous-crf-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `atrous crf` on a reference case written out as files: its labels are pydensecrf's; bad
+/// probability files are named errors.
+#[test]
+fn crf_command_refines_probabilities_from_a_file() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let Some(c) = cases().into_iter().next() else { return };
+    let dir = scratch("cmd");
+    let img = dir.join("frame.png");
+    atrous::image_io::save_rgb_png(&img, &atrous::image_io::RgbImage { h: c.h, w: c.w, data: c.rgb.clone() }).unwrap();
+    let write = |name: &str, tensor: &str, shape: Vec<usize>, data: &[f32]| {
+        let p = dir.join(name);
+        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, bytemuck::cast_slice(data)).unwrap();
+        safetensors::serialize_to_file([(tensor, view)], None, &p).unwrap();
+        p
+    };
+    let probs = write("p.safetensors", "probs", vec![C, c.h, c.w], &c.probs);
+    let out = dir.join("out");
+    let r = atrous().args(["crf", "--setting", "deeplab", "--marginals", "--image"]).arg(&img).arg("--probs").arg(&probs).arg("--out").arg(&out).output().unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let map = atrous::image_io::load_index_png(out.join("frame.png")).unwrap();
+    assert_eq!(map.data, c.labels, "class map = pydensecrf's labels");
+    assert!(out.join("frame.marginals.safetensors").exists());
+    // an existing output is kept unless --overwrite
+    let r = atrous().args(["crf", "--image"]).arg(&img).arg("--probs").arg(&probs).arg("--out").arg(&out).output().unwrap();
+    assert_eq!(r.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("--overwrite"));
+    // what `segment --probs` writes (`probabilities`, [1, c, h, w] also accepted) reads the same
+    let p4 = write("p4.safetensors", "probabilities", vec![1, C, c.h, c.w], &c.probs);
+    let r = atrous().args(["crf", "--overwrite", "--image"]).arg(&img).arg("--probs").arg(&p4).arg("--out").arg(&out).output().unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(atrous::image_io::load_index_png(out.join("frame.png")).unwrap().data, c.labels);
+    // bad files are errors naming the problem
+    let bad_shape = write("bad_shape.safetensors", "probs", vec![C * c.h, c.w], &c.probs);
+    let one_class = write("one.safetensors", "probs", vec![1, 1, c.h * c.w], &c.probs[..c.h * c.w]);
+    let mut nan = c.probs.clone();
+    nan[5] = f32::NAN;
+    let nan = write("nan.safetensors", "probs", vec![C, c.h, c.w], &nan);
+    let other = dir.join("other.safetensors");
+    {
+        fn v(d: &[f32], shape: Vec<usize>) -> safetensors::tensor::TensorView<'_> {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, bytemuck::cast_slice(d)).unwrap()
+        }
+        // two tensors, neither of them `probs` or `probabilities` (a lone tensor is taken whatever its name)
+        safetensors::serialize_to_file([("logits", v(&c.probs, vec![C, c.h, c.w])), ("q", v(&c.q, vec![C, c.h, c.w]))], None, &other).unwrap();
+    }
+    let garbage = dir.join("garbage.safetensors");
+    std::fs::write(&garbage, b"\xff\xff\xff\xff\xff\xff\xff\x7fnot safetensors").unwrap();
+    for (f, says) in [(&bad_shape, "not [classes, height, width]"), (&one_class, "at least 2 classes"), (&nan, "finite"), (&other, "no tensor `probs`"), (&garbage, "not a safetensors file")] {
+        let r = atrous().args(["crf", "--overwrite", "--image"]).arg(&img).arg("--probs").arg(f).arg("--out").arg(&out).output().unwrap();
+        let e = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(2), "{}: {e}", f.display());
+        assert!(e.contains(says), "{}: {e}", f.display());
+    }
+    let r = atrous().args(["crf", "--setting", "w1=x", "--image"]).arg(&img).arg("--probs").arg(&probs).arg("--out").arg(&out).output().unwrap();
+    assert_eq!(r.status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// ESPNet + CRF on full CamVid frames against pydensecrf on ESPNet's probabilities
+/// (`reference/metrics/espnet_camvid_val_crf.json`, per image): pixel accuracy within 0.05
+/// points and the predicted-class histogram within 0.1% of the pixels, for both settings; and
+/// `segment --crf` writes that class map.
+#[test]
+fn espnet_with_crf_matches_pydensecrf_on_full_frames() {
+    let Some(shared) = common::shared() else { return };
+    let Some(gpu) = common::gpu() else { return };
+    let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(shared.join("reference/metrics/espnet_camvid_val_crf.json")).unwrap()).unwrap();
+    let model = atrous::models::Model::load(shared.join("models/espnet_camvid.safetensors")).unwrap();
+    let frames = ["0016E5_07959.png", "0016E5_08159.png"];
+    for (setting, params) in [("deeplab_v2_voc", CrfParams::DEEPLAB), ("kraehenbuehl_default", CrfParams::DEFAULT)] {
+        let g = model.graph(360, 480).unwrap();
+        let mut s = atrous::session::Session::with_options(&gpu, &g, atrous::session::SessionOptions { normalize: model.info.pixel_head(), crf: Some(params), ..Default::default() }).unwrap();
+        for f in frames {
+            let img = atrous::image_io::load_rgb(shared.join("data/camvid/val/images").join(f)).unwrap();
+            let label = atrous::image_io::load_index_png(shared.join("data/camvid/val/labels").join(f)).unwrap();
+            let map = s.run_rgb(&img.data).unwrap();
+            let counted: Vec<(u8, u8)> = label.data.iter().zip(&map.data).filter(|(g, _)| **g != 11).map(|(g, p)| (*g, *p)).collect();
+            let acc = counted.iter().filter(|(g, p)| g == p).count() as f64 / counted.len() as f64;
+            let want = metrics["per_image"][f][setting]["pixel_acc"].as_f64().unwrap();
+            let hist = map.histogram(12);
+            let want_hist: Vec<u64> = serde_json::from_value(metrics["per_image"][f][setting]["pred_hist"].clone()).unwrap();
+            let l1: u64 = hist.iter().zip(&want_hist).map(|(a, b)| a.abs_diff(*b)).sum();
+            println!("{f} {setting}: pixel accuracy {:.3}% (pydensecrf {:.3}%), histogram L1 {l1} px", acc * 100.0, want * 100.0);
+            // measured: equal accuracy and histograms (L1 0); allowed: 0.05 points, 0.1% of pixels
+            assert!((acc - want).abs() <= 0.0005, "{f} {setting}");
+            assert!(l1 as f64 <= 2.0 * 0.001 * 172800.0, "{f} {setting}: {hist:?} vs {want_hist:?}");
+        }
+    }
+    // the command line gives the same class map
+    let dir = scratch("segment");
+    let f = shared.join("data/camvid/val/images").join(frames[0]);
+    let r = atrous().args(["segment", "--crf", "deeplab", "--overlay", "--model"]).arg(shared.join("models/espnet_camvid.safetensors")).arg(&f).arg("--out").arg(&dir).output().unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let g = model.graph(360, 480).unwrap();
+    let mut s = atrous::session::Session::with_options(&gpu, &g, atrous::session::SessionOptions { normalize: model.info.pixel_head(), crf: Some(CrfParams::DEEPLAB), ..Default::default() }).unwrap();
+    let want = s.run_rgb(&atrous::image_io::load_rgb(&f).unwrap().data).unwrap();
+    assert_eq!(atrous::image_io::load_index_png(dir.join("0016E5_07959.png")).unwrap().data, want.data);
+    assert!(dir.join("0016E5_07959_overlay.png").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Where a CRF cannot run it says why: a session without pixels, one class.
+#[test]
+fn crf_sessions_that_cannot_work_are_errors() {
+    let Some(gpu) = common::gpu() else { return };
+    let mut g = atrous::graph::Graph::new(3, 9, 11);
+    let x = g.input;
+    let y = g.tensor("logits", 3, 9, 11);
+    g.push("scale", atrous::ops::Affine { x: g.all(x), add: None, y: g.all(y), scale: vec![1.0; 3], shift: vec![0.0; 3], act: atrous::graph::Act::None }).unwrap();
+    g.logits = Some(y);
+    let e = atrous::session::Session::with_options(&gpu, &g, atrous::session::SessionOptions { crf: Some(CrfParams::DEFAULT), ..Default::default() }).err().expect("no pixels").to_string();
+    assert!(e.contains("reads the image"), "{e}");
 }

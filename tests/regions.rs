@@ -117,3 +117,60 @@ fn the_checks_catch_broken_results() {
     assert!(split_merge_cpu(&g, 1, 4, &RegionParams { threshold: f32::NAN, ..p }).is_err());
     assert!(split_merge_cpu(&[], 0, 0, &p).is_err());
 }
+
+/// `atrous regions`: a 16-bit region image whose regions have the properties, a mean-colour
+/// rendering, the count printed; the device and `--cpu` write the same file; a bad file is
+/// reported and the others done; bad options are errors.
+#[test]
+fn regions_command_writes_labels_and_renderings() {
+    let Some(shared) = common::shared() else { return };
+    if common::gpu().is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("atrous-regions-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let img = atrous::image_io::load_rgb(shared.join("data/camvid/val/images/0016E5_08059.png")).unwrap();
+    let (h, w) = (90, 120);
+    let crop: Vec<u8> = (0..h * w).flat_map(|k| img.data[((150 + k / w) * img.w + 200 + k % w) * 3..][..3].to_vec()).collect();
+    let src = dir.join("crop.png");
+    atrous::image_io::save_rgb_png(&src, &atrous::image_io::RgbImage { h, w, data: crop.clone() }).unwrap();
+    let bad = dir.join("bad.png");
+    std::fs::write(&bad, b"not an image").unwrap();
+    let run = |out: &str, extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_atrous"))
+            .arg("regions")
+            .arg(&src)
+            .arg(&bad)
+            .arg("--out")
+            .arg(dir.join(out))
+            .args(["--predicate", "std", "--threshold", "6", "--min-block", "2"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let r = run("gpu", &[]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&r.stdout), String::from_utf8_lossy(&r.stderr));
+    assert_eq!(r.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("FAILED") && stderr.contains("bad.png"), "{stderr}");
+    assert!(stdout.contains("crop.png: ") && stdout.contains(" regions"), "{stdout}");
+    let labels = image::open(dir.join("gpu/crop.regions.png")).unwrap().into_luma16();
+    let ids: Vec<u32> = labels.as_raw().iter().map(|&v| v as u32).collect();
+    let count = *ids.iter().max().unwrap() as usize + 1;
+    assert!(stdout.contains(&format!("{count} regions")), "{stdout}");
+    let p = RegionParams { predicate: Predicate::Std, threshold: 6.0, min_block: 2 };
+    verify(&grey(&crop), h, w, &ids, count, &p).unwrap();
+    let mean = image::open(dir.join("gpu/crop.regions_mean.png")).unwrap().into_rgb8();
+    assert_eq!(mean.dimensions(), (w as u32, h as u32));
+    let r = run("cpu", &["--cpu"]);
+    assert_eq!(r.status.code(), Some(1));
+    assert_eq!(std::fs::read(dir.join("cpu/crop.regions.png")).unwrap(), std::fs::read(dir.join("gpu/crop.regions.png")).unwrap());
+    // existing outputs are kept without --overwrite
+    let r = run("gpu", &[]);
+    assert!(String::from_utf8_lossy(&r.stderr).contains("--overwrite"));
+    for bad_opt in [&["--min-block", "3"][..], &["--threshold", "-1"], &["--predicate", "median"]] {
+        let r = std::process::Command::new(env!("CARGO_BIN_EXE_atrous")).arg("regions").arg(&src).arg("--out").arg(dir.join("x")).args(bad_opt).output().unwrap();
+        assert_eq!(r.status.code(), Some(2), "{bad_opt:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

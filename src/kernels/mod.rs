@@ -51,7 +51,8 @@ pub enum Bind {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 12] = [Shader::Conv, Shader::Pool, Shader::Eltwise, Shader::Argmax, Shader::Preprocess, Shader::Resize, Shader::Softmax, Shader::TextureInput, Shader::Overlay, Shader::Cast, Shader::Crf, Shader::Regions];
+    pub const ALL: [Shader; 12] =
+        [Shader::Conv, Shader::Pool, Shader::Eltwise, Shader::Argmax, Shader::Preprocess, Shader::Resize, Shader::Softmax, Shader::TextureInput, Shader::Overlay, Shader::Cast, Shader::Crf, Shader::Regions];
 
     pub fn file(self) -> &'static str {
         match self {

@@ -191,22 +191,49 @@ impl Operator for DenseCrf {
                 b.f_out = f_out;
             };
             let vcu = vc as u64;
-            push("crf_splat", Some(l), lay.pairs * v4, &|b| {
-                set(b);
-                b.flags = flags & ONES
-            }, (Some(&pix), &va), format!("{name}.{}.{what}.splat", kname[l]), pairs * vcu * 2, pairs * (vcu + 3) * 4);
+            push(
+                "crf_splat",
+                Some(l),
+                lay.pairs * v4,
+                &|b| {
+                    set(b);
+                    b.flags = flags & ONES
+                },
+                (Some(&pix), &va),
+                format!("{name}.{}.{what}.splat", kname[l]),
+                pairs * vcu * 2,
+                pairs * (vcu + 3) * 4,
+            );
             let mut cur = (&va, &vb);
             for j in 0..=d {
-                push("crf_blur", Some(l), lay.pairs * v4, &|b| {
-                    set(b);
-                    b.j = j as u32
-                }, (Some(cur.0), cur.1), format!("{name}.{}.{what}.blur{j}", kname[l]), pairs * vcu * 3, pairs * (vcu * 3 + 2) * 4);
+                push(
+                    "crf_blur",
+                    Some(l),
+                    lay.pairs * v4,
+                    &|b| {
+                        set(b);
+                        b.j = j as u32
+                    },
+                    (Some(cur.0), cur.1),
+                    format!("{name}.{}.{what}.blur{j}", kname[l]),
+                    pairs * vcu * 3,
+                    pairs * (vcu * 3 + 2) * 4,
+                );
                 cur = (cur.1, cur.0);
             }
-            push("crf_slice", Some(l), n * v4, &|b| {
-                set(b);
-                b.flags = flags & NORMALISER
-            }, (Some(cur.0), &pix), format!("{name}.{}.{what}.slice", kname[l]), pairs * vcu * 2, (pairs * (vcu + 3) + (n * vc) as u64) * 4);
+            push(
+                "crf_slice",
+                Some(l),
+                n * v4,
+                &|b| {
+                    set(b);
+                    b.flags = flags & NORMALISER
+                },
+                (Some(cur.0), &pix),
+                format!("{name}.{}.{what}.slice", kname[l]),
+                pairs * vcu * 2,
+                (pairs * (vcu + 3) + (n * vc) as u64) * 4,
+            );
         };
         for (l, lay) in lays.iter().enumerate() {
             let (pairs, k) = (lay.pairs, kname[l]);
