@@ -19,7 +19,8 @@
 // crf_update combines both messages with the unary and normalises. crf_init makes the unary.
 //
 // `lat` (u32 words) holds one lattice's arrays at the offsets o_*; `atom` its hash table (cap
-// words: owner + 1, 0 = empty) then per-slot counts (cap words); `vin`/`vout` are vertex values
+// words: owner + 1, 0 = empty), per-slot counts (cap words), then two indirect dispatch grids
+// (splat and blur run over the vertices the lattice has, a count only the device knows); `vin`/`vout` are vertex values
 // (c4 vec4 per vertex) or the per-pixel buffer, pixel-major vec4 planes at f_u (unary), f_qg /
 // f_qb (marginals times each kernel's normaliser: the splat's input), f_mg / f_mb (messages);
 // `field` holds the two normalisers (f32 planes at f_norm, f_norm2).
@@ -261,6 +262,14 @@ fn lattice_scan(@builtin(local_invocation_id) lid: vec3<u32>) {
     if (t == SCAN_WG - 1u) {
         lat[p.o_offsets + p.cap] = run.x;
         lat[p.o_meta] = run.y;
+        // the grids of the per-vertex kernels (one value, and c4 vec4 in chunks, a vertex): x up to
+        // 65535 workgroups of 64, then rows (the host sets `row` to 65535 * 64 for them)
+        for (var k = 0u; k < 2u; k++) {
+            let groups = (run.y * select(1u, chunks(), k == 1u) + 63u) / 64u;
+            atomicStore(&atom[2u * p.cap + 3u * k], min(groups, 65535u));
+            atomicStore(&atom[2u * p.cap + 3u * k + 1u], (groups + 65534u) / 65535u);
+            atomicStore(&atom[2u * p.cap + 3u * k + 2u], 1u);
+        }
     }
 }
 
@@ -322,76 +331,107 @@ fn lattice_neighbours(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 
 
+// Splat, blur and slice give each invocation one vertex (or pixel) and up to VB vec4 of its
+// values (16 classes), so list entries, neighbours and weights are read once for all of them.
+const VB: u32 = 4u;
+
+fn chunks() -> u32 {
+    return (p.c4 + VB - 1u) / VB;
+}
+
 @compute @workgroup_size(64, 1, 1)
 fn crf_splat(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = index(gid);
-    let v = i / p.c4;
-    let q4 = i % p.c4;
+    let v = i / chunks();
+    let q0 = (i % chunks()) * VB;
     if (v >= lat[p.o_meta]) {
         return;
     }
+    let nq = min(VB, p.c4 - q0);
     let s = lat[p.o_sod + v];
-    var acc = vec4<f32>(0.0);
+    var acc: array<vec4<f32>, 4>;
+    for (var k = 0u; k < VB; k++) {
+        acc[k] = vec4<f32>(0.0);
+    }
     for (var e = lat[p.o_offsets + s]; e < lat[p.o_offsets + s + 1u]; e++) {
         let pv = lat[p.o_entries + e];
         let wt = bitcast<f32>(lat[p.o_bary + pv]);
-        var val = vec4<f32>(1.0);
-        if ((p.flags & ONES) == 0u) {
-            val = vin[p.f_in + (pv / (p.d + 1u)) * p.c4 + q4];
+        let base = p.f_in + (pv / (p.d + 1u)) * p.c4 + q0;
+        for (var k = 0u; k < nq; k++) {
+            var val = vec4<f32>(1.0);
+            if ((p.flags & ONES) == 0u) {
+                val = vin[base + k];
+            }
+            acc[k] += wt * val;
         }
-        acc += wt * val;
     }
-    vout[v * p.c4 + q4] = acc;
+    for (var k = 0u; k < nq; k++) {
+        vout[v * p.c4 + q0 + k] = acc[k];
+    }
 }
 
 @compute @workgroup_size(64, 1, 1)
 fn crf_blur(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = index(gid);
-    let v = i / p.c4;
-    let q4 = i % p.c4;
+    let v = i / chunks();
+    let q0 = (i % chunks()) * VB;
     if (v >= lat[p.o_meta]) {
         return;
     }
+    let nq = min(VB, p.c4 - q0);
     let nb = p.o_nbr + (v * (p.d + 1u) + p.j) * 2u;
     let n1 = lat[nb];
     let n2 = lat[nb + 1u];
-    var a = vec4<f32>(0.0);
-    var b = vec4<f32>(0.0);
-    if (n1 > 0u) {
-        a = vin[(n1 - 1u) * p.c4 + q4];
+    for (var k = 0u; k < nq; k++) {
+        var a = vec4<f32>(0.0);
+        var b = vec4<f32>(0.0);
+        if (n1 > 0u) {
+            a = vin[(n1 - 1u) * p.c4 + q0 + k];
+        }
+        if (n2 > 0u) {
+            b = vin[(n2 - 1u) * p.c4 + q0 + k];
+        }
+        let o = v * p.c4 + q0 + k;
+        vout[o] = vin[o] + 0.5 * (a + b);
     }
-    if (n2 > 0u) {
-        b = vin[(n2 - 1u) * p.c4 + q4];
-    }
-    vout[i] = vin[i] + 0.5 * (a + b);
 }
 
 // `vert` holds each (pixel, vertex) pair's dense vertex id once lattice_fill has run.
 @compute @workgroup_size(64, 1, 1)
 fn crf_slice(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = index(gid);
-    let px = i / p.c4;
-    let q4 = i % p.c4;
+    let px = i / chunks();
+    let q0 = (i % chunks()) * VB;
     if (px >= p.n) {
         return;
     }
+    let nq = min(VB, p.c4 - q0);
     let d = p.d;
-    var acc = vec4<f32>(0.0);
+    var acc: array<vec4<f32>, 4>;
+    for (var k = 0u; k < VB; k++) {
+        acc[k] = vec4<f32>(0.0);
+    }
     for (var r = 0u; r <= d; r++) {
         let pv = px * (d + 1u) + r;
         let wt = bitcast<f32>(lat[p.o_bary + pv]);
-        let val = vin[lat[p.o_vert + pv] * p.c4 + q4];
-        if ((p.flags & NORMALISER) != 0u) {
-            acc += wt * val * p.alpha;
-        } else {
-            acc += (wt * p.alpha) * val;
+        let base = lat[p.o_vert + pv] * p.c4 + q0;
+        for (var k = 0u; k < nq; k++) {
+            let val = vin[base + k];
+            if ((p.flags & NORMALISER) != 0u) {
+                acc[k] += wt * val * p.alpha;
+            } else {
+                acc[k] += (wt * p.alpha) * val;
+            }
         }
     }
     if ((p.flags & NORMALISER) != 0u) {
-        field[p.f_out + px] = 1.0 / sqrt(acc.x + 1e-20);
+        field[p.f_out + px] = 1.0 / sqrt(acc[0].x + 1e-20);
         return;
     }
-    vout[p.f_out + i] = acc * field[p.f_norm + px];
+    let nrm = field[p.f_norm + px];
+    for (var k = 0u; k < nq; k++) {
+        vout[p.f_out + px * p.c4 + q0 + k] = acc[k] * nrm;
+    }
 }
 
 // The activations of channels q4 * 4 .. + 4 of a pixel: -U (init), or -U + w2 N_g + w1 N_b.

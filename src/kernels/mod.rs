@@ -179,13 +179,20 @@ pub struct Dispatch {
     pub flops: u64,
     /// Bytes read and written (activations and parameters), for GB/s figures.
     pub bytes: u64,
+    /// Where the grid is read from at run time (a buffer with `INDIRECT` usage and the byte
+    /// offset of three `u32`), for work whose size the device computes; `groups` is then the
+    /// most it can be.
+    pub indirect: Option<(wgpu::Buffer, u64)>,
 }
 
 impl Dispatch {
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &self.bind_group, &[]);
-        pass.dispatch_workgroups(self.groups[0], self.groups[1], self.groups[2]);
+        match &self.indirect {
+            Some((buf, offset)) => pass.dispatch_workgroups_indirect(buf, *offset),
+            None => pass.dispatch_workgroups(self.groups[0], self.groups[1], self.groups[2]),
+        }
     }
 }
 
@@ -313,7 +320,7 @@ impl Kernels {
         assert_eq!(resources.len(), shader.bindings().len(), "binding count of {}", shader.file());
         let entries: Vec<wgpu::BindGroupEntry> = resources.into_iter().enumerate().map(|(i, resource)| wgpu::BindGroupEntry { binding: i as u32, resource }).collect();
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(label), layout: &bgl, entries: &entries });
-        Dispatch { label: label.to_string(), entry, shape: String::new(), pipeline, bind_group, groups, flops, bytes }
+        Dispatch { label: label.to_string(), entry, shape: String::new(), pipeline, bind_group, groups, flops, bytes, indirect: None }
     }
 }
 

@@ -17,7 +17,7 @@ use crate::crf::{mean_field, CrfParams, Filtering};
 use crate::error::{Error, Result};
 use crate::graph::{DType, Graph, View};
 use crate::kernels::crf::{CrfBlock, LatticeLayout, LAST, NORMALISER, NORMED, ONES, UPDATE, WG};
-use crate::kernels::{grid_1d, Dispatch, Shader, Slot};
+use crate::kernels::{grid_1d, Dispatch, Shader, Slot, MAX_GROUPS};
 use std::collections::HashMap;
 
 #[derive(Clone, Debug)]
@@ -41,9 +41,9 @@ impl DenseCrf {
         let values = (lb.pairs * c4 * 16) as u64;
         vec![
             ("gaussian lattice", lg.words as u64 * 4),
-            ("gaussian hash table", lg.cap as u64 * 8),
+            ("gaussian hash table", lg.cap as u64 * 8 + 32),
             ("bilateral lattice", lb.words as u64 * 4),
-            ("bilateral hash table", lb.cap as u64 * 8),
+            ("bilateral hash table", lb.cap as u64 * 8 + 32),
             ("vertex values a", values),
             ("vertex values b", values),
             ("pixel planes", (5 * n * c4 * 16) as u64),
@@ -116,10 +116,11 @@ impl Operator for DenseCrf {
         if let Some((what, bytes)) = scratch.iter().find(|(_, b)| *b > max || *b > u32::MAX as u64) {
             return Err(Error::Input(format!("the dense CRF at {h}x{w} needs a {} MiB {what} buffer, above this device's {} MiB binding limit (use a smaller input)", bytes.div_ceil(1 << 20), max >> 20)));
         }
-        let make = |label: &str, bytes: u64| cx.dev.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size: bytes.max(16).next_multiple_of(16), usage: wgpu::BufferUsages::STORAGE, mapped_at_creation: false });
+        let make_as = |label: &str, bytes: u64, usage: wgpu::BufferUsages| cx.dev.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size: bytes.max(16).next_multiple_of(16), usage, mapped_at_creation: false });
+        let make = |label: &str, bytes: u64| make_as(label, bytes, wgpu::BufferUsages::STORAGE);
         let lays = [LatticeLayout::new(n, 2), LatticeLayout::new(n, 5)];
         let lat: Vec<wgpu::Buffer> = lays.iter().map(|l| make("crf lattice", l.words as u64 * 4)).collect();
-        let atom: Vec<wgpu::Buffer> = lays.iter().map(|l| make("crf hash table", l.cap as u64 * 8)).collect();
+        let atom: Vec<wgpu::Buffer> = lays.iter().map(|l| make_as("crf hash table", l.cap as u64 * 8 + 32, wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::INDIRECT)).collect();
         let (va, vb) = (make("crf values a", scratch[4].1), make("crf values b", scratch[5].1));
         let pix = make("crf pixel planes", scratch[6].1);
         let field = make("crf normalisers", scratch[7].1);
@@ -134,7 +135,13 @@ impl Operator for DenseCrf {
         let dummy = cx.dummy();
         // one dispatch: `l` the lattice (None: per-pixel kernels), `vals` what `vin` and `vout` bind
         let mut push = |entry: &'static str, l: Option<usize>, threads: usize, f: &dyn Fn(&mut CrfBlock), vals: (Option<&wgpu::Buffer>, &wgpu::Buffer), label: String, flops: u64, bytes: u64| {
-            let (groups, row) = if entry == "lattice_scan" { ([1, 1, 1], 0) } else { grid_1d(threads, WG) };
+            // splat and blur run over the lattice's vertices: a grid the scan writes
+            let per_vertex = matches!(entry, "crf_splat" | "crf_blur");
+            let (groups, row) = match entry {
+                "lattice_scan" => ([1, 1, 1], 0),
+                _ if per_vertex => (grid_1d(threads, WG).0, MAX_GROUPS * WG),
+                _ => grid_1d(threads, WG),
+            };
             let mut b = CrfBlock {
                 n: n as u32,
                 c: c as u32,
@@ -166,7 +173,7 @@ impl Operator for DenseCrf {
             let slots = [
                 if entry == "lattice_embed" { is } else { dummy },
                 l.map_or(dummy, |l| Slot::whole(&lat[l])),
-                l.map_or(dummy, |l| Slot::whole(&atom[l])),
+                l.filter(|_| !per_vertex).map_or(dummy, |l| Slot::whole(&atom[l])),
                 vals.0.map_or(dummy, Slot::whole),
                 Slot::whole(vals.1),
                 Slot::whole(&field),
@@ -174,7 +181,12 @@ impl Operator for DenseCrf {
                 if entry == "crf_init" || entry == "crf_update" { ys } else { dummy },
                 Slot::whole(&u),
             ];
-            dispatches.push(cx.kernels.dispatch(Shader::Crf, entry, &slots, groups, &label, flops, bytes));
+            let mut d = cx.kernels.dispatch(Shader::Crf, entry, &slots, groups, &label, flops, bytes);
+            if let (true, Some(l)) = (per_vertex, l) {
+                let grid = if b.c4 == 1 && b.c == 1 { 0 } else { 1 };
+                d.indirect = Some((atom[l].clone(), (2 * lays[l].cap as u64 + 3 * grid) * 4));
+            }
+            dispatches.push(d);
             buffers.push(u);
         };
         type Push<'p> = dyn FnMut(&'static str, Option<usize>, usize, &dyn Fn(&mut CrfBlock), (Option<&wgpu::Buffer>, &wgpu::Buffer), String, u64, u64) + 'p;
@@ -184,6 +196,8 @@ impl Operator for DenseCrf {
         let filter = |push: &mut Push<'_>, l: usize, vc: usize, flags: u32, f_in: u32, f_out: u32, what: &str| {
             let lay = lays[l];
             let (pairs, d, v4) = (lay.pairs as u64, lay.d, vc.div_ceil(4));
+            // invocations per vertex or pixel: chunks of up to 4 vec4 (shaders/crf.wgsl VB)
+            let chunks = v4.div_ceil(4);
             let set = move |b: &mut CrfBlock| {
                 b.c = vc as u32;
                 b.c4 = v4 as u32;
@@ -194,7 +208,7 @@ impl Operator for DenseCrf {
             push(
                 "crf_splat",
                 Some(l),
-                lay.pairs * v4,
+                lay.pairs * chunks,
                 &|b| {
                     set(b);
                     b.flags = flags & ONES
@@ -209,7 +223,7 @@ impl Operator for DenseCrf {
                 push(
                     "crf_blur",
                     Some(l),
-                    lay.pairs * v4,
+                    lay.pairs * chunks,
                     &|b| {
                         set(b);
                         b.j = j as u32
@@ -224,7 +238,7 @@ impl Operator for DenseCrf {
             push(
                 "crf_slice",
                 Some(l),
-                n * v4,
+                n * chunks,
                 &|b| {
                     set(b);
                     b.flags = flags & NORMALISER
