@@ -10,16 +10,19 @@
 //   lattice_insert      per (pixel, vertex): find or claim the vertex's slot (compare-exchange on
 //                       the slot's owner; an owner's key is read from the owner's embedding, written
 //                       by the previous dispatch) and count the slot's users
-//   lattice_scan        one workgroup: slot offsets (prefix sum of the counts), dense vertex ids
-//                       (prefix sum of occupied slots), slot of each vertex, the vertex count
-//   lattice_fill        per (pixel, vertex): list it under its slot (the splat's gather lists);
-//                       its slot is replaced by its dense vertex id
+//   lattice_number      one workgroup: vertex ids in the order of each vertex's first pair
+//                       (prefix sum over the pairs), slot of each vertex, the vertex count and
+//                       the per-vertex kernels' grids
+//   lattice_offsets     one workgroup: start of each vertex's gather list (prefix sum of counts)
+//   lattice_fill        per (pixel, vertex): list it under its vertex (the splat's gather lists);
+//                       its slot is replaced by its vertex id
 //   lattice_neighbours  per vertex: the vertices one step along +-each lattice direction
 // Per iteration and kernel: crf_splat (gather per vertex), crf_blur x (d+1), crf_slice; then
 // crf_update combines both messages with the unary and normalises. crf_init makes the unary.
 //
 // `lat` (u32 words) holds one lattice's arrays at the offsets o_*; `atom` its hash table (cap
-// words: owner + 1, 0 = empty), per-slot counts (cap words), then two indirect dispatch grids
+// words: owner + 1, 0 = empty), per-slot counts (cap words), each slot's first pair (cap words),
+// then two indirect dispatch grids
 // (splat and blur run over the vertices the lattice has, a count only the device knows); `vin`/`vout` are vertex values
 // (c4 vec4 per vertex) or the per-pixel buffer, pixel-major vec4 planes at f_u (unary), f_qg /
 // f_qb (marginals times each kernel's normaliser: the splat's input), f_mg / f_mb (messages);
@@ -77,6 +80,8 @@ fn lattice_clear(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = index(gid);
     if (i < 2u * p.cap) {
         atomicStore(&atom[i], 0u);
+    } else if (i < 3u * p.cap) {
+        atomicStore(&atom[i], 0xffffffffu);
     }
 }
 
@@ -221,55 +226,96 @@ fn lattice_insert(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     lat[p.o_vert + pv] = s;
     atomicAdd(&atom[p.cap + s], 1u);
+    // the slot's first pair in pixel order numbers the vertex (lattice_number)
+    atomicMin(&atom[2u * p.cap + s], pv);
 }
 
 const SCAN_WG: u32 = 256u;
-var<workgroup> wg_sum: array<vec2<u32>, 256>;
+var<workgroup> wg_sum: array<u32, 256>;
 
-@compute @workgroup_size(256, 1, 1)
-fn lattice_scan(@builtin(local_invocation_id) lid: vec3<u32>) {
-    let t = lid.x;
-    let chunk = (p.cap + SCAN_WG - 1u) / SCAN_WG;
-    let a = min(t * chunk, p.cap);
-    let b = min(a + chunk, p.cap);
-    var tot = vec2<u32>(0u, 0u);
-    for (var s = a; s < b; s++) {
-        let c = atomicLoad(&atom[p.cap + s]);
-        tot += vec2<u32>(c, select(0u, 1u, c > 0u));
-    }
-    wg_sum[t] = tot;
+// Exclusive prefix sum of one value per invocation of the (single) workgroup; `total` of all.
+fn wg_exclusive(t: u32, v: u32) -> vec2<u32> {
+    wg_sum[t] = v;
     workgroupBarrier();
-    // inclusive Hillis-Steele scan of the 256 chunk totals
+    // inclusive Hillis-Steele scan of the 256 values
     for (var off = 1u; off < SCAN_WG; off *= 2u) {
-        var v = wg_sum[t];
+        var x = wg_sum[t];
         if (t >= off) {
-            v += wg_sum[t - off];
+            x += wg_sum[t - off];
         }
         workgroupBarrier();
-        wg_sum[t] = v;
+        wg_sum[t] = x;
         workgroupBarrier();
     }
-    var run = wg_sum[t] - tot;
-    for (var s = a; s < b; s++) {
-        let c = atomicLoad(&atom[p.cap + s]);
-        lat[p.o_offsets + s] = run.x;
-        lat[p.o_dense + s] = run.y;
-        if (c > 0u) {
-            lat[p.o_sod + run.y] = s;
-        }
-        run += vec2<u32>(c, select(0u, 1u, c > 0u));
+    let r = vec2<u32>(wg_sum[t] - v, wg_sum[SCAN_WG - 1u]);
+    workgroupBarrier();
+    return r;
+}
+
+fn leader(pv: u32) -> bool {
+    return atomicLoad(&atom[2u * p.cap + lat[p.o_vert + pv]]) == pv;
+}
+
+// One workgroup: vertices numbered in the order of their first (pixel, vertex) pair, so vertex
+// ids follow the image (what pydensecrf's insertion order does) and neighbouring vertices lie
+// near each other in memory; each vertex's pair count goes to `offsets` for lattice_offsets.
+@compute @workgroup_size(256, 1, 1)
+fn lattice_number(@builtin(local_invocation_id) lid: vec3<u32>) {
+    let t = lid.x;
+    let pairs = p.n * (p.d + 1u);
+    let chunk = (pairs + SCAN_WG - 1u) / SCAN_WG;
+    let a = min(t * chunk, pairs);
+    let b = min(a + chunk, pairs);
+    var mine = 0u;
+    for (var pv = a; pv < b; pv++) {
+        mine += select(0u, 1u, leader(pv));
     }
-    if (t == SCAN_WG - 1u) {
-        lat[p.o_offsets + p.cap] = run.x;
-        lat[p.o_meta] = run.y;
+    let pre = wg_exclusive(t, mine);
+    var id = pre.x;
+    for (var pv = a; pv < b; pv++) {
+        if (leader(pv)) {
+            let s = lat[p.o_vert + pv];
+            lat[p.o_dense + s] = id;
+            lat[p.o_sod + id] = s;
+            lat[p.o_offsets + id] = atomicLoad(&atom[p.cap + s]);
+            id++;
+        }
+    }
+    if (t == 0u) {
+        let m = pre.y;
+        lat[p.o_meta] = m;
         // the grids of the per-vertex kernels (one value, and c4 vec4 in chunks, a vertex): x up to
         // 65535 workgroups of 64, then rows (the host sets `row` to 65535 * 64 for them)
         for (var k = 0u; k < 2u; k++) {
-            let groups = (run.y * select(1u, chunks(), k == 1u) + 63u) / 64u;
-            atomicStore(&atom[2u * p.cap + 3u * k], min(groups, 65535u));
-            atomicStore(&atom[2u * p.cap + 3u * k + 1u], (groups + 65534u) / 65535u);
-            atomicStore(&atom[2u * p.cap + 3u * k + 2u], 1u);
+            let groups = (m * select(1u, chunks(), k == 1u) + 63u) / 64u;
+            atomicStore(&atom[3u * p.cap + 3u * k], min(groups, 65535u));
+            atomicStore(&atom[3u * p.cap + 3u * k + 1u], (groups + 65534u) / 65535u);
+            atomicStore(&atom[3u * p.cap + 3u * k + 2u], 1u);
         }
+    }
+}
+
+// One workgroup: each vertex's pair count (from lattice_number) to the start of its gather list.
+@compute @workgroup_size(256, 1, 1)
+fn lattice_offsets(@builtin(local_invocation_id) lid: vec3<u32>) {
+    let t = lid.x;
+    let m = lat[p.o_meta];
+    let chunk = (m + SCAN_WG - 1u) / SCAN_WG;
+    let a = min(t * chunk, m);
+    let b = min(a + chunk, m);
+    var mine = 0u;
+    for (var v = a; v < b; v++) {
+        mine += lat[p.o_offsets + v];
+    }
+    let pre = wg_exclusive(t, mine);
+    var run = pre.x;
+    for (var v = a; v < b; v++) {
+        let c = lat[p.o_offsets + v];
+        lat[p.o_offsets + v] = run;
+        run += c;
+    }
+    if (t == 0u) {
+        lat[p.o_offsets + m] = pre.y;
     }
 }
 
@@ -280,10 +326,11 @@ fn lattice_fill(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let s = lat[p.o_vert + pv];
+    let v = lat[p.o_dense + s];
     let k = atomicSub(&atom[p.cap + s], 1u) - 1u;
-    lat[p.o_entries + lat[p.o_offsets + s] + k] = pv;
-    // from here on the pair's dense vertex id (what slicing reads)
-    lat[p.o_vert + pv] = lat[p.o_dense + s];
+    lat[p.o_entries + lat[p.o_offsets + v] + k] = pv;
+    // from here on the pair's vertex id (what slicing reads)
+    lat[p.o_vert + pv] = v;
 }
 
 // Dense id + 1 of the vertex with key k, 0 when it is not in the lattice.
@@ -348,12 +395,11 @@ fn crf_splat(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let nq = min(VB, p.c4 - q0);
-    let s = lat[p.o_sod + v];
     var acc: array<vec4<f32>, 4>;
     for (var k = 0u; k < VB; k++) {
         acc[k] = vec4<f32>(0.0);
     }
-    for (var e = lat[p.o_offsets + s]; e < lat[p.o_offsets + s + 1u]; e++) {
+    for (var e = lat[p.o_offsets + v]; e < lat[p.o_offsets + v + 1u]; e++) {
         let pv = lat[p.o_entries + e];
         let wt = bitcast<f32>(lat[p.o_bary + pv]);
         let base = p.f_in + (pv / (p.d + 1u)) * p.c4 + q0;

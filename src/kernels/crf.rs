@@ -90,7 +90,7 @@ impl LatticeLayout {
             o
         };
         let (o_rem0, o_rank, o_bary, o_vert) = (take(pairs), take(pairs), take(pairs), take(pairs));
-        let (o_offsets, o_dense, o_sod, o_meta) = (take(cap + 1), take(cap), take(pairs), take(4));
+        let (o_offsets, o_dense, o_sod, o_meta) = (take(pairs + 1), take(cap), take(pairs), take(4));
         let (o_nbr, o_entries) = (take(pairs * (d + 1) * 2), take(pairs));
         LatticeLayout { d, pairs, cap, o_rem0, o_rank, o_bary, o_vert, o_offsets, o_dense, o_sod, o_meta, o_nbr, o_entries, words: at }
     }

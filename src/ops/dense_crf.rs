@@ -41,9 +41,9 @@ impl DenseCrf {
         let values = (lb.pairs * c4 * 16) as u64;
         vec![
             ("gaussian lattice", lg.words as u64 * 4),
-            ("gaussian hash table", lg.cap as u64 * 8 + 32),
+            ("gaussian hash table", lg.cap as u64 * 12 + 32),
             ("bilateral lattice", lb.words as u64 * 4),
-            ("bilateral hash table", lb.cap as u64 * 8 + 32),
+            ("bilateral hash table", lb.cap as u64 * 12 + 32),
             ("vertex values a", values),
             ("vertex values b", values),
             ("pixel planes", (5 * n * c4 * 16) as u64),
@@ -120,7 +120,7 @@ impl Operator for DenseCrf {
         let make = |label: &str, bytes: u64| make_as(label, bytes, wgpu::BufferUsages::STORAGE);
         let lays = [LatticeLayout::new(n, 2), LatticeLayout::new(n, 5)];
         let lat: Vec<wgpu::Buffer> = lays.iter().map(|l| make("crf lattice", l.words as u64 * 4)).collect();
-        let atom: Vec<wgpu::Buffer> = lays.iter().map(|l| make_as("crf hash table", l.cap as u64 * 8 + 32, wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::INDIRECT)).collect();
+        let atom: Vec<wgpu::Buffer> = lays.iter().map(|l| make_as("crf hash table", l.cap as u64 * 12 + 32, wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::INDIRECT)).collect();
         let (va, vb) = (make("crf values a", scratch[4].1), make("crf values b", scratch[5].1));
         let pix = make("crf pixel planes", scratch[6].1);
         let field = make("crf normalisers", scratch[7].1);
@@ -138,7 +138,7 @@ impl Operator for DenseCrf {
             // splat and blur run over the lattice's vertices: a grid the scan writes
             let per_vertex = matches!(entry, "crf_splat" | "crf_blur");
             let (groups, row) = match entry {
-                "lattice_scan" => ([1, 1, 1], 0),
+                "lattice_number" | "lattice_offsets" => ([1, 1, 1], 0),
                 _ if per_vertex => (grid_1d(threads, WG).0, MAX_GROUPS * WG),
                 _ => grid_1d(threads, WG),
             };
@@ -184,7 +184,7 @@ impl Operator for DenseCrf {
             let mut d = cx.kernels.dispatch(Shader::Crf, entry, &slots, groups, &label, flops, bytes);
             if let (true, Some(l)) = (per_vertex, l) {
                 let grid = if b.c4 == 1 && b.c == 1 { 0 } else { 1 };
-                d.indirect = Some((atom[l].clone(), (2 * lays[l].cap as u64 + 3 * grid) * 4));
+                d.indirect = Some((atom[l].clone(), (3 * lays[l].cap as u64 + 3 * grid) * 4));
             }
             dispatches.push(d);
             buffers.push(u);
@@ -252,10 +252,11 @@ impl Operator for DenseCrf {
         for (l, lay) in lays.iter().enumerate() {
             let (pairs, k) = (lay.pairs, kname[l]);
             let none = (None, &pix);
-            push("lattice_clear", Some(l), 2 * lay.cap, &|_| {}, none, format!("{name}.{k}.clear"), 0, lay.cap as u64 * 8);
+            push("lattice_clear", Some(l), 3 * lay.cap, &|_| {}, none, format!("{name}.{k}.clear"), 0, lay.cap as u64 * 12);
             push("lattice_embed", Some(l), n, &|_| {}, none, format!("{name}.{k}.embed"), (n * (lay.d + 1) * (lay.d + 8)) as u64, (n * (lay.d + 1) * 12) as u64);
             push("lattice_insert", Some(l), pairs, &|_| {}, none, format!("{name}.{k}.insert"), (pairs * lay.d * 4) as u64, (pairs * lay.d * 16) as u64);
-            push("lattice_scan", Some(l), 1, &|_| {}, none, format!("{name}.{k}.scan"), lay.cap as u64 * 2, lay.cap as u64 * 16);
+            push("lattice_number", Some(l), 1, &|_| {}, none, format!("{name}.{k}.number"), pairs as u64 * 2, pairs as u64 * 12);
+            push("lattice_offsets", Some(l), 1, &|_| {}, none, format!("{name}.{k}.offsets"), pairs as u64, pairs as u64 * 8);
             push("lattice_fill", Some(l), pairs, &|_| {}, none, format!("{name}.{k}.fill"), 0, pairs as u64 * 16);
             push("lattice_neighbours", Some(l), pairs, &|_| {}, none, format!("{name}.{k}.neighbours"), (pairs * (lay.d + 1) * 2 * lay.d * 4) as u64, (pairs * (lay.d + 1) * 2 * lay.d * 8) as u64);
             filter(&mut push, l, 1, ONES | NORMALISER, 0, f_norm[l], "norm");
