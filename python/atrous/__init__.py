@@ -106,8 +106,8 @@ class Model:
         """The (height, width) an h x w image runs at."""
         return self._m.input_size(h, w)
 
-    def session(self, size: Union[Tuple[int, int], None] = None, precision: str = "f32", device: Union[str, None] = None) -> Session:
-        return Session(self._m.session(size, precision, device), self)
+    def session(self, size: Union[Tuple[int, int], None] = None, precision: str = "f32", device: Union[str, None] = None, crf: Union[str, None] = None) -> Session:
+        return Session(self._m.session(size, precision, device, crf), self)
 
     def __repr__(self) -> str:
         return repr(self._m)

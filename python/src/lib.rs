@@ -87,9 +87,12 @@ impl Model {
     }
     /// A session on a device. `size` fixes the run size (else each image runs at the model's
     /// size for it); `precision` is `"f32"`, `"f16"` (feature maps stored as f16; needs an
-    /// adapter with SHADER_F16) or `"auto"`; `device` a substring of the adapter's name.
-    #[pyo3(signature = (size=None, precision="f32", device=None))]
-    fn session(&self, py: Python<'_>, size: Option<(usize, usize)>, precision: &str, device: Option<String>) -> PyResult<Session> {
+    /// adapter with SHADER_F16) or `"auto"`; `device` a substring of the adapter's name; `crf` a
+    /// dense CRF setting as `atrous segment --crf` takes it (`"deeplab"`, `"default"`, key=value
+    /// items): class maps and probabilities are then the CRF's.
+    #[pyo3(signature = (size=None, precision="f32", device=None, crf=None))]
+    fn session(&self, py: Python<'_>, size: Option<(usize, usize)>, precision: &str, device: Option<String>, crf: Option<String>) -> PyResult<Session> {
+        let crf = crf.as_deref().map(atrous::crf::CrfParams::parse).transpose().map_err(err)?;
         if let Some((h, w)) = size {
             if !self.inner.info.size.accepts(h, w) {
                 return Err(ImageError::new_err(format!("{} does not accept {h}x{w} (size rule {:?})", self.inner.info.name, self.inner.info.size)));
@@ -97,7 +100,7 @@ impl Model {
         }
         let gpu = py.detach(|| Gpu::with_adapter(device.as_deref())).map_err(err)?;
         let precision = atrous::session::Precision::parse(precision, Some(&gpu)).map_err(err)?;
-        Ok(Session { model: self.inner.clone(), gpu, size, precision, sessions: HashMap::new() })
+        Ok(Session { model: self.inner.clone(), gpu, size, precision, crf, sessions: HashMap::new() })
     }
     fn __repr__(&self) -> String {
         format!("atrous.Model({:?}: {}, {} classes)", self.inner.info.name, self.inner.info.architecture, self.inner.info.classes.len())
@@ -111,6 +114,7 @@ struct Session {
     gpu: Gpu,
     size: Option<(usize, usize)>,
     precision: atrous::session::Precision,
+    crf: Option<atrous::crf::CrfParams>,
     sessions: HashMap<(usize, usize), RsSession>,
 }
 
@@ -129,7 +133,7 @@ impl Session {
     fn session(&mut self, hw: (usize, usize)) -> atrous::Result<&mut RsSession> {
         if !self.sessions.contains_key(&hw) {
             let g = self.model.graph(hw.0, hw.1)?;
-            let s = RsSession::with_options(&self.gpu, &g, atrous::session::SessionOptions { normalize: self.model.info.pixel_head(), precision: self.precision, ..Default::default() })?;
+            let s = RsSession::with_options(&self.gpu, &g, atrous::session::SessionOptions { normalize: self.model.info.pixel_head(), precision: self.precision, crf: self.crf, ..Default::default() })?;
             self.sessions.insert(hw, s);
         }
         Ok(self.sessions.get_mut(&hw).expect("inserted"))

@@ -139,3 +139,20 @@ def test_half_precision_and_the_built_in_model(model, camvid, cli_maps):
     # the built-in DeepLabV3-MobileNetV2 (VOC) loads without a file or a download
     m = atrous.Model("deeplabv3-mnv2-voc")
     assert len(m.classes) == 21 and m.classes[15] == "person"
+
+
+def test_dense_crf_session(model, shared, camvid, cli, tmp_path):
+    # the same class map as `atrous segment --crf deeplab`, and the marginals as probabilities
+    import subprocess
+
+    from PIL import Image
+
+    s = model.session(crf="deeplab")
+    img = atrous.load_image(camvid[0])
+    got = s.segment(img)
+    subprocess.run([str(cli), "segment", "--crf", "deeplab", "--model", str(shared / "models/espnet_camvid.safetensors"), str(camvid[0]), "--out", str(tmp_path)], check=True, capture_output=True)
+    assert np.array_equal(got, np.array(Image.open(tmp_path / (camvid[0].stem + ".png"))))
+    m, q = s.probabilities(img)
+    assert np.array_equal(m, got) and np.allclose(q.sum(0), 1.0, atol=1e-5)
+    with pytest.raises(atrous.AtrousError):
+        model.session(crf="w1=x")
