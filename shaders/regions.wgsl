@@ -11,10 +11,14 @@
 // the first homogeneous block on its path from the root, or itself when its min-block-sized block
 // is still not homogeneous; the representative pixel of each leaf takes the leaf's statistics.
 // Merge, in rounds until no region changes: every region proposes the adjacent region whose union
-// is homogeneous with the smallest grey-level range (ties: smallest representative); mutual
-// proposals merge (the smaller representative absorbs the other), then every pixel is relabelled.
-// When any adjacent pair could merge, the pair with the smallest (range, representative) is mutual,
-// so every round with candidates merges something and the rounds end with no mergeable pair left.
+// is homogeneous with the smallest grey-level range (ties: smallest representative). A region
+// moves (into the region it proposed) when nothing proposed to it, or when it is the larger of a
+// mutual pair; a region that does not move accepts the regions moving into it: all of them when
+// its union with all of them is homogeneous, else the smallest one (whose union with it is, by its
+// proposal). So a large region absorbs every small neighbour in one round. A proposal to a moving
+// region waits; the region it moves into does not move (a chain ends at a mutual pair's smaller
+// side), so a round with any proposal merges something, and the rounds end with no mergeable
+// adjacent pair left.
 
 struct Regions {
     n: u32, w: u32, h: u32, row: u32,
@@ -26,6 +30,8 @@ struct Regions {
 @group(0) @binding(1) var<storage, read_write> pyr: array<u32>;
 @group(0) @binding(2) var<storage, read_write> label: array<u32>;
 @group(0) @binding(3) var<storage, read_write> stats: array<u32>;
+// prop, per region (n words each): cost, partner, incoming count, smallest proposer, pending
+// statistics of the proposers (count, sum, sum of squares lo, hi, min, max), decision
 @group(0) @binding(4) var<storage, read_write> prop: array<atomic<u32>>;
 @group(0) @binding(5) var<storage, read_write> parent: array<u32>;
 @group(0) @binding(6) var<storage, read_write> ctl: array<atomic<u32>>;
@@ -205,6 +211,20 @@ fn split_label(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
 }
 
+// prop planes
+const COST: u32 = 0u;
+const PARTNER: u32 = 1u;
+const INCOMING: u32 = 2u;
+const MINPROP: u32 = 3u;
+const PEND: u32 = 4u; // 6 planes: n, s1, s2 lo, s2 hi, min, max
+const DECISION: u32 = 10u;
+const ALL: u32 = 1u;
+const ONE: u32 = 2u;
+
+fn pget(plane: u32, r: u32) -> u32 {
+    return atomicLoad(&prop[plane * p.n + r]);
+}
+
 // Start of a round: no proposals, every region its own parent; ctl[0] counts merges.
 @compute @workgroup_size(64, 1, 1)
 fn merge_clear(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -212,8 +232,13 @@ fn merge_clear(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (i >= p.n) {
         return;
     }
-    atomicStore(&prop[i], NONE);
-    atomicStore(&prop[p.n + i], NONE);
+    for (var k = 0u; k < 11u; k++) {
+        var v = 0u;
+        if (k == COST || k == PARTNER || k == MINPROP || k == PEND + 4u) {
+            v = NONE;
+        }
+        atomicStore(&prop[k * p.n + i], v);
+    }
     parent[i] = i;
 }
 
@@ -258,33 +283,102 @@ fn merge_propose(@builtin(global_invocation_id) gid: vec3<u32>) {
             continue;
         }
         if (p.k == 0u) {
-            atomicMin(&prop[a], c);
-            atomicMin(&prop[b], c);
+            atomicMin(&prop[COST * p.n + a], c);
+            atomicMin(&prop[COST * p.n + b], c);
         } else {
-            if (atomicLoad(&prop[a]) == c) {
-                atomicMin(&prop[p.n + a], b);
+            if (pget(COST, a) == c) {
+                atomicMin(&prop[PARTNER * p.n + a], b);
             }
-            if (atomicLoad(&prop[b]) == c) {
-                atomicMin(&prop[p.n + b], a);
+            if (pget(COST, b) == c) {
+                atomicMin(&prop[PARTNER * p.n + b], a);
             }
         }
     }
 }
 
-// Mutual proposals merge into the smaller representative.
+fn is_root(r: u32) -> bool {
+    return r < p.n && label[r] == r;
+}
+
+// Whether region r moves into its partner this round.
+fn moving(r: u32) -> bool {
+    let t = pget(PARTNER, r);
+    if (t == NONE) {
+        return false;
+    }
+    return pget(INCOMING, r) == 0u || (pget(PARTNER, t) == r && r > t);
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn merge_incoming(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let r = index(gid);
+    if (!is_root(r)) {
+        return;
+    }
+    let t = pget(PARTNER, r);
+    if (t != NONE) {
+        atomicAdd(&prop[INCOMING * p.n + t], 1u);
+    }
+}
+
+// Moving regions add their statistics to the pending ones of the (non-moving) region they move into.
+@compute @workgroup_size(64, 1, 1)
+fn merge_gather(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let r = index(gid);
+    if (!is_root(r) || !moving(r)) {
+        return;
+    }
+    let t = pget(PARTNER, r);
+    if (moving(t)) {
+        return;
+    }
+    let s = load(false, r);
+    atomicAdd(&prop[PEND * p.n + t], s.n);
+    atomicAdd(&prop[(PEND + 1u) * p.n + t], s.s1);
+    let old = atomicAdd(&prop[(PEND + 2u) * p.n + t], s.s2.x);
+    let carry = select(0u, 1u, old + s.s2.x < old);
+    atomicAdd(&prop[(PEND + 3u) * p.n + t], s.s2.y + carry);
+    atomicMin(&prop[(PEND + 4u) * p.n + t], s.mn);
+    atomicMax(&prop[(PEND + 5u) * p.n + t], s.mx);
+    atomicMin(&prop[MINPROP * p.n + t], r);
+}
+
+// A region that does not move accepts all the regions moving into it when the union stays
+// homogeneous, else the smallest of them.
 @compute @workgroup_size(64, 1, 1)
 fn merge_commit(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let r = index(gid);
-    if (r >= p.n || label[r] != r) {
+    let t = index(gid);
+    if (!is_root(t) || moving(t)) {
         return;
     }
-    let b = atomicLoad(&prop[p.n + r]);
-    if (b == NONE || b <= r || atomicLoad(&prop[p.n + b]) != r) {
+    let smallest = pget(MINPROP, t);
+    if (smallest == NONE) {
         return;
     }
-    store_stats(r, union_of(load(false, r), load(false, b)));
-    parent[b] = r;
+    let pending = Stats(pget(PEND, t), pget(PEND + 1u, t), vec2<u32>(pget(PEND + 2u, t), pget(PEND + 3u, t)), pget(PEND + 4u, t), pget(PEND + 5u, t));
+    let whole = union_of(load(false, t), pending);
+    if (homogeneous(whole)) {
+        store_stats(t, whole);
+        atomicStore(&prop[DECISION * p.n + t], ALL);
+    } else {
+        store_stats(t, union_of(load(false, t), load(false, smallest)));
+        atomicStore(&prop[DECISION * p.n + t], ONE);
+    }
     atomicAdd(&ctl[0], 1u);
+}
+
+// Accepted regions point at the region they moved into.
+@compute @workgroup_size(64, 1, 1)
+fn merge_link(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let r = index(gid);
+    if (!is_root(r) || !moving(r)) {
+        return;
+    }
+    let t = pget(PARTNER, r);
+    let d = pget(DECISION, t);
+    if (d == ALL || (d == ONE && pget(MINPROP, t) == r)) {
+        parent[r] = t;
+    }
 }
 
 @compute @workgroup_size(64, 1, 1)

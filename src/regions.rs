@@ -13,11 +13,16 @@
 //!   a pixel's leaf is the first homogeneous block on its path from the root; the split stops
 //!   at `min_block`-sized blocks (a power of two), and one of those that is still not
 //!   homogeneous becomes single pixels, which the merge regroups (every region stays homogeneous);
-//! - merge, in rounds: each region picks, among adjacent regions whose union is homogeneous, the
-//!   one with the smallest union grey-level range (ties: the smaller representative pixel index);
-//!   pairs that picked each other merge; rounds repeat until none does. The pair with the
-//!   globally smallest (range, representative) always picks itself, so a round without a merge
-//!   means no adjacent pair can merge.
+//! - merge, in rounds: each region proposes, among adjacent regions whose union is homogeneous,
+//!   the one with the smallest union grey-level range (ties: the smaller representative pixel
+//!   index). A region moves into the one it proposed when nothing proposed to it, or when it is
+//!   the larger side of a mutual pair; a region that does not move takes every region moving
+//!   into it when the union of all of them is homogeneous, else the smallest of them (whose
+//!   union with it is homogeneous: it proposed so). A proposal to a region that moves waits for
+//!   the next round. Whenever some region proposes, some region that does not move receives a
+//!   proposal (a chain of moves ends at a mutual pair's smaller side), so a round without a
+//!   merge means no adjacent pair can merge; a large region absorbs all its small neighbours in
+//!   one round.
 //!
 //! Regions are numbered in the order of their first pixel (row-major).
 
@@ -205,19 +210,47 @@ pub fn split_merge_cpu(grey: &[u8], h: usize, w: usize, p: &RegionParams) -> Res
                 }
             }
         }
-        let mut parent: Vec<u32> = (0..n as u32).collect();
-        let mut merged = 0;
+        // who moves: a region nothing proposed to, or the larger side of a mutual pair
+        let mut incoming = vec![0u32; n];
         for r in 0..n {
-            if label[r] as usize != r {
+            if label[r] as usize == r && partner[r] != NONE {
+                incoming[partner[r] as usize] += 1;
+            }
+        }
+        let moving = |r: usize| partner[r] != NONE && (incoming[r] == 0 || (partner[partner[r] as usize] as usize == r && r > partner[r] as usize));
+        let roots: Vec<usize> = (0..n).filter(|&r| label[r] as usize == r).collect();
+        // regions moving into one that stays: all of them when the union is homogeneous, else
+        // the smallest
+        let mut pending: Vec<Option<Stats>> = vec![None; n];
+        let mut first = vec![NONE; n];
+        for &r in &roots {
+            if moving(r) {
+                let t = partner[r] as usize;
+                if !moving(t) {
+                    pending[t] = Some(pending[t].map_or(stats[r], |s| s.union(stats[r])));
+                    first[t] = first[t].min(r as u32);
+                }
+            }
+        }
+        let mut all = vec![false; n];
+        let mut merged = 0;
+        for &t in &roots {
+            if moving(t) || first[t] == NONE {
                 continue;
             }
-            let b = partner[r];
-            if b == NONE || b as usize <= r || partner[b as usize] as usize != r {
-                continue;
-            }
-            stats[r] = stats[r].union(stats[b as usize]);
-            parent[b as usize] = r as u32;
+            let u = stats[t].union(pending[t].expect("pending with a proposer"));
+            all[t] = u.homogeneous(p);
+            stats[t] = if all[t] { u } else { stats[t].union(stats[first[t] as usize]) };
             merged += 1;
+        }
+        let mut parent: Vec<u32> = (0..n as u32).collect();
+        for &r in &roots {
+            if moving(r) {
+                let t = partner[r] as usize;
+                if !moving(t) && first[t] != NONE && (all[t] || first[t] as usize == r) {
+                    parent[r] = t as u32;
+                }
+            }
         }
         for l in label.iter_mut() {
             *l = parent[*l as usize];
@@ -357,7 +390,7 @@ impl RegionsGpu {
         let pyr = make("regions pyramid", pyr_entries * 24);
         let label = make("regions labels", n * 4);
         let stats = make("regions stats", n * 24);
-        let prop = make("regions proposals", n * 8);
+        let prop = make("regions proposals", n * 44);
         let parent = make("regions parents", n * 4);
         let ctl = make("regions counter", 16);
         let readback =
@@ -380,7 +413,8 @@ impl RegionsGpu {
             split.push(dispatch("pyramid_up", w.div_ceil(1 << k) * h.div_ceil(1 << k), k));
         }
         split.push(dispatch("split_label", n, 0));
-        let round = vec![dispatch("merge_clear", n, 0), dispatch("merge_propose", n, 0), dispatch("merge_propose", n, 1), dispatch("merge_commit", n, 0), dispatch("merge_relabel", n, 0)];
+        let round =
+            ["merge_clear", "merge_propose", "merge_propose", "merge_incoming", "merge_gather", "merge_commit", "merge_link", "merge_relabel"].iter().enumerate().map(|(i, e)| dispatch(e, n, (i == 2) as u32)).collect();
         keep.extend([pyr, stats, prop, parent]);
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Gpu { during: "building split-and-merge".into(), reason: e.to_string() });
