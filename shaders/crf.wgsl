@@ -14,15 +14,18 @@
 //                       (prefix sum over the pairs), slot of each vertex, the vertex count and
 //                       the per-vertex kernels' grids
 //   lattice_offsets     one workgroup: start of each vertex's gather list (prefix sum of counts)
+//                       and of its segments
+//   lattice_segments    per vertex: its list's segments of SEG pairs
 //   lattice_fill        per (pixel, vertex): list it under its vertex (the splat's gather lists);
 //                       its slot is replaced by its vertex id
 //   lattice_neighbours  per vertex: the vertices one step along +-each lattice direction
-// Per iteration and kernel: crf_splat (gather per vertex), crf_blur x (d+1), crf_slice; then
+// Per iteration and kernel: crf_splat_part and crf_splat (gather per list segment, then per
+// vertex), crf_blur x (d+1), crf_slice; then
 // crf_update combines both messages with the unary and normalises. crf_init makes the unary.
 //
 // `lat` (u32 words) holds one lattice's arrays at the offsets o_*; `atom` its hash table (cap
 // words: owner + 1, 0 = empty), per-slot counts (cap words), each slot's first pair (cap words),
-// then two indirect dispatch grids
+// then four indirect dispatch grids
 // (splat and blur run over the vertices the lattice has, a count only the device knows); `vin`/`vout` are vertex values
 // (c4 vec4 per vertex) or the per-pixel buffer, pixel-major vec4 planes at f_u (unary), f_qg /
 // f_qb (marginals times each kernel's normaliser: the splat's input), f_mg / f_mb (messages);
@@ -40,6 +43,7 @@ struct Crf {
     sxy: f32, srgb: f32, alpha: f32, wg: f32,
     wb: f32, sf0: f32, sf1: f32, sf2: f32,
     sf3: f32, sf4: f32, _f0: f32, _f1: f32,
+    o_seg: u32, o_segv: u32, _q0: u32, _q1: u32,
 };
 
 @group(0) @binding(0) var<storage, read_write> img: array<u32>;
@@ -231,10 +235,11 @@ fn lattice_insert(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 
 const SCAN_WG: u32 = 256u;
-var<workgroup> wg_sum: array<u32, 256>;
+var<workgroup> wg_sum: array<vec2<u32>, 256>;
 
-// Exclusive prefix sum of one value per invocation of the (single) workgroup; `total` of all.
-fn wg_exclusive(t: u32, v: u32) -> vec2<u32> {
+// Exclusive prefix sums of two values per invocation of the (single) workgroup: (prefix of x,
+// prefix of y, total of x, total of y).
+fn wg_exclusive(t: u32, v: vec2<u32>) -> vec4<u32> {
     wg_sum[t] = v;
     workgroupBarrier();
     // inclusive Hillis-Steele scan of the 256 values
@@ -247,7 +252,7 @@ fn wg_exclusive(t: u32, v: u32) -> vec2<u32> {
         wg_sum[t] = x;
         workgroupBarrier();
     }
-    let r = vec2<u32>(wg_sum[t] - v, wg_sum[SCAN_WG - 1u]);
+    let r = vec4<u32>(wg_sum[t] - v, wg_sum[SCAN_WG - 1u]);
     workgroupBarrier();
     return r;
 }
@@ -270,7 +275,7 @@ fn lattice_number(@builtin(local_invocation_id) lid: vec3<u32>) {
     for (var pv = a; pv < b; pv++) {
         mine += select(0u, 1u, leader(pv));
     }
-    let pre = wg_exclusive(t, mine);
+    let pre = wg_exclusive(t, vec2<u32>(mine, 0u));
     var id = pre.x;
     for (var pv = a; pv < b; pv++) {
         if (leader(pv)) {
@@ -282,7 +287,7 @@ fn lattice_number(@builtin(local_invocation_id) lid: vec3<u32>) {
         }
     }
     if (t == 0u) {
-        let m = pre.y;
+        let m = pre.z;
         lat[p.o_meta] = m;
         // the grids of the per-vertex kernels (one value, and c4 vec4 in chunks, a vertex): x up to
         // 65535 workgroups of 64, then rows (the host sets `row` to 65535 * 64 for them)
@@ -295,7 +300,12 @@ fn lattice_number(@builtin(local_invocation_id) lid: vec3<u32>) {
     }
 }
 
-// One workgroup: each vertex's pair count (from lattice_number) to the start of its gather list.
+// One workgroup: each vertex's pair count (from lattice_number) to the start of its gather list,
+// and the start of its segments: the splat sums lists in segments of SEG pairs (crf_splat_part)
+// and then each vertex's segments (crf_splat), so a vertex with thousands of pairs does not hold
+// back the invocations beside it.
+const SEG: u32 = 16u;
+
 @compute @workgroup_size(256, 1, 1)
 fn lattice_offsets(@builtin(local_invocation_id) lid: vec3<u32>) {
     let t = lid.x;
@@ -303,19 +313,41 @@ fn lattice_offsets(@builtin(local_invocation_id) lid: vec3<u32>) {
     let chunk = (m + SCAN_WG - 1u) / SCAN_WG;
     let a = min(t * chunk, m);
     let b = min(a + chunk, m);
-    var mine = 0u;
-    for (var v = a; v < b; v++) {
-        mine += lat[p.o_offsets + v];
-    }
-    let pre = wg_exclusive(t, mine);
-    var run = pre.x;
+    var mine = vec2<u32>(0u);
     for (var v = a; v < b; v++) {
         let c = lat[p.o_offsets + v];
-        lat[p.o_offsets + v] = run;
-        run += c;
+        mine += vec2<u32>(c, (c + SEG - 1u) / SEG);
+    }
+    let pre = wg_exclusive(t, mine);
+    var run = pre.xy;
+    for (var v = a; v < b; v++) {
+        let c = lat[p.o_offsets + v];
+        lat[p.o_offsets + v] = run.x;
+        lat[p.o_seg + v] = run.y;
+        run += vec2<u32>(c, (c + SEG - 1u) / SEG);
     }
     if (t == 0u) {
-        lat[p.o_offsets + m] = pre.y;
+        lat[p.o_offsets + m] = pre.z;
+        lat[p.o_seg + m] = pre.w;
+        // the grids of the per-segment kernel (one value, and c4 vec4 in chunks)
+        for (var k = 0u; k < 2u; k++) {
+            let groups = (pre.w * select(1u, chunks(), k == 1u) + 63u) / 64u;
+            atomicStore(&atom[3u * p.cap + 6u + 3u * k], min(groups, 65535u));
+            atomicStore(&atom[3u * p.cap + 6u + 3u * k + 1u], (groups + 65534u) / 65535u);
+            atomicStore(&atom[3u * p.cap + 6u + 3u * k + 2u], 1u);
+        }
+    }
+}
+
+// Per vertex: the vertex of each of its segments.
+@compute @workgroup_size(64, 1, 1)
+fn lattice_segments(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let v = index(gid);
+    if (v >= lat[p.o_meta]) {
+        return;
+    }
+    for (var g = lat[p.o_seg + v]; g < lat[p.o_seg + v + 1u]; g++) {
+        lat[p.o_segv + g] = v;
     }
 }
 
@@ -386,6 +418,41 @@ fn chunks() -> u32 {
     return (p.c4 + VB - 1u) / VB;
 }
 
+// Splat, first pass: the partial sums of one segment (SEG pairs of a vertex's list).
+@compute @workgroup_size(64, 1, 1)
+fn crf_splat_part(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = index(gid);
+    let g = i / chunks();
+    let q0 = (i % chunks()) * VB;
+    let v = lat[p.o_segv + min(g, p.n * (p.d + 1u) - 1u)];
+    if (g >= lat[p.o_seg + lat[p.o_meta]]) {
+        return;
+    }
+    let nq = min(VB, p.c4 - q0);
+    var acc: array<vec4<f32>, 4>;
+    for (var k = 0u; k < VB; k++) {
+        acc[k] = vec4<f32>(0.0);
+    }
+    let e0 = lat[p.o_offsets + v] + (g - lat[p.o_seg + v]) * SEG;
+    let e1 = min(lat[p.o_offsets + v + 1u], e0 + SEG);
+    for (var e = e0; e < e1; e++) {
+        let pv = lat[p.o_entries + e];
+        let wt = bitcast<f32>(lat[p.o_bary + pv]);
+        let base = p.f_in + (pv / (p.d + 1u)) * p.c4 + q0;
+        for (var k = 0u; k < nq; k++) {
+            var val = vec4<f32>(1.0);
+            if ((p.flags & ONES) == 0u) {
+                val = vin[base + k];
+            }
+            acc[k] += wt * val;
+        }
+    }
+    for (var k = 0u; k < nq; k++) {
+        vout[g * p.c4 + q0 + k] = acc[k];
+    }
+}
+
+// Splat, second pass: a vertex's value is the sum of its segments' partial sums.
 @compute @workgroup_size(64, 1, 1)
 fn crf_splat(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = index(gid);
@@ -399,16 +466,9 @@ fn crf_splat(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var k = 0u; k < VB; k++) {
         acc[k] = vec4<f32>(0.0);
     }
-    for (var e = lat[p.o_offsets + v]; e < lat[p.o_offsets + v + 1u]; e++) {
-        let pv = lat[p.o_entries + e];
-        let wt = bitcast<f32>(lat[p.o_bary + pv]);
-        let base = p.f_in + (pv / (p.d + 1u)) * p.c4 + q0;
+    for (var g = lat[p.o_seg + v]; g < lat[p.o_seg + v + 1u]; g++) {
         for (var k = 0u; k < nq; k++) {
-            var val = vec4<f32>(1.0);
-            if ((p.flags & ONES) == 0u) {
-                val = vin[base + k];
-            }
-            acc[k] += wt * val;
+            acc[k] += vin[g * p.c4 + q0 + k];
         }
     }
     for (var k = 0u; k < nq; k++) {

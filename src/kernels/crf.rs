@@ -47,6 +47,10 @@ crate::param_block! {
         pub sf4: f32,
         pub _f0: f32,
         pub _f1: f32,
+        pub o_seg: u32,
+        pub o_segv: u32,
+        pub _q0: u32,
+        pub _q1: u32,
     }
 }
 
@@ -75,6 +79,8 @@ pub struct LatticeLayout {
     pub o_meta: usize,
     pub o_nbr: usize,
     pub o_entries: usize,
+    pub o_seg: usize,
+    pub o_segv: usize,
     /// Words of `lat`.
     pub words: usize,
 }
@@ -92,7 +98,8 @@ impl LatticeLayout {
         let (o_rem0, o_rank, o_bary, o_vert) = (take(pairs), take(pairs), take(pairs), take(pairs));
         let (o_offsets, o_dense, o_sod, o_meta) = (take(pairs + 1), take(cap), take(pairs), take(4));
         let (o_nbr, o_entries) = (take(pairs * (d + 1) * 2), take(pairs));
-        LatticeLayout { d, pairs, cap, o_rem0, o_rank, o_bary, o_vert, o_offsets, o_dense, o_sod, o_meta, o_nbr, o_entries, words: at }
+        let (o_seg, o_segv) = (take(pairs + 1), take(pairs));
+        LatticeLayout { d, pairs, cap, o_rem0, o_rank, o_bary, o_vert, o_offsets, o_dense, o_sod, o_meta, o_nbr, o_entries, o_seg, o_segv, words: at }
     }
 
     /// Fills the block's lattice fields.
@@ -103,7 +110,7 @@ impl LatticeLayout {
         b.vcap = u(self.pairs);
         (b.o_rem0, b.o_rank, b.o_bary, b.o_vert) = (u(self.o_rem0), u(self.o_rank), u(self.o_bary), u(self.o_vert));
         (b.o_offsets, b.o_dense, b.o_sod, b.o_meta) = (u(self.o_offsets), u(self.o_dense), u(self.o_sod), u(self.o_meta));
-        (b.o_nbr, b.o_entries) = (u(self.o_nbr), u(self.o_entries));
+        (b.o_nbr, b.o_entries, b.o_seg, b.o_segv) = (u(self.o_nbr), u(self.o_entries), u(self.o_seg), u(self.o_segv));
         let sf = crate::crf::scale_factors(self.d);
         let s = |i: usize| sf.get(i).copied().unwrap_or(0.0);
         (b.sf0, b.sf1, b.sf2, b.sf3, b.sf4) = (s(0), s(1), s(2), s(3), s(4));

@@ -41,9 +41,9 @@ impl DenseCrf {
         let values = (lb.pairs * c4 * 16) as u64;
         vec![
             ("gaussian lattice", lg.words as u64 * 4),
-            ("gaussian hash table", lg.cap as u64 * 12 + 32),
+            ("gaussian hash table", lg.cap as u64 * 12 + 48),
             ("bilateral lattice", lb.words as u64 * 4),
-            ("bilateral hash table", lb.cap as u64 * 12 + 32),
+            ("bilateral hash table", lb.cap as u64 * 12 + 48),
             ("vertex values a", values),
             ("vertex values b", values),
             ("pixel planes", (5 * n * c4 * 16) as u64),
@@ -120,7 +120,7 @@ impl Operator for DenseCrf {
         let make = |label: &str, bytes: u64| make_as(label, bytes, wgpu::BufferUsages::STORAGE);
         let lays = [LatticeLayout::new(n, 2), LatticeLayout::new(n, 5)];
         let lat: Vec<wgpu::Buffer> = lays.iter().map(|l| make("crf lattice", l.words as u64 * 4)).collect();
-        let atom: Vec<wgpu::Buffer> = lays.iter().map(|l| make_as("crf hash table", l.cap as u64 * 12 + 32, wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::INDIRECT)).collect();
+        let atom: Vec<wgpu::Buffer> = lays.iter().map(|l| make_as("crf hash table", l.cap as u64 * 12 + 48, wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::INDIRECT)).collect();
         let (va, vb) = (make("crf values a", scratch[4].1), make("crf values b", scratch[5].1));
         let pix = make("crf pixel planes", scratch[6].1);
         let field = make("crf normalisers", scratch[7].1);
@@ -136,7 +136,7 @@ impl Operator for DenseCrf {
         // one dispatch: `l` the lattice (None: per-pixel kernels), `vals` what `vin` and `vout` bind
         let mut push = |entry: &'static str, l: Option<usize>, threads: usize, f: &dyn Fn(&mut CrfBlock), vals: (Option<&wgpu::Buffer>, &wgpu::Buffer), label: String, flops: u64, bytes: u64| {
             // splat and blur run over the lattice's vertices: a grid the scan writes
-            let per_vertex = matches!(entry, "crf_splat" | "crf_blur");
+            let per_vertex = matches!(entry, "crf_splat_part" | "crf_splat" | "crf_blur" | "lattice_segments");
             let (groups, row) = match entry {
                 "lattice_number" | "lattice_offsets" => ([1, 1, 1], 0),
                 _ if per_vertex => (grid_1d(threads, WG).0, MAX_GROUPS * WG),
@@ -183,7 +183,9 @@ impl Operator for DenseCrf {
             ];
             let mut d = cx.kernels.dispatch(Shader::Crf, entry, &slots, groups, &label, flops, bytes);
             if let (true, Some(l)) = (per_vertex, l) {
-                let grid = if b.c4 == 1 && b.c == 1 { 0 } else { 1 };
+                // grids (lattice_number, lattice_offsets): vertices x 1 value, x c4 chunks,
+                // segments x 1, x c4 chunks; one value a pixel is the normaliser (c >= 2 otherwise)
+                let grid = (entry == "crf_splat_part") as u64 * 2 + (b.c != 1) as u64;
                 d.indirect = Some((atom[l].clone(), (3 * lays[l].cap as u64 + 3 * grid) * 4));
             }
             dispatches.push(d);
@@ -206,18 +208,19 @@ impl Operator for DenseCrf {
             };
             let vcu = vc as u64;
             push(
-                "crf_splat",
+                "crf_splat_part",
                 Some(l),
                 lay.pairs * chunks,
                 &|b| {
                     set(b);
                     b.flags = flags & ONES
                 },
-                (Some(&pix), &va),
-                format!("{name}.{}.{what}.splat", kname[l]),
+                (Some(&pix), &vb),
+                format!("{name}.{}.{what}.splat_part", kname[l]),
                 pairs * vcu * 2,
                 pairs * (vcu + 3) * 4,
             );
+            push("crf_splat", Some(l), lay.pairs * chunks, &set, (Some(&vb), &va), format!("{name}.{}.{what}.splat", kname[l]), pairs * vcu, pairs * vcu * 8);
             let mut cur = (&va, &vb);
             for j in 0..=d {
                 push(
@@ -257,6 +260,7 @@ impl Operator for DenseCrf {
             push("lattice_insert", Some(l), pairs, &|_| {}, none, format!("{name}.{k}.insert"), (pairs * lay.d * 4) as u64, (pairs * lay.d * 16) as u64);
             push("lattice_number", Some(l), 1, &|_| {}, none, format!("{name}.{k}.number"), pairs as u64 * 2, pairs as u64 * 12);
             push("lattice_offsets", Some(l), 1, &|_| {}, none, format!("{name}.{k}.offsets"), pairs as u64, pairs as u64 * 8);
+            push("lattice_segments", Some(l), pairs, &|_| {}, none, format!("{name}.{k}.segments"), 0, pairs as u64 * 4);
             push("lattice_fill", Some(l), pairs, &|_| {}, none, format!("{name}.{k}.fill"), 0, pairs as u64 * 16);
             push("lattice_neighbours", Some(l), pairs, &|_| {}, none, format!("{name}.{k}.neighbours"), (pairs * (lay.d + 1) * 2 * lay.d * 4) as u64, (pairs * (lay.d + 1) * 2 * lay.d * 8) as u64);
             filter(&mut push, l, 1, ONES | NORMALISER, 0, f_norm[l], "norm");
