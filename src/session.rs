@@ -223,7 +223,7 @@ fn with_heads(network: &Graph, options: &SessionOptions) -> Result<(Graph, Ids)>
     g.add_output(classes);
     let probs = if let Some(q) = marginals {
         g.add_output(q);
-        options.probabilities.then_some(q)
+        Some(q)
     } else if options.probabilities {
         let d = &g.tensors[logits];
         let p = g.tensor_of("probs", crate::graph::DType::F32, d.c, d.h, d.w);

@@ -242,6 +242,16 @@ fn espnet_with_crf_matches_pydensecrf_on_full_frames() {
             assert!(l1 as f64 <= 2.0 * 0.001 * 172800.0, "{f} {setting}: {hist:?} vs {want_hist:?}");
         }
     }
+    // the session's probabilities are the marginals
+    {
+        let g = model.graph(360, 480).unwrap();
+        let mut s = atrous::session::Session::with_options(&gpu, &g, atrous::session::SessionOptions { normalize: model.info.pixel_head(), crf: Some(CrfParams::DEFAULT), ..Default::default() }).unwrap();
+        let img = atrous::image_io::load_rgb(shared.join("data/camvid/val/images").join(frames[0])).unwrap();
+        let (map, q) = s.run_rgb_probabilities(&img.data).unwrap();
+        assert_eq!(q.len(), 12 * 360 * 480);
+        assert_eq!(labels(&q, 360 * 480), map.data);
+        assert!((0..360 * 480).all(|p| ((0..12).map(|k| q[k * 360 * 480 + p]).sum::<f32>() - 1.0).abs() < 1e-5));
+    }
     // the command line gives the same class map
     let dir = scratch("segment");
     let f = shared.join("data/camvid/val/images").join(frames[0]);

@@ -279,12 +279,13 @@ impl Operator for DenseCrf {
 }
 
 /// Attaches a CRF after `logits` (f32 probabilities by a softmax, then the CRF reading the pixels
-/// `rgba`); returns the marginals tensor.
+/// `rgba`); returns the marginals tensor, named `probs`.
 pub fn attach(g: &mut Graph, rgba: usize, logits: View, params: CrfParams) -> Result<usize> {
     let (h, w) = g.hw(logits);
     let probs = g.tensor_of("crf.probs", DType::F32, logits.c, h, w);
     g.push("crf.softmax", super::Softmax { x: logits, y: g.all(probs), sigmoid: false })?;
-    let q = g.tensor_of("crf.marginals", DType::F32, logits.c, h, w);
+    // the session's probabilities output: the marginals are the class probabilities
+    let q = g.tensor_of("probs", DType::F32, logits.c, h, w);
     g.push("crf", DenseCrf { image: g.all(rgba), x: g.all(probs), y: g.all(q), params })?;
     Ok(q)
 }
