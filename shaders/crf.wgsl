@@ -33,7 +33,7 @@
 
 struct Crf {
     n: u32, d: u32, c: u32, c4: u32,
-    w: u32, row: u32, cap: u32, vcap: u32,
+    w: u32, row: u32, cap: u32, _p0: u32,
     j: u32, flags: u32, x_off: u32, y_off: u32,
     o_rem0: u32, o_rank: u32, o_bary: u32, o_vert: u32,
     o_offsets: u32, o_dense: u32, o_sod: u32, o_meta: u32,
@@ -58,12 +58,10 @@ struct Crf {
 
 // flags
 const ONES: u32 = 1u;        // splat: the input is all ones (the normaliser)
-const NORMED: u32 = 2u;      // splat and slice: scale by the pixel's normaliser
 const NORMALISER: u32 = 4u;  // slice: write 1 / sqrt(sum + 1e-20), pydensecrf's scalar order
 const LAST: u32 = 8u;        // init and update: write the marginals to `y`
 const UPDATE: u32 = 16u;     // the activations include the messages
 
-const MAXD: u32 = 6u; // d + 1 <= 6: Gaussian (d = 2) and bilateral (d = 5) kernels
 
 fn index(gid: vec3<u32>) -> u32 {
     return gid.x + gid.y * p.row;
@@ -429,10 +427,7 @@ fn crf_splat_part(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let nq = min(VB, p.c4 - q0);
-    var acc: array<vec4<f32>, 4>;
-    for (var k = 0u; k < VB; k++) {
-        acc[k] = vec4<f32>(0.0);
-    }
+    var acc: array<vec4<f32>, 4>; // zero-initialised
     let e0 = lat[p.o_offsets + v] + (g - lat[p.o_seg + v]) * SEG;
     let e1 = min(lat[p.o_offsets + v + 1u], e0 + SEG);
     for (var e = e0; e < e1; e++) {
@@ -462,10 +457,7 @@ fn crf_splat(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let nq = min(VB, p.c4 - q0);
-    var acc: array<vec4<f32>, 4>;
-    for (var k = 0u; k < VB; k++) {
-        acc[k] = vec4<f32>(0.0);
-    }
+    var acc: array<vec4<f32>, 4>; // zero-initialised
     for (var g = lat[p.o_seg + v]; g < lat[p.o_seg + v + 1u]; g++) {
         for (var k = 0u; k < nq; k++) {
             acc[k] += vin[g * p.c4 + q0 + k];
@@ -513,10 +505,7 @@ fn crf_slice(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let nq = min(VB, p.c4 - q0);
     let d = p.d;
-    var acc: array<vec4<f32>, 4>;
-    for (var k = 0u; k < VB; k++) {
-        acc[k] = vec4<f32>(0.0);
-    }
+    var acc: array<vec4<f32>, 4>; // zero-initialised
     for (var r = 0u; r <= d; r++) {
         let pv = px * (d + 1u) + r;
         let wt = bitcast<f32>(lat[p.o_bary + pv]);
@@ -552,25 +541,22 @@ fn activation(px: u32, q4: u32) -> vec4<f32> {
 }
 
 // Softmax over the pixel's channels; the marginals go to `y` (planar) on the last step, else,
-// times each kernel's normaliser, to the splat inputs.
+// times each kernel's normaliser, to the splat inputs. Pad channels (c .. 4 c4) have the unary
+// PAD_U, so their probability is 0 and the max and sum need no guard (adding 0 leaves the sum as
+// the real channels alone make it).
 fn normalise(px: u32) {
-    var m = activation(px, 0u).x;
+    var m = -PAD_U;
     for (var q4 = 0u; q4 < p.c4; q4++) {
         let a = activation(px, q4);
-        for (var k = 0u; k < 4u; k++) {
-            if (q4 * 4u + k < p.c) {
-                m = max(m, a[k]);
-            }
-        }
+        m = max(m, max(max(a.x, a.y), max(a.z, a.w)));
     }
     var s = 0.0;
     for (var q4 = 0u; q4 < p.c4; q4++) {
         let e = exp(activation(px, q4) - m);
-        for (var k = 0u; k < 4u; k++) {
-            if (q4 * 4u + k < p.c) {
-                s += e[k];
-            }
-        }
+        s += e.x;
+        s += e.y;
+        s += e.z;
+        s += e.w;
     }
     for (var q4 = 0u; q4 < p.c4; q4++) {
         let q = exp(activation(px, q4) - m) / s;
@@ -588,6 +574,8 @@ fn normalise(px: u32) {
     }
 }
 
+const PAD_U: f32 = 3.0e38;
+
 @compute @workgroup_size(64, 1, 1)
 fn crf_init(@builtin(global_invocation_id) gid: vec3<u32>) {
     let px = index(gid);
@@ -595,7 +583,7 @@ fn crf_init(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     for (var q4 = 0u; q4 < p.c4; q4++) {
-        var u = vec4<f32>(0.0);
+        var u = vec4<f32>(PAD_U);
         for (var k = 0u; k < 4u; k++) {
             let ch = q4 * 4u + k;
             if (ch < p.c) {

@@ -327,6 +327,22 @@ fn file_id(p: &Path) -> Option<(u64, u64)> {
     Some((0, h.finish()))
 }
 
+/// Refuses an output path that is a symbolic link, one of `inputs` (also under another name: the
+/// same device and inode), or an existing file when `overwrite` is off.
+fn refuse_output(t: &Path, inputs: &[&Path], overwrite: bool) -> Result<()> {
+    let Ok(md) = std::fs::symlink_metadata(t) else { return Ok(()) };
+    if md.file_type().is_symlink() {
+        bail!("output {} is a symbolic link; not writing through it", t.display());
+    }
+    if file_id(t).is_some_and(|id| inputs.iter().any(|i| file_id(i) == Some(id))) {
+        bail!("output {} is one of the inputs; not overwriting it", t.display());
+    }
+    if !overwrite {
+        bail!("{} exists (pass --overwrite to replace it)", t.display());
+    }
+    Ok(())
+}
+
 /// Writes `dst` only complete: `write` fills a temporary file beside it, which is renamed into
 /// place on success and removed on failure. The rename replaces the directory entry, so a link at
 /// `dst` is never written through.
@@ -630,37 +646,29 @@ fn crf(image: &Path, probs_path: &Path, params: atrous::crf::CrfParams, out: &Pa
     if t.dtype() != safetensors::Dtype::F32 {
         bail!("{}: `{name}` is {:?}, not F32", probs_path.display(), t.dtype());
     }
-    if c < 2 || h == 0 || w == 0 || h > 65536 || w > 65536 {
-        bail!("{}: `{name}` is {c}x{h}x{w}: need at least 2 classes and 1..=65536 pixels a side", probs_path.display());
+    if !(2..=256).contains(&c) || h == 0 || w == 0 || h > 65536 || w > 65536 {
+        bail!("{}: `{name}` is {c}x{h}x{w}: need at least 2 classes (at most 256, what a class-map PNG holds) and 1..=65536 pixels a side", probs_path.display());
     }
     let probs: Vec<f32> = bytemuck::pod_collect_to_vec(t.data());
     if let Some(i) = probs.iter().position(|v| !v.is_finite() || *v < 0.0) {
         bail!("{}: `{name}` holds {} at element {i}; probabilities are finite and non-negative", probs_path.display(), probs[i]);
     }
     let img = image_io::load_rgb(image)?;
-    let run = if (img.h, img.w) == (h, w) { img.clone() } else { img.resize(h, w) };
+    let resized = ((img.h, img.w) != (h, w)).then(|| img.resize(h, w));
+    let run = resized.as_ref().unwrap_or(&img);
     let stem = image.file_stem().with_context(|| format!("{} has no file name", image.display()))?.to_string_lossy().into_owned();
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let dst = out.join(format!("{stem}.png"));
     let mdst = out.join(format!("{stem}.marginals.safetensors"));
     for t in std::iter::once(&dst).chain(marginals.then_some(&mdst)) {
-        if !overwrite && std::fs::symlink_metadata(t).is_ok() {
-            bail!("{} exists (pass --overwrite to replace it)", t.display());
-        }
-        if std::fs::symlink_metadata(t).is_ok_and(|m| m.file_type().is_symlink()) {
-            bail!("output {} is a symbolic link; not writing through it", t.display());
-        }
-        if t.canonicalize().ok().zip(image.canonicalize().ok()).is_some_and(|(a, b)| a == b) || t.canonicalize().ok().zip(probs_path.canonicalize().ok()).is_some_and(|(a, b)| a == b) {
-            bail!("output {} is one of the inputs; not overwriting it", t.display());
-        }
+        refuse_output(t, &[image, probs_path], overwrite)?;
     }
     let gpu = Gpu::new().context("opening a GPU")?;
     let t0 = Instant::now();
     let q = atrous::session::run_crf(&gpu, &run.data, &probs, c, h, w, params)?;
     let secs = t0.elapsed().as_secs_f64();
     let n = h * w;
-    let classes: Vec<u8> = (0..n).map(|p| (0..c).fold(0, |b, k| if q[k * n + p] > q[b * n + p] { k } else { b }).min(255) as u8).collect();
-    let map = atrous::session::ClassMap { h, w, data: classes }.resize_nearest(img.h, img.w);
+    let map = atrous::session::ClassMap { h, w, data: atrous::reference::argmax(&q, c, n) }.resize_nearest(img.h, img.w);
     let palette = atrous::models::default_palette(c);
     write_atomically(&dst, |tmp| Ok(image_io::save_palette_png(tmp, &map, &palette)?))?;
     if marginals {
@@ -695,15 +703,7 @@ fn regions(inputs: &[PathBuf], out: &Path, predicate: &str, threshold: f32, min_
                 if let Some(prev) = written.get(t) {
                     bail!("{} was already written for {} (same file stem); not overwriting", t.display(), prev.display());
                 }
-                if std::fs::symlink_metadata(t).is_ok_and(|m| m.file_type().is_symlink()) {
-                    bail!("output {} is a symbolic link; not writing through it", t.display());
-                }
-                if !overwrite && t.exists() {
-                    bail!("{} exists (pass --overwrite to replace it)", t.display());
-                }
-                if t.canonicalize().ok().zip(f.canonicalize().ok()).is_some_and(|(a, b)| a == b) {
-                    bail!("output {} is the input; not overwriting it", t.display());
-                }
+                refuse_output(t, &[f.as_path()], overwrite)?;
             }
             let img = image_io::load_rgb(f)?;
             let g = atrous::regions::grey(&img.data);

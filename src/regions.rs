@@ -358,7 +358,6 @@ pub struct RegionsGpu {
     gpu: Gpu,
     h: usize,
     w: usize,
-    params: RegionParams,
     grey: wgpu::Buffer,
     label: wgpu::Buffer,
     ctl: wgpu::Buffer,
@@ -419,7 +418,7 @@ impl RegionsGpu {
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Gpu { during: "building split-and-merge".into(), reason: e.to_string() });
         }
-        Ok(RegionsGpu { gpu: gpu.clone(), h, w, params, grey, label, ctl, readback, split, round, _keep: keep })
+        Ok(RegionsGpu { gpu: gpu.clone(), h, w, grey, label, ctl, readback, split, round, _keep: keep })
     }
 
     /// Regions of one grey image: each pixel's representative (as [`split_merge_cpu`]) and the
@@ -468,10 +467,6 @@ impl RegionsGpu {
         let bytes = crate::session::read_buffer(&self.gpu, &self.readback)?;
         self.gpu.check()?;
         Ok((bytemuck::pod_collect_to_vec(&bytes[..n * 4]), rounds))
-    }
-
-    pub fn params(&self) -> RegionParams {
-        self.params
     }
 }
 

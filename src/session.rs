@@ -713,8 +713,7 @@ impl Session {
         if rgb.len() != 3 * hw {
             return Err(Error::Input(format!("image has {} bytes, the session expects {}x{} RGB = {}", rgb.len(), self.h, self.w, 3 * hw)));
         }
-        let px: Vec<u32> = rgb.chunks_exact(3).map(|p| u32::from_le_bytes([p[0], p[1], p[2], 0])).collect();
-        Ok(Tensor { name: "rgba".into(), shape: [1, 1, self.h, self.w], data: TensorData::U32(px) })
+        Ok(Tensor { name: "rgba".into(), shape: [1, 1, self.h, self.w], data: TensorData::U32(pack_rgb(rgb)) })
     }
 
     fn tensor_input(&self, x: &[f32]) -> Result<Tensor> {
@@ -1045,6 +1044,11 @@ impl PreparedOp {
     }
 }
 
+/// RGB8 pixels as the `rgba` input holds them: one little-endian `u32` each, alpha 0.
+fn pack_rgb(rgb: &[u8]) -> Vec<u32> {
+    rgb.chunks_exact(3).map(|p| u32::from_le_bytes([p[0], p[1], p[2], 0])).collect()
+}
+
 /// Refines class probabilities from any source with the dense CRF on the device
 /// ([`crate::ops::DenseCrf`]): `rgb` `[h][w][3]` bytes, `probs` `[c][h][w]`; returns the
 /// marginals `[c][h][w]`. One submission; the lattices are built for this image.
@@ -1058,7 +1062,8 @@ pub fn run_crf(gpu: &Gpu, rgb: &[u8], probs: &[f32], c: usize, h: usize, w: usiz
     let x = g.add_input("probs", DType::F32, c, h, w);
     let y = g.tensor_of("marginals", DType::F32, c, h, w);
     g.push("crf", crate::ops::DenseCrf { image: g.all(rgba), x: g.all(x), y: g.all(y), params })?;
-    let pixels: Vec<f32> = rgb.chunks_exact(3).map(|p| f32::from_bits(u32::from_le_bytes([p[0], p[1], p[2], 0]))).collect();
+    // the operator runner takes u32 tensors as f32 bit patterns
+    let pixels: Vec<f32> = pack_rgb(rgb).into_iter().map(f32::from_bits).collect();
     let data = std::collections::HashMap::from([(rgba, pixels), (x, probs.to_vec()), (y, vec![0.0; c * h * w])]);
     gpu.check()?;
     let q = OpRunner::new(gpu).run(&g, 0, &data)?;

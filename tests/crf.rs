@@ -64,7 +64,7 @@ fn cases() -> Vec<Case> {
 }
 
 fn labels(q: &[f32], n: usize) -> Vec<u8> {
-    (0..n).map(|p| (0..C).fold(0, |b, k| if q[k * n + p] > q[b * n + p] { k } else { b }) as u8).collect()
+    atrous::reference::argmax(q, C, n)
 }
 
 fn compare(q: &[f32], want: &[f32], wl: &[u8], n: usize) -> (f32, f64, f64) {
@@ -113,26 +113,13 @@ fn settings_parse_and_bad_ones_are_errors() {
     }
 }
 
-/// The GPU operator on one case: the marginals.
-fn gpu_crf(gpu: &atrous::gpu::Gpu, rgb: &[u8], probs: &[f32], c: usize, h: usize, w: usize, params: CrfParams) -> Vec<f32> {
-    use atrous::graph::{DType, Graph};
-    let mut g = Graph::new(1, 1, 1);
-    let rgba = g.add_input("rgba", DType::U32, 1, h, w);
-    let tx = g.tensor("probs", c, h, w);
-    let ty = g.tensor("marginals", c, h, w);
-    g.push("crf", atrous::ops::DenseCrf { image: g.all(rgba), x: g.all(tx), y: g.all(ty), params }).unwrap();
-    let pixels: Vec<f32> = rgb.chunks(3).map(|p| f32::from_bits(p[0] as u32 | (p[1] as u32) << 8 | (p[2] as u32) << 16)).collect();
-    let data = std::collections::HashMap::from([(rgba, pixels), (tx, probs.to_vec()), (ty, vec![f32::NAN; c * h * w])]);
-    atrous::session::OpRunner::new(gpu).run(&g, 0, &data).unwrap()
-}
-
 #[test]
 fn gpu_crf_matches_pydensecrf() {
     let Some(gpu) = common::gpu() else { return };
     println!("| case | max abs q | mean abs q | labels agree | vs exact mean field: labels agree |");
     for c in cases() {
         let n = c.h * c.w;
-        let q = gpu_crf(&gpu, &c.rgb, &c.probs, C, c.h, c.w, c.params);
+        let q = atrous::session::run_crf(&gpu, &c.rgb, &c.probs, C, c.h, c.w, c.params).unwrap();
         assert!(q.iter().all(|v| v.is_finite()), "{}: unwritten or non-finite marginals", c.name);
         let (max, mean, agree) = compare(&q, &c.q, &c.labels, n);
         let (_, _, exact) = compare(&q, &c.q_exact, &labels(&c.q_exact, n), n);

@@ -10,7 +10,7 @@ crate::param_block! {
         pub w: u32,
         pub row: u32,
         pub cap: u32,
-        pub vcap: u32,
+        pub _p0: u32,
         pub j: u32,
         pub flags: u32,
         pub x_off: u32,
@@ -55,11 +55,12 @@ crate::param_block! {
 }
 
 pub const ONES: u32 = 1;
-pub const NORMED: u32 = 2;
 pub const NORMALISER: u32 = 4;
 pub const LAST: u32 = 8;
 pub const UPDATE: u32 = 16;
 pub const WG: u32 = 64;
+/// Indirect dispatch grids at the end of a lattice's `atom` buffer.
+pub const GRIDS: usize = 4;
 
 /// Word offsets of one lattice's arrays in its `lat` buffer, and the sizes of its buffers.
 #[derive(Clone, Copy, Debug)]
@@ -102,12 +103,28 @@ impl LatticeLayout {
         LatticeLayout { d, pairs, cap, o_rem0, o_rank, o_bary, o_vert, o_offsets, o_dense, o_sod, o_meta, o_nbr, o_entries, o_seg, o_segv, words: at }
     }
 
+    /// Bytes of the `lat` buffer.
+    pub fn lat_bytes(&self) -> u64 {
+        self.words as u64 * 4
+    }
+
+    /// Bytes of the `atom` buffer: the hash table, per-slot counts and first pairs (`cap` words
+    /// each), then the four indirect grids (3 words each) at word [`Self::grid_word`].
+    pub fn atom_bytes(&self) -> u64 {
+        (self.grid_word(GRIDS) * 4) as u64
+    }
+
+    /// The word where indirect grid `k` starts (0: vertices x 1 value, 1: vertices x chunks,
+    /// 2: segments x 1, 3: segments x chunks; written by `lattice_number` and `lattice_offsets`).
+    pub fn grid_word(&self, k: usize) -> usize {
+        3 * self.cap + 3 * k
+    }
+
     /// Fills the block's lattice fields.
     pub fn apply(&self, b: &mut CrfBlock) {
         let u = |v: usize| v as u32;
         b.d = u(self.d);
         b.cap = u(self.cap);
-        b.vcap = u(self.pairs);
         (b.o_rem0, b.o_rank, b.o_bary, b.o_vert) = (u(self.o_rem0), u(self.o_rank), u(self.o_bary), u(self.o_vert));
         (b.o_offsets, b.o_dense, b.o_sod, b.o_meta) = (u(self.o_offsets), u(self.o_dense), u(self.o_sod), u(self.o_meta));
         (b.o_nbr, b.o_entries, b.o_seg, b.o_segv) = (u(self.o_nbr), u(self.o_entries), u(self.o_seg), u(self.o_segv));

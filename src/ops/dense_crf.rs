@@ -16,7 +16,7 @@ use super::{boxed_op, check_view, distinct, Cuts, EncodeCx, Encoded, Operator, P
 use crate::crf::{mean_field, CrfParams, Filtering};
 use crate::error::{Error, Result};
 use crate::graph::{DType, Graph, View};
-use crate::kernels::crf::{CrfBlock, LatticeLayout, LAST, NORMALISER, NORMED, ONES, UPDATE, WG};
+use crate::kernels::crf::{CrfBlock, LatticeLayout, LAST, NORMALISER, ONES, UPDATE, WG};
 use crate::kernels::{grid_1d, Dispatch, Shader, Slot, MAX_GROUPS};
 use std::collections::HashMap;
 
@@ -40,10 +40,10 @@ impl DenseCrf {
         let (lg, lb) = (LatticeLayout::new(n, 2), LatticeLayout::new(n, 5));
         let values = (lb.pairs * c4 * 16) as u64;
         vec![
-            ("gaussian lattice", lg.words as u64 * 4),
-            ("gaussian hash table", lg.cap as u64 * 12 + 48),
-            ("bilateral lattice", lb.words as u64 * 4),
-            ("bilateral hash table", lb.cap as u64 * 12 + 48),
+            ("gaussian lattice", lg.lat_bytes()),
+            ("gaussian hash table", lg.atom_bytes()),
+            ("bilateral lattice", lb.lat_bytes()),
+            ("bilateral hash table", lb.atom_bytes()),
             ("vertex values a", values),
             ("vertex values b", values),
             ("pixel planes", (5 * n * c4 * 16) as u64),
@@ -119,8 +119,8 @@ impl Operator for DenseCrf {
         let make_as = |label: &str, bytes: u64, usage: wgpu::BufferUsages| cx.dev.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size: bytes.max(16).next_multiple_of(16), usage, mapped_at_creation: false });
         let make = |label: &str, bytes: u64| make_as(label, bytes, wgpu::BufferUsages::STORAGE);
         let lays = [LatticeLayout::new(n, 2), LatticeLayout::new(n, 5)];
-        let lat: Vec<wgpu::Buffer> = lays.iter().map(|l| make("crf lattice", l.words as u64 * 4)).collect();
-        let atom: Vec<wgpu::Buffer> = lays.iter().map(|l| make_as("crf hash table", l.cap as u64 * 12 + 48, wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::INDIRECT)).collect();
+        let lat: Vec<wgpu::Buffer> = lays.iter().map(|l| make("crf lattice", l.lat_bytes())).collect();
+        let atom: Vec<wgpu::Buffer> = lays.iter().map(|l| make_as("crf hash table", l.atom_bytes(), wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::INDIRECT)).collect();
         let (va, vb) = (make("crf values a", scratch[4].1), make("crf values b", scratch[5].1));
         let pix = make("crf pixel planes", scratch[6].1);
         let field = make("crf normalisers", scratch[7].1);
@@ -183,10 +183,9 @@ impl Operator for DenseCrf {
             ];
             let mut d = cx.kernels.dispatch(Shader::Crf, entry, &slots, groups, &label, flops, bytes);
             if let (true, Some(l)) = (per_vertex, l) {
-                // grids (lattice_number, lattice_offsets): vertices x 1 value, x c4 chunks,
-                // segments x 1, x c4 chunks; one value a pixel is the normaliser (c >= 2 otherwise)
-                let grid = (entry == "crf_splat_part") as u64 * 2 + (b.c != 1) as u64;
-                d.indirect = Some((atom[l].clone(), (3 * lays[l].cap as u64 + 3 * grid) * 4));
+                // see LatticeLayout::grid_word; one value a pixel is the normaliser (c >= 2 otherwise)
+                let grid = (entry == "crf_splat_part") as usize * 2 + (b.c != 1) as usize;
+                d.indirect = Some((atom[l].clone(), lays[l].grid_word(grid) as u64 * 4));
             }
             dispatches.push(d);
             buffers.push(u);
@@ -269,7 +268,7 @@ impl Operator for DenseCrf {
         push("crf_init", None, n, &|b| b.flags = if p.iters == 0 { LAST } else { 0 }, (None, &pix), format!("{name}.init"), (n * c * 6) as u64, (n * c * 12) as u64);
         for it in 0..p.iters {
             for l in 0..2 {
-                filter(&mut push, l, c, NORMED, f_q[l], f_m[l], &format!("it{it}"));
+                filter(&mut push, l, c, 0, f_q[l], f_m[l], &format!("it{it}"));
             }
             push("crf_update", None, n, &|b| b.flags = UPDATE | last(it), (None, &pix), format!("{name}.it{it}.update"), (n * c * 10) as u64, (n * c * 20) as u64);
         }
