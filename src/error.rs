@@ -69,6 +69,14 @@ pub enum Error {
     Download { url: String, reason: String },
     #[error("unknown model `{0}`: not a file, and not a model card name (see `atrous models`)")]
     UnknownModel(String),
+    #[error("{path}: not a readable ONNX model: {reason}")]
+    OnnxParse { path: PathBuf, reason: String },
+    #[error("ONNX node `{node}` ({op}): {reason}")]
+    OnnxUnsupported { node: String, op: String, reason: String },
+    #[error("ONNX tensor `{tensor}`: {reason}")]
+    OnnxTensor { tensor: String, reason: String },
+    #[error("the model's graph was written in atrous graph format {found}; this atrous reads format {supported} (convert the ONNX file again with this version)")]
+    GraphFormat { found: u32, supported: u32 },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -27,6 +27,7 @@ pub mod image_io;
 pub mod kernels;
 pub mod metrics;
 pub mod models;
+pub mod onnx;
 pub mod ops;
 pub mod passes;
 pub mod plan;

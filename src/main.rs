@@ -76,6 +76,8 @@ enum Cmd {
         /// or auto (f16 on a GPU that has it, f32 on a software adapter).
         #[arg(long, default_value = "f32")]
         precision: String,
+        #[command(flatten)]
+        pixels: PixelArgs,
     },
     /// Evaluate on a labelled dataset: confusion matrix, pixel accuracy, mean class accuracy,
     /// mean IoU, frequency-weighted IoU, per-class IoU, time per image, device memory.
@@ -106,6 +108,8 @@ enum Cmd {
         /// or auto (f16 on a GPU that has it, f32 on a software adapter).
         #[arg(long, default_value = "f32")]
         precision: String,
+        #[command(flatten)]
+        pixels: PixelArgs,
     },
     /// List the model zoo and what is cached (ATROUS_CACHE_DIR; downloads from ATROUS_MODEL_MIRROR
     /// when set).
@@ -148,6 +152,28 @@ enum Cmd {
         /// safetensors file to write (replaced only with --overwrite).
         #[arg(long)]
         output: PathBuf,
+        /// Replace an existing output file.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Convert an ONNX model into a self-describing atrous model file: the weights as safetensors
+    /// tensors, the graph as versioned JSON in the metadata (with the ONNX metadata properties,
+    /// preprocessing included). Every node is checked for the graph's input size first.
+    Convert {
+        /// The ONNX file.
+        input: PathBuf,
+        /// The safetensors file to write.
+        #[arg(short, long, required_unless_present = "check")]
+        output: Option<PathBuf>,
+        /// Only check: list every node atrous cannot run (all at once) and write nothing.
+        #[arg(long)]
+        check: bool,
+        /// Folder of the external-data files the ONNX tensors name (default: the ONNX file's folder).
+        #[arg(long)]
+        external_data: Option<PathBuf>,
+        /// Input size WxH to check the graph at (default: the size the graph declares, else 64x64).
+        #[arg(long)]
+        size: Option<String>,
         /// Replace an existing output file.
         #[arg(long)]
         overwrite: bool,
@@ -231,6 +257,67 @@ enum Cmd {
     },
 }
 
+/// How to turn pixels into the network's input, for a model file that does not say (an ONNX
+/// export without an `input` metadata property). Overrides what the file says.
+#[derive(clap::Args, Clone, Debug, Default)]
+struct PixelArgs {
+    /// Per-channel mean in pixel units (0-255), three comma-separated values in the model's
+    /// channel order: x = (pixel - mean) / std.
+    #[arg(long, value_parser = parse_triple)]
+    mean: Option<[f32; 3]>,
+    /// Per-channel standard deviation in pixel units (0-255); see --mean.
+    #[arg(long, value_parser = parse_triple)]
+    std: Option<[f32; 3]>,
+    /// The model takes RGB (the default with --mean/--std).
+    #[arg(long, conflicts_with = "bgr")]
+    rgb: bool,
+    /// The model takes BGR.
+    #[arg(long)]
+    bgr: bool,
+}
+
+fn parse_triple(s: &str) -> Result<[f32; 3], String> {
+    let v: Vec<f32> = s.split(',').map(|t| t.trim().parse::<f32>().map_err(|e| format!("`{t}`: {e}"))).collect::<Result<_, _>>()?;
+    match v[..] {
+        [a, b, c] if v.iter().all(|x| x.is_finite()) => Ok([a, b, c]),
+        _ => Err(format!("`{s}`: three finite comma-separated values")),
+    }
+}
+
+/// Sets the model's normalisation from the flags, or fails when neither they nor the file say.
+fn apply_pixels(model: &mut Model, p: &PixelArgs) -> Result<()> {
+    use atrous::preprocess::{ChannelOrder, Normalize};
+    let given = p.mean.is_some() || p.std.is_some() || p.rgb || p.bgr;
+    if !given {
+        if !model.normalize_known() {
+            bail!("{} does not say how to normalise pixels (no `input` metadata property): pass --mean R,G,B --std R,G,B (pixel units) and --rgb or --bgr", model.info.name);
+        }
+        return Ok(());
+    }
+    let base = if model.normalize_known() { model.info.normalize } else { Normalize::identity() };
+    let mut n = Normalize {
+        order: if p.bgr {
+            ChannelOrder::Bgr
+        } else if p.rgb {
+            ChannelOrder::Rgb
+        } else {
+            base.order
+        },
+        ..base
+    };
+    if p.mean.is_some() || p.std.is_some() {
+        n.pre_scale = 1.0;
+        n.post_scale = 1.0;
+        n.mean = p.mean.unwrap_or([0.0; 3]);
+        n.std = p.std.unwrap_or([1.0; 3]);
+    }
+    if n.std.iter().any(|&s| s == 0.0) {
+        bail!("--std must not be 0");
+    }
+    model.info.normalize = n;
+    Ok(())
+}
+
 fn main() -> ExitCode {
     // Die quietly on a closed pipe (`atrous inspect ... | head`) instead of panicking in println!.
     #[cfg(unix)]
@@ -240,10 +327,11 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("atrous=info")).format_timestamp(None).init();
     let cli = Cli::parse();
     let r = match cli.cmd {
-        Cmd::Segment { model, inputs, out, overlay, alpha, probs, crf, overwrite, precision } => {
-            segment(&model, &inputs, &out, Extras { overlay: overlay.then_some(alpha), probs, overwrite, precision: Precision::F32, crf }, &precision)
+        Cmd::Segment { model, inputs, out, overlay, alpha, probs, crf, overwrite, precision, pixels } => {
+            segment(&model, &inputs, &out, Extras { overlay: overlay.then_some(alpha), probs, overwrite, precision: Precision::F32, crf }, &precision, &pixels)
         }
-        Cmd::Eval { model, images, labels, ignore, crf, json, precision } => eval(&model, &images, &labels, &ignore, crf, json, &precision),
+        Cmd::Eval { model, images, labels, ignore, crf, json, precision, pixels } => eval(&model, &images, &labels, &ignore, crf, json, &precision, &pixels),
+        Cmd::Convert { input, output, check, external_data, size, overwrite } => convert(&input, output.as_deref(), check, external_data.as_deref(), size.as_deref(), overwrite),
         Cmd::Regions { inputs, out, predicate, threshold, min_block, cpu, overwrite } => regions(&inputs, &out, &predicate, threshold, min_block, cpu, overwrite),
         Cmd::Crf { image, probs, setting, out, marginals, overwrite } => crf(&image, &probs, setting, &out, marginals, overwrite).map(|_| ExitCode::SUCCESS),
         Cmd::Models { fetch } => models(&fetch).map(|_| ExitCode::SUCCESS),
@@ -394,8 +482,9 @@ fn models(fetch: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn segment(model_arg: &str, inputs: &[PathBuf], out: &Path, extras: Extras, precision: &str) -> Result<ExitCode> {
-    let model = load_model(model_arg)?;
+fn segment(model_arg: &str, inputs: &[PathBuf], out: &Path, extras: Extras, precision: &str, pixels: &PixelArgs) -> Result<ExitCode> {
+    let mut model = load_model(model_arg)?;
+    apply_pixels(&mut model, pixels)?;
     let gpu = Gpu::new().context("opening a GPU")?;
     let extras = Extras { precision: Precision::parse(precision, Some(&gpu))?, ..extras };
     eprintln!("model {} ({}), {} classes; device {}", model.info.name, model.info.architecture, model.info.classes.len(), gpu.describe());
@@ -548,10 +637,12 @@ fn segment_one(
     Ok(Some(dst))
 }
 
-fn eval(model_arg: &str, images: &Path, labels: &Path, ignore: &[u8], crf: Option<atrous::crf::CrfParams>, json: bool, precision: &str) -> Result<ExitCode> {
+#[allow(clippy::too_many_arguments)]
+fn eval(model_arg: &str, images: &Path, labels: &Path, ignore: &[u8], crf: Option<atrous::crf::CrfParams>, json: bool, precision: &str, pixels: &PixelArgs) -> Result<ExitCode> {
     use atrous::session::{median, percentile};
     let ignore: Vec<u8> = if ignore.is_empty() { vec![255] } else { ignore.to_vec() };
-    let model = load_model(model_arg)?;
+    let mut model = load_model(model_arg)?;
+    apply_pixels(&mut model, pixels)?;
     let gpu = Gpu::new().context("opening a GPU")?;
     let (pairs, lonely) = atrous::eval::pair_by_stem(images, labels)?;
     for l in &lonely {
@@ -825,6 +916,45 @@ fn tensor_f32(name: &str, t: &safetensors::tensor::TensorView<'_>) -> Result<Vec
         Dtype::U8 => b.iter().map(|&v| v as f32).collect(),
         d => bail!("tensor `{name}` has dtype {d:?}; a model input must be F32, F16, BF16, F64 or U8 (raw values)"),
     })
+}
+
+/// `atrous convert`: ONNX in, self-describing safetensors out (or, with `check`, the list of
+/// what atrous cannot run).
+fn convert(input: &Path, output: Option<&Path>, check: bool, external: Option<&Path>, size: Option<&str>, overwrite: bool) -> Result<ExitCode> {
+    let bytes = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
+    let base = external.map(Path::to_path_buf).unwrap_or_else(|| input.parent().map(Path::to_path_buf).unwrap_or_default());
+    let imported = atrous::onnx::import_bytes(&bytes, input, Some(&base))?;
+    let g = &imported.graph;
+    let dims = g.inputs.first().and_then(|v| v.dims.clone()).unwrap_or_default();
+    let fixed = |i: usize| dims.get(i).copied().flatten().filter(|&d| d > 0).map(|d| d as usize);
+    let (h, w) = match size {
+        Some(s) => parse_size(s)?,
+        None => (fixed(2).unwrap_or(64), fixed(3).unwrap_or(64)),
+    };
+    let reader = |name: &str, _t: i32| imported.tensors.get(name).cloned().ok_or_else(|| atrous::Error::MissingTensor { name: name.to_string() });
+    let problems = atrous::onnx::lower::check(g, &reader, h, w);
+    let ops: std::collections::BTreeSet<&str> = g.nodes.iter().map(|n| n.op.as_str()).collect();
+    eprintln!("{}: opset {}, {} nodes ({}), {} initializers; checked at {w}x{h}", input.display(), g.opset, g.nodes.len(), ops.into_iter().collect::<Vec<_>>().join(" "), g.initializers.len());
+    if !problems.is_empty() {
+        for p in &problems {
+            println!("unsupported: {p}");
+        }
+        bail!("{} node(s) atrous cannot run", problems.len());
+    }
+    if check {
+        println!("every node is supported");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let output = output.context("no --output")?;
+    refuse_output(output, &[input], overwrite)?;
+    let data = imported.to_safetensors()?;
+    write_atomically(output, |tmp| {
+        use std::io::Write;
+        let mut f = std::fs::File::create(tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(&data).and_then(|_| f.sync_all()).with_context(|| format!("writing {}", tmp.display()))
+    })?;
+    eprintln!("wrote {} ({} bytes, graph format {})", output.display(), data.len(), atrous::onnx::GRAPH_FORMAT);
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run(model_arg: &str, input: &Path, output: &Path, overwrite: bool) -> Result<()> {

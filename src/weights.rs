@@ -104,6 +104,35 @@ impl Weights {
         Ok(v)
     }
 
+    /// The tensor `name` as float32 whatever its float dtype and shape, non-finite values allowed
+    /// (ONNX constants such as a clip bound of -inf); marked as used.
+    pub fn get_any_float(&self, name: &str) -> Result<Vec<f32>> {
+        let e = self.index.get(name).ok_or_else(|| Error::MissingTensor { name: name.into() })?;
+        let raw = &self.bytes[e.start..e.end];
+        let v: Vec<f32> = match e.dtype {
+            Dtype::F32 => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            Dtype::F16 => raw.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            Dtype::BF16 => raw.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            other => return Err(Error::UnsupportedDtype { name: name.into(), dtype: format!("{other:?}") }),
+        };
+        self.used.lock().expect("poisoned").insert(name.to_string());
+        Ok(v)
+    }
+
+    /// The integer tensor `name` (I64, I32 or U8) as i64; marked as used.
+    pub fn get_i64(&self, name: &str) -> Result<Vec<i64>> {
+        let e = self.index.get(name).ok_or_else(|| Error::MissingTensor { name: name.into() })?;
+        let raw = &self.bytes[e.start..e.end];
+        let v: Vec<i64> = match e.dtype {
+            Dtype::I64 => raw.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes"))).collect(),
+            Dtype::I32 => raw.chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().expect("4 bytes")) as i64).collect(),
+            Dtype::U8 | Dtype::BOOL => raw.iter().map(|&b| b as i64).collect(),
+            other => return Err(Error::UnsupportedDtype { name: name.into(), dtype: format!("{other:?}") }),
+        };
+        self.used.lock().expect("poisoned").insert(name.to_string());
+        Ok(v)
+    }
+
     /// Fails if any tensor was never read, except those `ignore` accepts.
     pub fn check_all_used(&self, arch: &str, ignore: impl Fn(&str) -> bool) -> Result<()> {
         let used = self.used.lock().expect("poisoned");

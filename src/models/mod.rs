@@ -143,12 +143,19 @@ fn run_size_from_metadata(meta: &std::collections::HashMap<String, String>) -> R
 enum Arch {
     Espnet(espnet::EspNetConfig),
     Torchvision(torchvision::TvConfig),
-    DeepLabTflite { classes: usize },
+    DeepLabTflite {
+        classes: usize,
+    },
     EspNetV2(espnetv2::EspNetV2Config),
     SegNet(segnet::SegNetConfig),
     Fcn(fcn::FcnConfig),
     Enet(enet::EnetConfig),
     Keras(keras::KerasConfig),
+    /// A graph stored in the file ([`crate::onnx`]): no builder, the file describes itself.
+    Onnx {
+        graph: Box<crate::onnx::IrGraph>,
+        classes: usize,
+    },
 }
 
 /// The shape of a 4-D (convolution) weight, checked to be 4-D.
@@ -186,6 +193,11 @@ impl Model {
     /// Opens a safetensors file and recognises its architecture from its metadata and tensor
     /// names. Every tensor is read and checked here, so a bad file fails now, not at first use.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        if is_onnx_file(path)? {
+            let imported = crate::onnx::import_file(path)?;
+            return Self::from_weights(Weights::from_bytes(imported.to_safetensors()?, path)?);
+        }
         Self::from_weights(Weights::open(path)?)
     }
 
@@ -198,7 +210,13 @@ impl Model {
 
     pub fn from_weights(weights: Weights) -> Result<Self> {
         let meta = weights.metadata();
-        let (arch, size) = if espnet::recognise(&weights) {
+        let (arch, size) = if let Some(graph) = crate::onnx::stored_graph(&weights)? {
+            let (h, w) = onnx_size(&graph);
+            let lowered = lower_stored(&weights, &graph, h.unwrap_or(64), w.unwrap_or(64))?;
+            let g = &lowered.graph;
+            let classes = g.logits.map(|l| g.tensors[l].c).ok_or_else(|| Error::op("onnx graph", "no float 4-D output to take the class map from"))?;
+            (Arch::Onnx { graph: Box::new(graph), classes }, SizeRule::MultipleOf(1))
+        } else if espnet::recognise(&weights) {
             (Arch::Espnet(espnet::EspNetConfig::detect(&weights)?), espnet::SIZE)
         } else if espnetv2::recognise(&weights) {
             (Arch::EspNetV2(espnetv2::EspNetV2Config::detect(&weights)?), espnetv2::SIZE)
@@ -229,6 +247,7 @@ impl Model {
             Arch::Fcn(c) => c.classes,
             Arch::Enet(c) => c.classes,
             Arch::Keras(c) => c.classes(),
+            Arch::Onnx { classes, .. } => *classes,
         };
         let classes = match meta.get("classes") {
             Some(s) => serde_json::from_str::<Vec<String>>(s).map_err(|e| Error::Metadata { key: "classes".into(), reason: e.to_string() })?,
@@ -261,21 +280,40 @@ impl Model {
                 Arch::Fcn(c) => c.describe(),
                 Arch::Enet(c) => c.describe(),
                 Arch::Keras(c) => c.describe(),
+                Arch::Onnx { graph, .. } => format!("ONNX graph (opset {}, {} nodes{})", graph.opset, graph.nodes.len(), if graph.producer.is_empty() { String::new() } else { format!(", from {}", graph.producer) }),
             },
             classes,
             palette,
-            normalize: if grey_minmax { Normalize::identity() } else { Normalize::from_metadata(meta)? },
+            normalize: if grey_minmax {
+                Normalize::identity()
+            } else if matches!(arch, Arch::Onnx { .. }) && !meta.contains_key("input") && !meta.contains_key("atrous_normalize") {
+                // an ONNX file that does not say: the caller passes --mean/--std (see `normalize_known`)
+                Normalize::identity()
+            } else {
+                Normalize::from_metadata(meta)?
+            },
             size,
-            run_size: run_size_from_metadata(meta)?.or(match arch {
+            run_size: run_size_from_metadata(meta)?.or(match &arch {
                 Arch::Enet(_) => Some(enet::RUN_SIZE),
+                Arch::Onnx { graph, .. } => match onnx_size(graph) {
+                    (Some(h), Some(w)) => Some((h, w)),
+                    _ => None,
+                },
                 _ => None,
             }),
             parameters: 0,
             grey_minmax,
         };
         let mut model = Model { info, weights, arch };
-        // Build once at the smallest accepted size: this reads and checks every tensor.
-        let (h, w) = model.info.size.run_size(1, 1);
+        // Build once at the smallest accepted size (an ONNX graph at its own): this reads and
+        // checks every tensor.
+        let (h, w) = match &model.arch {
+            Arch::Onnx { graph, .. } => {
+                let (h, w) = onnx_size(graph);
+                (h.unwrap_or(64), w.unwrap_or(64))
+            }
+            _ => model.info.size.run_size(1, 1),
+        };
         model.graph(h, w)?;
         let arch_name = model.info.architecture.clone();
         model.weights.check_all_used(&arch_name, |_| false)?;
@@ -311,6 +349,7 @@ impl Model {
             Arch::Fcn(c) => fcn::build(&self.weights, c, h, w)?,
             Arch::Enet(c) => enet::build(&self.weights, c, h, w)?,
             Arch::Keras(c) => keras::build(&self.weights, c, h, w)?,
+            Arch::Onnx { graph, .. } => lower_stored(&self.weights, graph, h, w)?.graph,
         };
         g.validate()?;
         Ok(g)
@@ -319,6 +358,47 @@ impl Model {
     pub fn weights(&self) -> &Weights {
         &self.weights
     }
+
+    /// The stored ONNX graph, for a model read from an ONNX file or a converted one.
+    pub fn onnx_graph(&self) -> Option<&crate::onnx::IrGraph> {
+        match &self.arch {
+            Arch::Onnx { graph, .. } => Some(graph),
+            _ => None,
+        }
+    }
+
+    /// Whether the file says how to normalise pixels (an ONNX file may not: the caller then
+    /// sets [`ModelInfo::normalize`]).
+    pub fn normalize_known(&self) -> bool {
+        let m = self.weights.metadata();
+        !matches!(self.arch, Arch::Onnx { .. }) || m.contains_key("input") || m.contains_key("atrous_normalize")
+    }
+}
+
+/// Whether `path` holds an ONNX model (by extension, else by its first bytes).
+pub fn is_onnx_file(path: &Path) -> Result<bool> {
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx")) {
+        return Ok(true);
+    }
+    let mut head = [0u8; 16];
+    let n = {
+        use std::io::Read;
+        let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        f.read(&mut head).map_err(|e| Error::io(path, e))?
+    };
+    Ok(crate::onnx::looks_like_onnx(&head[..n]))
+}
+
+/// The (height, width) an ONNX graph's first input declares, where fixed.
+fn onnx_size(g: &crate::onnx::IrGraph) -> (Option<usize>, Option<usize>) {
+    let dims = g.inputs.first().and_then(|v| v.dims.clone()).unwrap_or_default();
+    let fixed = |i: usize| dims.get(i).copied().flatten().filter(|&d| d > 0 && d as usize <= MAX_SIDE).map(|d| d as usize);
+    (fixed(2), fixed(3))
+}
+
+/// Lowers a stored graph, its initializers read from the file.
+fn lower_stored(w: &Weights, g: &crate::onnx::IrGraph, h: usize, wd: usize) -> Result<crate::onnx::Lowered> {
+    crate::onnx::lower(g, &|name: &str, t: i32| crate::onnx::stored_tensor(w, name, t), h, wd, &HashMap::new())
 }
 
 /// Architectures [`shapes_only`] can build without weights.
