@@ -34,7 +34,7 @@ pub fn optimize(g: &mut Graph) -> Result<Stats> {
     s.concats_in_place += a;
     s.concat_copies += b;
     loop {
-        let f = fold_affine(g);
+        let f = fold_affine(g) + fold_affine_chain(g);
         let a = fuse_add(g);
         s.affines_folded += f;
         s.adds_fused += a;
@@ -128,6 +128,17 @@ pub fn concat_in_place(g: &mut Graph) -> (usize, usize) {
                     }
                 }
             }
+            // an affine sum whose input moved into its own output tensor takes the other operand
+            // as input instead (scale * (x + a) + shift is symmetric in x and a)
+            for n in g.nodes.iter_mut() {
+                if let Some(a) = n.op.get_mut::<Affine>() {
+                    if let Some(add) = a.add {
+                        if a.x.tensor == a.y.tensor && add.tensor != a.y.tensor {
+                            (a.x, a.add) = (add, Some(a.x));
+                        }
+                    }
+                }
+            }
             let ok = g.nodes.iter().enumerate().all(|(i, n)| i == k || n.op.check(g, &n.name).is_ok());
             if !ok {
                 for (n, vs) in g.nodes.iter_mut().zip(before) {
@@ -201,6 +212,43 @@ pub fn fold_affine(g: &mut Graph) -> usize {
                 *bias = Some(fold_bias(bias.as_deref(), &a.scale, &a.shift));
                 let Some((_, act, y)) = epilogue_mut(&mut node.op) else { return false };
                 (*act, *y) = (a.act.clone(), a.y);
+                node.name = format!("{}+{}", node.name, short(&name));
+                true
+            });
+            if done {
+                g.nodes.remove(j);
+                n += 1;
+                continue;
+            }
+        }
+        j += 1;
+    }
+    n
+}
+
+/// Merges `y = act(s2 * t + b2)` into the activation-free affine map that alone produces `t`
+/// (`t = s1 * (x + a) + b1`), when `t` has no other reader: one map with scale `s1 * s2`, shift
+/// `s2 * b1 + b2` (in float64, rounded once), the second's activation and output. Imported
+/// graphs emit batch norm and its activation as two nodes where no convolution precedes them
+/// (after a concatenation). Returns the number merged.
+pub fn fold_affine_chain(g: &mut Graph) -> usize {
+    let mut n = 0;
+    let mut j = 0;
+    while j < g.nodes.len() {
+        let Some(b) = g.nodes[j].op.get::<Affine>().cloned() else {
+            j += 1;
+            continue;
+        };
+        let producer = if b.add.is_none() { sole_producer(g, b.x.tensor, j) } else { None };
+        let ok = producer.is_some_and(|i| g.nodes[i].op.get::<Affine>().is_some_and(|a| a.act == Act::None && a.y == b.x) && !touched_between(g, i, j, b.y));
+        if ok {
+            let i = producer.expect("checked");
+            let name = g.nodes[j].name.clone();
+            let done = try_edit(g, i, |node| {
+                let Some(a) = node.op.get_mut::<Affine>() else { return false };
+                let shift: Vec<f32> = (0..a.scale.len()).map(|c| (b.scale[c] as f64 * a.shift[c] as f64 + b.shift[c] as f64) as f32).collect();
+                let scale: Vec<f32> = (0..a.scale.len()).map(|c| (a.scale[c] as f64 * b.scale[c] as f64) as f32).collect();
+                (a.scale, a.shift, a.act, a.y) = (scale, shift, b.act.clone(), b.y);
                 node.name = format!("{}+{}", node.name, short(&name));
                 true
             });

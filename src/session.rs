@@ -348,7 +348,9 @@ impl Session {
         let mut s = Session { gpu: gpu.clone(), h, w, classes, ids, arenas, _owned: owned, node_dispatches, dispatches: vec![], readbacks: HashMap::new(), plan, graph, kernels, normalize: options.normalize, options };
         // with a CRF the class map needs the pixels too
         let from = if s.options.crf.is_some() { ids.rgba.unwrap_or(ids.input) } else { ids.input };
-        s.dispatches = s.selected(&[from], &[ids.classes])?.into_iter().flat_map(|n| s.node_dispatches[n].clone()).collect();
+        // the network's other inputs (an imported graph may have several) are provided too
+        let provided: Vec<TensorId> = std::iter::once(from).chain(s.graph.inputs.iter().copied().filter(|&t| t != ids.input && Some(t) != ids.rgba)).collect();
+        s.dispatches = s.selected(&provided, &[ids.classes])?.into_iter().flat_map(|n| s.node_dispatches[n].clone()).collect();
         Ok(s)
     }
 

@@ -572,7 +572,19 @@ impl<'a> Lx<'a> {
             (Val::A(x), Val::A(y)) => {
                 let same = (x.c, x.h, x.w) == (y.c, y.h, y.w);
                 match op {
-                    "Add" | "Sum" if same => self.affine(n, &x, Some(y.view), vec![1.0; x.c], vec![0.0; x.c], Act::None),
+                    "Add" | "Sum" if same => {
+                        // an operand that a convolution made and nothing else reads is the input,
+                        // the other the addend: in a chain of sums (ESPNet's hierarchical fusion)
+                        // the running sum is then the addend, which may live in the
+                        // concatenation's output, and the fusion pass moves the sum into that
+                        // convolution
+                        let conv_made = |v: &ActV| {
+                            let w = self.g.writers(v.view.tensor);
+                            w.len() == 1 && self.g.readers(v.view.tensor).is_empty() && matches!(self.g.nodes[w[0]].op.kind(), "conv2d" | "conv_transpose2d")
+                        };
+                        let (a, b) = if conv_made(&y) && !conv_made(&x) { (y, x) } else { (x, y) };
+                        self.affine(n, &a, Some(b.view), vec![1.0; a.c], vec![0.0; a.c], Act::None)
+                    }
                     "Sub" if same => {
                         // a - b = a + (-1 * b)
                         let nt = self.g.tensor(&format!("{}:neg", n.name), y.c, y.h, y.w);
@@ -825,15 +837,24 @@ impl<'a> Lx<'a> {
         if p.iter().flatten().any(|&v| v < 0) {
             return Err(n.bad("negative padding"));
         }
-        if value != 0.0 {
-            return Err(n.bad(format!("padding value {value}: atrous pads with zeros")));
+        if !value.is_finite() {
+            return Err(n.bad(format!("padding value {value}")));
         }
-        // zero padding is a depthwise 1x1 convolution with unit weights and that padding
+        // constant padding is a depthwise 1x1 convolution with unit weights and that padding, of
+        // x - value, plus value as bias (so the padding reads `value`)
+        let x = if value == 0.0 {
+            x
+        } else {
+            let t = self.g.tensor(&format!("{}:shifted", n.name), x.c, x.h, x.w);
+            let xs = ActV { view: self.g.all(t), ..x.clone() };
+            self.g.affine(&format!("{}.shift", n.name), x.view, None, xs.view, vec![1.0; x.c], vec![-value; x.c], Act::None)?;
+            xs
+        };
         let pad = Pad { top: p[2][0] as usize, bottom: p[2][1] as usize, left: p[3][0] as usize, right: p[3][1] as usize };
         let geom = Conv2dGeom { in_c: x.c, in_h: x.h, in_w: x.w, out_c: x.c, k_h: 1, k_w: 1, stride_h: 1, stride_w: 1, dil_h: 1, dil_w: 1, pad, groups: x.c };
         let (oh, ow) = geom.out_hw().map_err(|e| n.bad(e.to_string()))?;
         let y = self.out(n, 0, x.c, oh, ow);
-        self.g.conv2d(&n.name, x.view, y.view, geom, vec![1.0; x.c], None, Act::None, None)?;
+        self.g.conv2d(&n.name, x.view, y.view, geom, vec![1.0; x.c], (value != 0.0).then(|| vec![value; x.c]), Act::None, None)?;
         self.set(n, 0, Val::A(y));
         Ok(())
     }
