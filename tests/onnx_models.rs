@@ -25,11 +25,8 @@ struct Case {
     external: Option<&'static str>,
 }
 
-const CASES: [Case; 3] = [
-    Case { name: "espnet_camvid_136x136", external: None },
-    Case { name: "enet_camvid_128x160", external: None },
-    Case { name: "lraspp_mobilenet_v3_large_97x131", external: Some("models/torchvision") },
-];
+const CASES: [Case; 3] =
+    [Case { name: "espnet_camvid_136x136", external: None }, Case { name: "enet_camvid_128x160", external: None }, Case { name: "lraspp_mobilenet_v3_large_97x131", external: Some("models/torchvision") }];
 
 fn f32s(st: &SafeTensors, name: &str) -> (Vec<usize>, Vec<f32>) {
     let t = st.tensor(name).unwrap();

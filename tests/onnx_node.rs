@@ -91,7 +91,7 @@ fn run_case(gpu: &Gpu, dir: &Path, op: &str) -> Outcome {
     let reader = |name: &str, _t: i32| imported.tensors.get(name).cloned().ok_or_else(|| atrous::Error::MissingTensor { name: name.to_string() });
     let consts_all: HashMap<String, CTensor> = consts.clone();
     let mut ir_full = ir.clone();
-    for (k, _) in &consts_all {
+    for k in consts_all.keys() {
         ir_full.inputs.push(atrous::onnx::IrValue { name: k.clone(), dtype: "const".into(), dims: None });
     }
     let lowered = match atrous::onnx::lower(&ir_full, &reader, h, w, &consts_all) {

@@ -495,7 +495,7 @@ impl<'a> Lx<'a> {
                         if v.len() != 4 || v[0] != 1 || v[1] != x.c as i64 {
                             return Err(n.bad(format!("output_shape {v:?}")));
                         }
-                        (v[2] as usize, v[3] as usize)
+                        (side(n, v[2].clamp(0, i64::MAX) as usize)?, side(n, v[3].clamp(0, i64::MAX) as usize)?)
                     }
                     None => ((x.h - 1) * s[0] as usize + k[0] as usize, (x.w - 1) * s[1] as usize + k[1] as usize),
                 };
@@ -670,7 +670,7 @@ impl<'a> Lx<'a> {
         let s = pair(n.ints("strides")?, n)?;
         let d = pair(n.ints("dilations")?, n)?;
         let op = n.ints("output_padding")?.unwrap_or(vec![0, 0]);
-        if op.len() != 2 || op.iter().any(|&v| v < 0) {
+        if op.len() != 2 || op.iter().any(|&v| !(0..=crate::models::MAX_SIDE as i64).contains(&v)) {
             return Err(n.bad(format!("output_padding {op:?}")));
         }
         let mut out_pad = [op[0] as usize, op[1] as usize];
@@ -720,7 +720,7 @@ impl<'a> Lx<'a> {
         if k.len() != 2 {
             return Err(n.bad(format!("kernel {k:?}: atrous pools 2-D")));
         }
-        let (kh, kw) = (k[0] as usize, k[1] as usize);
+        let (kh, kw) = pair(Some(k.clone()), n)?;
         let s = pair(n.ints("strides")?, n)?;
         let d = pair(n.ints("dilations")?, n)?;
         if d != (1, 1) {
@@ -734,6 +734,7 @@ impl<'a> Lx<'a> {
         if with_idx && (kh, kw) == (1, 1) && s == (1, 1) && pad == Pad::default() {
             // a 1x1 pool is the identity, and its indices are every position's own flat index
             // (exporters use it to find each channel's offset): nothing runs
+            check_numel(n, &[x.c, x.h, x.w])?;
             let iota: Vec<i64> = (0..(x.c * x.h * x.w) as i64).collect();
             self.set(n, 0, Val::A(x.clone()));
             self.set(n, 1, Val::C(CTensor::ints(vec![1, x.c, x.h, x.w], iota)));
@@ -834,8 +835,8 @@ impl<'a> Lx<'a> {
         if p[0] != [0, 0] || p[1] != [0, 0] {
             return Err(n.bad("padding the batch or channel axis"));
         }
-        if p.iter().flatten().any(|&v| v < 0) {
-            return Err(n.bad("negative padding"));
+        if p.iter().flatten().any(|&v| !(0..=crate::models::MAX_SIDE as i64).contains(&v)) {
+            return Err(n.bad(format!("padding {p:?}")));
         }
         if !value.is_finite() {
             return Err(n.bad(format!("padding value {value}")));
@@ -919,10 +920,7 @@ impl<'a> Lx<'a> {
         if out[0] != 1 || out[1] != x.c {
             return Err(n.bad("resizing the batch or channel axis"));
         }
-        let (oh, ow) = (out[2], out[3]);
-        if oh == 0 || ow == 0 {
-            return Err(n.bad("an empty output"));
-        }
+        let (oh, ow) = (side(n, out[2])?, side(n, out[3])?);
         let mode = n.string("mode", "nearest")?;
         let ct = if upsample || opset < 11 { "asymmetric".to_string() } else { n.string("coordinate_transformation_mode", "half_pixel")? };
         if n.int("antialias", 0)? != 0 && (oh < x.h || ow < x.w) {
@@ -1070,10 +1068,29 @@ fn per_channel(k: &CTensor, c: usize) -> Option<Vec<f32>> {
     (d[0] == 1 && d[1] == c && d[2] == 1 && d[3] == 1).then_some(v)
 }
 
+/// The most elements a folded constant may have (shape computations are tiny; a file that asks
+/// for more is refused rather than allocated).
+const MAX_CONST: usize = 1 << 24;
+
+fn check_numel(n: &IrNode, dims: &[usize]) -> Result<()> {
+    match dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) {
+        Some(t) if t <= MAX_CONST => Ok(()),
+        _ => Err(n.bad(format!("a constant of shape {dims:?} is larger than atrous folds ({MAX_CONST} elements)"))),
+    }
+}
+
+/// An activation side from a file's constants, checked against [`crate::models::MAX_SIDE`].
+fn side(n: &IrNode, v: usize) -> Result<usize> {
+    if v == 0 || v > crate::models::MAX_SIDE {
+        return Err(n.bad(format!("an output side of {v} (1..={} supported)", crate::models::MAX_SIDE)));
+    }
+    Ok(v)
+}
+
 fn pair(v: Option<Vec<i64>>, n: &IrNode) -> Result<(usize, usize)> {
     match v.as_deref() {
         None => Ok((1, 1)),
-        Some([a, b]) if *a > 0 && *b > 0 => Ok((*a as usize, *b as usize)),
+        Some([a, b]) if (1..=crate::models::MAX_SIDE as i64).contains(a) && (1..=crate::models::MAX_SIDE as i64).contains(b) => Ok((*a as usize, *b as usize)),
         Some(o) => Err(n.bad(format!("{o:?}: atrous takes two positive values (2-D)"))),
     }
 }
@@ -1081,7 +1098,7 @@ fn pair(v: Option<Vec<i64>>, n: &IrNode) -> Result<(usize, usize)> {
 fn explicit_pads(n: &IrNode) -> Result<Pad> {
     match n.ints("pads")?.as_deref() {
         None => Ok(Pad::default()),
-        Some([t, l, b, r]) if [*t, *l, *b, *r].iter().all(|&v| v >= 0) => Ok(Pad { top: *t as usize, left: *l as usize, bottom: *b as usize, right: *r as usize }),
+        Some([t, l, b, r]) if [*t, *l, *b, *r].iter().all(|&v| (0..=crate::models::MAX_SIDE as i64).contains(&v)) => Ok(Pad { top: *t as usize, left: *l as usize, bottom: *b as usize, right: *r as usize }),
         Some(p) => Err(n.bad(format!("pads {p:?}"))),
     }
 }
@@ -1200,6 +1217,7 @@ fn fold(n: &IrNode, ins: &[Option<CTensor>], opset: i64, tensor: &dyn Fn(&str, i
         "Add" | "Sub" | "Mul" | "Div" | "Sum" | "Max" | "Min" | "Pow" => {
             let (a, b) = (get(0)?, get(1)?);
             let d = broadcast(&a.dims, &b.dims).ok_or_else(|| n.bad(format!("shapes {:?} and {:?} do not broadcast", a.dims, b.dims)))?;
+            check_numel(n, &d)?;
             let (av, bv) = (as_f64(a), as_f64(b));
             let int = !a.is_float();
             let total: usize = d.iter().product();
@@ -1381,6 +1399,7 @@ fn fold(n: &IrNode, ins: &[Option<CTensor>], opset: i64, tensor: &dyn Fn(&str, i
         }
         "ConstantOfShape" => {
             let s: Vec<usize> = get(0)?.i64s().iter().map(|&v| v.max(0) as usize).collect();
+            check_numel(n, &s)?;
             let value = match n.attrs.get("value") {
                 Some(Attr::Tensor(name)) => tensor(name, 0)?,
                 _ => CTensor::floats(vec![1], vec![0.0]),
@@ -1398,7 +1417,8 @@ fn fold(n: &IrNode, ins: &[Option<CTensor>], opset: i64, tensor: &dyn Fn(&str, i
             if c == 0.0 {
                 return Err(n.bad("delta 0"));
             }
-            let k = ((b - a) / c).ceil().max(0.0) as usize;
+            let k = ((b - a) / c).ceil().max(0.0).min(MAX_CONST as f64 + 1.0) as usize;
+            check_numel(n, &[k])?;
             let v: Vec<f64> = (0..k).map(|i| a + i as f64 * c).collect();
             one(CTensor { dims: vec![k], dtype: s.dtype, data: same_kind(s.dtype, v) })
         }
