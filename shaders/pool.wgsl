@@ -14,6 +14,7 @@ struct Pool {
     out_h: u32, out_w: u32, out_off: u32, mode: u32, // mode 0: avg counting padding, 1: avg without, 2: max
     k_h: u32, k_w: u32, stride_h: u32, stride_w: u32,
     pad_h: u32, pad_w: u32, row: u32, aux_off: u32, // row: invocations per gid.y step; aux_off: indices
+    pad_b: u32, pad_r: u32, dil_h: u32, dil_w: u32, // padding after; window dilation
 };
 
 @group(0) @binding(0) var<storage, read_write> src: array<E>;
@@ -42,15 +43,20 @@ fn out_pos(gid: vec3<u32>) -> Pos {
 }
 
 
-// PyTorch's window: start/end clipped to the input, and the span clipped to the padded input.
-fn window(o: u32, k: u32, s: u32, pad: u32, n: u32) -> vec3<u32> {
+// The taps of a dilated window inside the input: (first row, taps, span), rows first + t * d for
+// t < taps, span the taps inside the padded input (`pad` before, `pad_end` after).
+fn taps(o: u32, k: u32, s: u32, d: u32, pad: u32, pad_end: u32, n: u32) -> vec3<u32> {
     let start = i32(o * s) - i32(pad);
-    let end_pad = min(start + i32(k), i32(n + pad));
-    let span = u32(end_pad - start);
-    let s0 = u32(max(start, 0));
-    let e0 = u32(max(min(end_pad, i32(n)), 0));
-    return vec3<u32>(s0, e0, span);
+    let di = i32(d);
+    var t0 = 0;
+    if (start < 0) {
+        t0 = (-start + di - 1) / di;
+    }
+    let t1 = max(min(i32(k), (i32(n) - start + di - 1) / di), t0);
+    let span = max(min(i32(k), (i32(n + pad_end) - start + di - 1) / di), 0);
+    return vec3<u32>(u32(max(start + t0 * di, 0)), u32(t1 - t0), u32(span));
 }
+
 
 @compute @workgroup_size(WG, 1, 1)
 fn pool2d(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -62,15 +68,17 @@ fn pool2d(@builtin(global_invocation_id) gid: vec3<u32>) {
     let c = q.c;
     let oy = q.oy;
     let ox = q.ox;
-    let wy = window(oy, p.k_h, p.stride_h, p.pad_h, p.in_h);
-    let wx = window(ox, p.k_w, p.stride_w, p.pad_w, p.in_w);
+    let wy = taps(oy, p.k_h, p.stride_h, p.dil_h, p.pad_h, p.pad_b, p.in_h);
+    let wx = taps(ox, p.k_w, p.stride_w, p.dil_w, p.pad_w, p.pad_r, p.in_w);
     let base = p.in_off + c * p.in_h * p.in_w;
     var r: f32;
     if (p.mode == 2u) {
         var m = -3.40282347e38;
         var any_nan = false;
-        for (var y = wy.x; y < wy.y; y++) {
-            for (var x = wx.x; x < wx.y; x++) {
+        for (var ty = 0u; ty < wy.y; ty++) {
+            let y = wy.x + ty * p.dil_h;
+            for (var tx = 0u; tx < wx.y; tx++) {
+                let x = wx.x + tx * p.dil_w;
                 let v = f32(src[base + y * p.in_w + x]);
                 m = max(m, v);
                 any_nan = any_nan || (v != v);
@@ -79,14 +87,15 @@ fn pool2d(@builtin(global_invocation_id) gid: vec3<u32>) {
         r = select(m, bitcast<f32>(0x7fc00000u), any_nan);
     } else {
         var s = 0.0;
-        for (var y = wy.x; y < wy.y; y++) {
-            for (var x = wx.x; x < wx.y; x++) {
-                s += f32(src[base + y * p.in_w + x]);
+        for (var ty = 0u; ty < wy.y; ty++) {
+            let y = wy.x + ty * p.dil_h;
+            for (var tx = 0u; tx < wx.y; tx++) {
+                s += f32(src[base + y * p.in_w + wx.x + tx * p.dil_w]);
             }
         }
         var div = f32(wy.z * wx.z);
         if (p.mode == 1u) {
-            div = f32((wy.y - wy.x) * (wx.y - wx.x));
+            div = f32(max(wy.y * wx.y, 1u));
         }
         r = s / div;
     }
@@ -134,13 +143,15 @@ fn max_pool2d_idx(@builtin(global_invocation_id) gid: vec3<u32>) {
     let c = q.c;
     let oy = q.oy;
     let ox = q.ox;
-    let wy = window(oy, p.k_h, p.stride_h, p.pad_h, p.in_h);
-    let wx = window(ox, p.k_w, p.stride_w, p.pad_w, p.in_w);
+    let wy = taps(oy, p.k_h, p.stride_h, p.dil_h, p.pad_h, p.pad_b, p.in_h);
+    let wx = taps(ox, p.k_w, p.stride_w, p.dil_w, p.pad_w, p.pad_r, p.in_w);
     let base = p.in_off + c * p.in_h * p.in_w;
     var m = bitcast<f32>(0xff800000u);
     var mi = wy.x * p.in_w + wx.x;
-    for (var y = wy.x; y < wy.y; y++) {
-        for (var x = wx.x; x < wx.y; x++) {
+    for (var ty = 0u; ty < wy.y; ty++) {
+        let y = wy.x + ty * p.dil_h;
+        for (var tx = 0u; tx < wx.y; tx++) {
+            let x = wx.x + tx * p.dil_w;
             let v = f32(src[base + y * p.in_w + x]);
             if (v > m || is_nan(v)) {
                 m = v;

@@ -1,4 +1,5 @@
-// Resize family: bilinear interpolation with PyTorch's source-coordinate rules,
+// Resize family: `resample` (separable taps from a host-made table: any ONNX Resize mode), and
+// bilinear interpolation with PyTorch's source-coordinate rules,
 //   align_corners = true:  src = dst * (in - 1) / (out - 1)
 //   align_corners = false: src = max((dst + 0.5) * in / out - 0.5, 0)
 // (TFLite's align_corners=true, half_pixel_centers=false is the first rule). The upper neighbour
@@ -12,11 +13,17 @@ struct Resize {
     c: u32, in_h: u32, in_w: u32, in_off: u32,
     out_h: u32, out_w: u32, out_off: u32, align: u32,
     row: u32, scale_h: f32, scale_w: f32, _p0: u32,
+    // resample: taps per output row and column, and the value of outside (extrapolated) points
+    ky: u32, kx: u32, ext: f32, _p1: u32,
 };
 
 @group(0) @binding(0) var<storage, read_write> src: array<E>;
 @group(0) @binding(1) var<storage, read_write> dst: array<E>;
 @group(0) @binding(2) var<uniform> p: Resize;
+// resample's table, four parts: source row of each (output row, tap) [out_h * ky], its weight
+// [out_h * ky], source column of each (output column, tap) [out_w * kx], its weight [out_w * kx].
+// A first tap index < 0 marks an output row or column outside the source (the value is `ext`).
+@group(0) @binding(3) var<storage, read> taps: array<f32>;
 
 override WG: u32 = 64u;
 
@@ -89,4 +96,34 @@ fn nearest(@builtin(global_invocation_id) gid: vec3<u32>) {
     let sy = oy * p.in_h / p.out_h;
     let sx = ox * p.in_w / p.out_w;
     dst[p.out_off + i] = src[p.in_off + (c * p.in_h + sy) * p.in_w + sx];
+}
+
+// Separable resampling: y[c, i, j] = sum_a wy[i, a] * sum_b wx[j, b] * x[c, iy[i, a], ix[j, b]],
+// or `ext` where row i or column j lies outside the source. The table holds ONNX Resize's
+// neighbours and coefficients for every mode (nearest, linear, cubic, antialias, crop).
+@compute @workgroup_size(WG, 1, 1)
+fn resample(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let q = out_pos(gid);
+    if (!q.ok) {
+        return;
+    }
+    let iy0 = q.oy * p.ky;
+    let wy0 = p.out_h * p.ky + iy0;
+    let ix0 = 2u * p.out_h * p.ky + q.ox * p.kx;
+    let wx0 = ix0 + p.out_w * p.kx;
+    var v = p.ext;
+    if (taps[iy0] >= 0.0 && taps[ix0] >= 0.0) {
+        let plane = p.in_off + q.c * p.in_h * p.in_w;
+        var acc = 0.0;
+        for (var a = 0u; a < p.ky; a++) {
+            let r = plane + u32(taps[iy0 + a]) * p.in_w;
+            var row = 0.0;
+            for (var b = 0u; b < p.kx; b++) {
+                row += taps[wx0 + b] * f32(src[r + u32(taps[ix0 + b])]);
+            }
+            acc += taps[wy0 + a] * row;
+        }
+        v = acc;
+    }
+    dst[p.out_off + q.i] = E(v);
 }

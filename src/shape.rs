@@ -179,41 +179,66 @@ pub struct Pool2dGeom {
     pub k_w: usize,
     pub stride_h: usize,
     pub stride_w: usize,
+    /// Padding before the first row / column.
     pub pad_h: usize,
     pub pad_w: usize,
     pub ceil_mode: bool,
+    /// Padding after the last row / column (ONNX's asymmetric `pads`; PyTorch's equal `pad_h`).
+    pub pad_b: usize,
+    pub pad_r: usize,
+    /// Dilation of the window (ONNX's `dilations`; 1 in PyTorch's pools here).
+    pub dil_h: usize,
+    pub dil_w: usize,
 }
 
 impl Pool2dGeom {
     pub fn new(c: usize, in_h: usize, in_w: usize, k: usize, stride: usize, pad: usize, ceil_mode: bool) -> Self {
-        Pool2dGeom { c, in_h, in_w, k_h: k, k_w: k, stride_h: stride, stride_w: stride, pad_h: pad, pad_w: pad, ceil_mode }
+        Pool2dGeom { c, in_h, in_w, k_h: k, k_w: k, stride_h: stride, stride_w: stride, pad_h: pad, pad_w: pad, ceil_mode, pad_b: pad, pad_r: pad, dil_h: 1, dil_w: 1 }
     }
 
     pub fn out_hw(&self) -> Result<(usize, usize)> {
-        if [self.c, self.in_h, self.in_w, self.k_h, self.k_w, self.stride_h, self.stride_w].contains(&0) {
+        if [self.c, self.in_h, self.in_w, self.k_h, self.k_w, self.stride_h, self.stride_w, self.dil_h, self.dil_w].contains(&0) {
             return Err(Error::op("pool2d", format!("zero in geometry {self:?}")));
         }
-        if 2 * self.pad_h > self.k_h || 2 * self.pad_w > self.k_w {
-            return Err(Error::op("pool2d", "padding must be at most half the kernel size"));
+        let (eh, ew) = ((self.k_h - 1) * self.dil_h + 1, (self.k_w - 1) * self.dil_w + 1);
+        if [self.pad_h, self.pad_b].iter().any(|&p| p >= eh) || [self.pad_w, self.pad_r].iter().any(|&p| p >= ew) {
+            return Err(Error::op("pool2d", "padding must be smaller than the (dilated) window"));
         }
-        let oh = pool_out(self.in_h, self.k_h, self.stride_h, self.pad_h, self.ceil_mode);
-        let ow = pool_out(self.in_w, self.k_w, self.stride_w, self.pad_w, self.ceil_mode);
+        let oh = pool_out_ext(self.in_h, eh, self.stride_h, self.pad_h, self.pad_b, self.ceil_mode);
+        let ow = pool_out_ext(self.in_w, ew, self.stride_w, self.pad_w, self.pad_r, self.ceil_mode);
         match (oh, ow) {
             (Some(h), Some(w)) => Ok((h, w)),
             _ => Err(Error::op("pool2d", format!("window {}x{} does not fit input {}x{}", self.k_h, self.k_w, self.in_h, self.in_w))),
         }
     }
 
-    /// The input rows (or columns) a window covers, PyTorch style: `(start, end, divisor_span)` where
-    /// start/end are clipped to the input and `divisor_span` is the window clipped to the padded input.
-    pub fn window(o: usize, k: usize, s: usize, p: usize, n: usize) -> (usize, usize, usize) {
-        let start = (o * s) as isize - p as isize;
-        let end_pad = (start + k as isize).min((n + p) as isize);
-        let span = (end_pad - start) as usize;
-        let s0 = start.max(0) as usize;
-        let e0 = (end_pad.min(n as isize)).max(0) as usize;
-        (s0, e0, span)
+    /// The taps of a (dilated) window inside the input: `(first row, taps, span)` — rows
+    /// `first + t * d` for `t < taps`, and `span` the taps inside the padded input (`p0` before,
+    /// `p1` after), the divisor when padding counts.
+    #[allow(clippy::too_many_arguments)]
+    pub fn taps(o: usize, k: usize, s: usize, d: usize, p0: usize, p1: usize, n: usize) -> (usize, usize, usize) {
+        let start = (o * s) as i64 - p0 as i64;
+        let (k, d, n) = (k as i64, d as i64, n as i64);
+        let t0 = if start < 0 { (-start + d - 1) / d } else { 0 };
+        let t1 = k.min((n - start + d - 1).div_euclid(d)).max(t0);
+        let span = k.min((n + p1 as i64 - start + d - 1).div_euclid(d)).max(0);
+        ((start + t0 * d).max(0) as usize, (t1 - t0) as usize, span as usize)
     }
+}
+
+/// Pooling output size with an effective (dilated) window `k` and padding `p0` before, `p1`
+/// after (ONNX); the last window must start inside the input or the leading padding.
+pub fn pool_out_ext(n: usize, k: usize, s: usize, p0: usize, p1: usize, ceil_mode: bool) -> Option<usize> {
+    let padded = n + p0 + p1;
+    if padded < k {
+        return None;
+    }
+    let num = padded - k;
+    let mut out = if ceil_mode { num.div_ceil(s) + 1 } else { num / s + 1 };
+    if ceil_mode && (out - 1) * s >= n + p0 {
+        out -= 1;
+    }
+    Some(out)
 }
 
 /// PyTorch's pooling output size.

@@ -25,6 +25,10 @@ crate::param_block! {
         pub pad_w: u32,
         pub row: u32,
         pub aux_off: u32,
+        pub pad_b: u32,
+        pub pad_r: u32,
+        pub dil_h: u32,
+        pub dil_w: u32,
     }
 }
 
@@ -54,6 +58,10 @@ pub fn prepare(op: &Pool2d, x_off: u32, y_off: u32) -> Result<(PoolParams, [u32;
         pad_w: g.pad_w as u32,
         row,
         aux_off: 0,
+        pad_b: g.pad_b as u32,
+        pad_r: g.pad_r as u32,
+        dil_h: g.dil_h as u32,
+        dil_w: g.dil_w as u32,
     };
     Ok((p, groups))
 }

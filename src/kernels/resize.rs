@@ -19,6 +19,10 @@ crate::param_block! {
         pub scale_h: f32,
         pub scale_w: f32,
         pub _pad: u32,
+        pub ky: u32,
+        pub kx: u32,
+        pub ext: f32,
+        pub _pad1: u32,
     }
 }
 
@@ -50,7 +54,7 @@ pub fn prepare(op: &Resize, (ih, iw): (usize, usize), (oh, ow): (usize, usize), 
         row,
         scale_h: scale(ih, oh, op.align_corners),
         scale_w: scale(iw, ow, op.align_corners),
-        _pad: 0,
+        ..Default::default()
     };
     (p, groups)
 }

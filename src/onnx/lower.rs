@@ -476,7 +476,7 @@ impl<'a> Lx<'a> {
             "GlobalMaxPool" => {
                 let x = self.act(n, 0)?;
                 let y = self.out(n, 0, x.c, 1, 1);
-                let geom = Pool2dGeom { c: x.c, in_h: x.h, in_w: x.w, k_h: x.h, k_w: x.w, stride_h: 1, stride_w: 1, pad_h: 0, pad_w: 0, ceil_mode: false };
+                let geom = Pool2dGeom { c: x.c, in_h: x.h, in_w: x.w, k_h: x.h, k_w: x.w, stride_h: 1, stride_w: 1, pad_h: 0, pad_w: 0, ceil_mode: false, pad_b: 0, pad_r: 0, dil_h: 1, dil_w: 1 };
                 self.g.push(&n.name, Pool2d { x: x.view, y: y.view, geom, kind: PoolKind::Max })?;
                 self.set(n, 0, Val::A(y));
             }
@@ -723,9 +723,6 @@ impl<'a> Lx<'a> {
         let (kh, kw) = pair(Some(k.clone()), n)?;
         let s = pair(n.ints("strides")?, n)?;
         let d = pair(n.ints("dilations")?, n)?;
-        if d != (1, 1) {
-            return Err(n.bad(format!("dilations {d:?}: atrous pools without dilation")));
-        }
         if n.int("storage_order", 0)? != 0 {
             return Err(n.bad("column-major indices (storage_order 1)"));
         }
@@ -740,10 +737,22 @@ impl<'a> Lx<'a> {
             self.set(n, 1, Val::C(CTensor::ints(vec![1, x.c, x.h, x.w], iota)));
             return Ok(());
         }
-        if pad.top != pad.bottom || pad.left != pad.right {
-            return Err(n.bad(format!("asymmetric padding {pad:?}: atrous pools with the same padding on both sides")));
-        }
-        let geom = Pool2dGeom { c: x.c, in_h: x.h, in_w: x.w, k_h: kh, k_w: kw, stride_h: s.0, stride_w: s.1, pad_h: pad.top, pad_w: pad.left, ceil_mode: n.int("ceil_mode", 0)? != 0 };
+        let geom = Pool2dGeom {
+            c: x.c,
+            in_h: x.h,
+            in_w: x.w,
+            k_h: kh,
+            k_w: kw,
+            stride_h: s.0,
+            stride_w: s.1,
+            pad_h: pad.top,
+            pad_w: pad.left,
+            ceil_mode: n.int("ceil_mode", 0)? != 0,
+            pad_b: pad.bottom,
+            pad_r: pad.right,
+            dil_h: d.0,
+            dil_w: d.1,
+        };
         let (oh, ow) = geom.out_hw().map_err(|e| n.bad(e.to_string()))?;
         if with_idx {
             let y = self.out(n, 0, x.c, oh, ow);
@@ -869,9 +878,6 @@ impl<'a> Lx<'a> {
         } else if opset < 11 {
             (Some(self.need_cst(n, 1)?.f32s()), None)
         } else {
-            if self.cst(n, 1)?.is_some_and(|r| r.numel() > 0) && n.string("coordinate_transformation_mode", "half_pixel")? == "tf_crop_and_resize" {
-                return Err(n.bad("tf_crop_and_resize"));
-            }
             let sc = self.cst(n, 2)?.map(|t| t.f32s()).filter(|v| !v.is_empty());
             let sz = self.cst(n, 3)?.map(|t| t.i64s()).filter(|v| !v.is_empty());
             (sc, sz)
@@ -923,42 +929,45 @@ impl<'a> Lx<'a> {
         let (oh, ow) = (side(n, out[2])?, side(n, out[3])?);
         let mode = n.string("mode", "nearest")?;
         let ct = if upsample || opset < 11 { "asymmetric".to_string() } else { n.string("coordinate_transformation_mode", "half_pixel")? };
-        if n.int("antialias", 0)? != 0 && (oh < x.h || ow < x.w) {
-            return Err(n.bad("antialiased downsampling"));
-        }
+        let antialias = n.int("antialias", 0)? != 0;
+        let exclude = n.int("exclude_outside", 0)? != 0;
+        let nm = if upsample || opset < 11 { "floor".to_string() } else { n.string("nearest_mode", "round_prefer_floor")? };
         let exact = |a: usize| (dims[a] as f64 * scale[a] - out[a] as f64).abs() < 1e-9;
         let y = self.out(n, 0, x.c, oh, ow);
-        match mode.as_str() {
-            "nearest" => {
-                let nm = if upsample || opset < 11 { "floor".to_string() } else { n.string("nearest_mode", "round_prefer_floor")? };
-                // the ONNX index of every output row and column, compared with the kernel's floor(i * in / out)
-                for a in [2, 3] {
-                    for i in 0..out[a] {
-                        let want = nearest_index(i, dims[a], out[a], scale[a], &ct, &nm).ok_or_else(|| n.bad(format!("coordinate_transformation_mode {ct}")))?;
-                        if want != i * dims[a] / out[a] {
-                            return Err(n.bad(format!("nearest resize {}->{} ({ct}, {nm}) picks source {want} for output {i}; atrous's nearest kernel picks floor(i*in/out)", dims[a], out[a])));
-                        }
-                    }
-                }
-                self.g.push(&n.name, UpsampleNearest { x: x.view, y: y.view })?;
-            }
-            "linear" => {
-                let align = match ct.as_str() {
-                    "align_corners" => true,
-                    "half_pixel" | "half_pixel_symmetric" if exact(2) && exact(3) => false,
-                    "pytorch_half_pixel" if exact(2) && exact(3) && oh > 1 && ow > 1 => false,
-                    _ => {
-                        return Err(n.bad(format!(
-                            "linear resize {}x{} -> {oh}x{ow} with coordinate_transformation_mode {ct} and scales {:?}: atrous's bilinear kernel is half_pixel (scale = out/in) or align_corners",
-                            x.h,
-                            x.w,
-                            &scale[2..]
-                        )))
+        // the fixed kernels where they compute exactly what ONNX asks
+        let fast = match mode.as_str() {
+            "nearest" if !antialias => [2, 3].iter().all(|&a| (0..out[a]).all(|i| nearest_index(i, dims[a], out[a], scale[a], &ct, &nm) == Some(i * dims[a] / out[a]))).then_some(None),
+            "linear" if !antialias && ct == "align_corners" && exact(2) && exact(3) => Some(Some(true)),
+            "linear" if !antialias && matches!(ct.as_str(), "half_pixel" | "half_pixel_symmetric") && exact(2) && exact(3) => Some(Some(false)),
+            "linear" if !antialias && ct == "pytorch_half_pixel" && exact(2) && exact(3) && oh > 1 && ow > 1 => Some(Some(false)),
+            _ => None,
+        };
+        match fast {
+            Some(None) => self.g.push(&n.name, UpsampleNearest { x: x.view, y: y.view })?,
+            Some(Some(align)) => self.g.push(&n.name, Resize { x: x.view, y: y.view, align_corners: align })?,
+            None => {
+                use crate::ops::resample::{onnx_axis, Interp, Resample};
+                let interp = match mode.as_str() {
+                    "nearest" => Interp::Nearest(&nm),
+                    "linear" => Interp::Linear,
+                    "cubic" => Interp::Cubic(n.float("cubic_coeff_a", -0.75)? as f64),
+                    m => return Err(n.bad(format!("{m} interpolation"))),
+                };
+                // roi: starts then ends, over all axes or over `axes`
+                let roi: Vec<f64> = if ct == "tf_crop_and_resize" { self.cst(n, 1)?.map(|t| t.f32s().iter().map(|&v| v as f64).collect()).unwrap_or_default() } else { vec![] };
+                let roi_of = |a: usize| -> (f64, f64) {
+                    let k = axes.iter().position(|&x| x == a);
+                    match (k, roi.len()) {
+                        (Some(k), l) if l == 2 * axes.len() => (roi[k], roi[k + axes.len()]),
+                        (_, 8) => (roi[a], roi[a + 4]),
+                        _ => (0.0, 1.0),
                     }
                 };
-                self.g.push(&n.name, Resize { x: x.view, y: y.view, align_corners: align })?;
+                let ext = n.float("extrapolation_value", 0.0)?;
+                let axis = |a: usize| onnx_axis(dims[a], out[a], scale[a], interp, &ct, roi_of(a), exclude, antialias).map_err(|e| n.bad(e));
+                let (rows, cols) = (axis(2)?, axis(3)?);
+                self.g.push(&n.name, Resample::new(x.view, y.view, &rows, &cols, ext))?;
             }
-            m => return Err(n.bad(format!("{m} interpolation"))),
         }
         self.set(n, 0, Val::A(y));
         Ok(())

@@ -92,13 +92,13 @@ pub fn reference(x: &[f32], g: &Pool2dGeom) -> (Vec<f32>, Vec<u32>) {
     let mut ix = vec![0u32; g.c * oh * ow];
     for c in 0..g.c {
         for oy in 0..oh {
-            let (y0, y1, _) = Pool2dGeom::window(oy, g.k_h, g.stride_h, g.pad_h, g.in_h);
+            let (y0, ny, _) = Pool2dGeom::taps(oy, g.k_h, g.stride_h, g.dil_h, g.pad_h, g.pad_b, g.in_h);
             for ox in 0..ow {
-                let (x0, x1, _) = Pool2dGeom::window(ox, g.k_w, g.stride_w, g.pad_w, g.in_w);
+                let (x0, nx, _) = Pool2dGeom::taps(ox, g.k_w, g.stride_w, g.dil_w, g.pad_w, g.pad_r, g.in_w);
                 let mut m = f32::NEG_INFINITY;
                 let mut mi = y0 * g.in_w + x0;
-                for yy in y0..y1 {
-                    for xx in x0..x1 {
+                for yy in (0..ny).map(|t| y0 + t * g.dil_h) {
+                    for xx in (0..nx).map(|t| x0 + t * g.dil_w) {
                         let val = x[(c * g.in_h + yy) * g.in_w + xx];
                         if val > m || val.is_nan() {
                             m = val;

@@ -22,6 +22,7 @@ pub mod max_unpool;
 pub mod mul;
 pub mod pool2d;
 pub mod preprocess;
+pub mod resample;
 pub mod resize;
 pub mod softmax;
 pub mod upsample;
@@ -47,6 +48,7 @@ pub use max_unpool::MaxUnpool2d;
 pub use mul::Mul;
 pub use pool2d::Pool2d;
 pub use preprocess::Preprocess;
+pub use resample::Resample;
 pub use resize::Resize;
 pub use softmax::Softmax;
 pub use upsample::UpsampleNearest;
@@ -398,6 +400,7 @@ pub const REGISTRY: &[(&str, MakeProblems)] = &[
     ("cast", cast::problems),
     ("dense_crf", dense_crf::problems),
     ("upsample_nearest", upsample::problems),
+    ("resample", resample::problems),
 ];
 
 /// A small deterministic generator for problems (xorshift).

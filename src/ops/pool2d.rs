@@ -71,24 +71,26 @@ pub fn reference(x: &[f32], g: &Pool2dGeom, kind: PoolKind) -> Vec<f32> {
     let mut y = vec![0f32; g.c * oh * ow];
     for c in 0..g.c {
         for oy in 0..oh {
-            let (y0, y1, sy) = Pool2dGeom::window(oy, g.k_h, g.stride_h, g.pad_h, g.in_h);
+            let (y0, ny, sy) = Pool2dGeom::taps(oy, g.k_h, g.stride_h, g.dil_h, g.pad_h, g.pad_b, g.in_h);
+            let rows: Vec<usize> = (0..ny).map(|t| y0 + t * g.dil_h).collect();
             for ox in 0..ow {
-                let (x0, x1, sx) = Pool2dGeom::window(ox, g.k_w, g.stride_w, g.pad_w, g.in_w);
+                let (x0, nx, sx) = Pool2dGeom::taps(ox, g.k_w, g.stride_w, g.dil_w, g.pad_w, g.pad_r, g.in_w);
+                let cols: Vec<usize> = (0..nx).map(|t| x0 + t * g.dil_w).collect();
                 let v = match kind {
                     PoolKind::Avg { count_include_pad } => {
                         let mut s = 0f64;
-                        for iy in y0..y1 {
-                            for ix in x0..x1 {
+                        for &iy in &rows {
+                            for &ix in &cols {
                                 s += x[(c * g.in_h + iy) * g.in_w + ix] as f64;
                             }
                         }
-                        let div = if count_include_pad { sy * sx } else { (y1 - y0) * (x1 - x0) };
-                        (s / div as f64) as f32
+                        let div = if count_include_pad { sy * sx } else { ny * nx };
+                        (s / div.max(1) as f64) as f32
                     }
                     PoolKind::Max => {
                         let mut m = f32::NEG_INFINITY;
-                        for iy in y0..y1 {
-                            for ix in x0..x1 {
+                        for &iy in &rows {
+                            for &ix in &cols {
                                 let v = x[(c * g.in_h + iy) * g.in_w + ix];
                                 if v > m || v.is_nan() {
                                     m = v;
@@ -112,7 +114,7 @@ pub fn problems(seed: u64, bench: bool) -> Vec<Problem> {
     let geoms: Vec<(Pool2dGeom, PoolKind)> = if bench {
         vec![(Pool2dGeom::new(3, 360, 480, 3, 2, 1, false), PoolKind::Avg { count_include_pad: true })]
     } else {
-        (0..10)
+        (0..16)
             .map(|i| {
                 let k = rng.range(1, 4);
                 let kind = match i % 3 {
@@ -120,7 +122,14 @@ pub fn problems(seed: u64, bench: bool) -> Vec<Problem> {
                     1 => PoolKind::Avg { count_include_pad: true },
                     _ => PoolKind::Avg { count_include_pad: false },
                 };
-                (Pool2dGeom::new(rng.range(1, 6), rng.range(k, 13), rng.range(k, 14), k, rng.range(1, 3), rng.range(0, k / 2), rng.range(0, 1) == 1), kind)
+                let mut g = Pool2dGeom::new(rng.range(1, 6), rng.range(k, 13), rng.range(k, 14), k, rng.range(1, 3), rng.range(0, k / 2), rng.range(0, 1) == 1);
+                if i >= 10 {
+                    // ONNX's pools: padding up to the window on either side, dilation
+                    (g.dil_h, g.dil_w) = (rng.range(1, 3), rng.range(1, 2));
+                    let (eh, ew) = ((k - 1) * g.dil_h + 1, (k - 1) * g.dil_w + 1);
+                    (g.pad_h, g.pad_b, g.pad_w, g.pad_r) = (rng.range(0, eh - 1), rng.range(0, eh - 1), rng.range(0, ew - 1), rng.range(0, ew - 1));
+                }
+                (g, kind)
             })
             .collect()
     };
@@ -134,7 +143,10 @@ pub fn problems(seed: u64, bench: bool) -> Vec<Problem> {
         if g.pool2d("pool", g.all(tx), y, geom, kind).is_err() {
             continue;
         }
-        let name = format!("pool2d {kind:?} {}x{}x{} k{} s{} p{} ceil={}", geom.c, geom.in_h, geom.in_w, geom.k_h, geom.stride_h, geom.pad_h, geom.ceil_mode);
+        let name = format!(
+            "pool2d {kind:?} {}x{}x{} k{} s{} p{},{},{},{} d{},{} ceil={}",
+            geom.c, geom.in_h, geom.in_w, geom.k_h, geom.stride_h, geom.pad_h, geom.pad_w, geom.pad_b, geom.pad_r, geom.dil_h, geom.dil_w, geom.ceil_mode
+        );
         let k = (geom.k_h * geom.k_w) as f32;
         out.push(super::problem(name, g, &mut rng, 1e-6 + 2.0 * k * k * f32::EPSILON, 0.0));
     }

@@ -40,7 +40,7 @@ impl Operator for Resize {
         let ((xs, xo), (ys, yo)) = (cx.resolve(self.x)?, cx.resolve(self.y)?);
         let (rp, groups) = resize::prepare(self, cx.graph.hw(self.x), cx.graph.hw(self.y), xo, yo);
         let u = cx.uniform(&rp);
-        let dispatch = cx.dispatch(Shader::Resize, "bilinear", &[xs, ys, Slot::whole(&u)], groups, name, self.flops(cx.graph), cx.act_bytes(self));
+        let dispatch = cx.dispatch(Shader::Resize, "bilinear", &[xs, ys, Slot::whole(&u), cx.dummy()], groups, name, self.flops(cx.graph), cx.act_bytes(self));
         Ok(Encoded { dispatch, buffers: vec![u] })
     }
     boxed_op!();

@@ -46,7 +46,7 @@ impl Operator for UpsampleNearest {
         let (groups, row) = grid_1d(self.y.c * oh * ow, resize::WG);
         let rp = resize::ResizeParams { c: self.y.c as u32, in_h: h as u32, in_w: w as u32, in_off: xo, out_h: oh as u32, out_w: ow as u32, out_off: yo, row, ..Default::default() };
         let u = cx.uniform(&rp);
-        let dispatch = cx.dispatch(Shader::Resize, "nearest", &[xs, ys, Slot::whole(&u)], groups, name, 0, cx.act_bytes(self));
+        let dispatch = cx.dispatch(Shader::Resize, "nearest", &[xs, ys, Slot::whole(&u), cx.dummy()], groups, name, 0, cx.act_bytes(self));
         Ok(Encoded { dispatch, buffers: vec![u] })
     }
     boxed_op!();
