@@ -31,9 +31,25 @@ fn activate(v: f32, slope: f32) -> f32 {
         case 4u: { return 1.0 / (1.0 + exp(-v)); }
         case 5u: { return v * clamp(v + 3.0, 0.0, 6.0) / 6.0; }
         case 6u: { return clamp(v + 3.0, 0.0, 6.0) / 6.0; }
+        case 7u: { return tanh(v); }
+        case 8u: { return erf1(v); }
         default: { return v; }
     }
 }
+
+// erf(x): Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7) away from 0, its Taylor series near 0
+// (where the absolute error would be large relative to erf itself).
+fn erf1(x: f32) -> f32 {
+    let a = abs(x);
+    if (a < 0.125) {
+        let x2 = x * x;
+        return x * (1.1283791671 - x2 * (0.3761263890 - x2 * 0.1128379167));
+    }
+    let t = 1.0 / (1.0 + 0.3275911 * a);
+    let y = 1.0 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * exp(-a * a);
+    return select(y, -y, x < 0.0);
+}
+
 
 // 4 consecutive elements per invocation (the per-invocation cost dominates on software adapters).
 @compute @workgroup_size(WG, 1, 1)

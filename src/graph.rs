@@ -123,6 +123,9 @@ pub enum Act {
     Sigmoid,
     HardSwish,
     HardSigmoid,
+    Tanh,
+    /// The Gauss error function (ONNX's Erf; GELU's building block).
+    Erf,
 }
 
 impl Act {
@@ -136,6 +139,8 @@ impl Act {
             Act::Sigmoid => 4,
             Act::HardSwish => 5,
             Act::HardSigmoid => 6,
+            Act::Tanh => 7,
+            Act::Erf => 8,
         }
     }
 
@@ -155,6 +160,8 @@ impl Act {
             Act::Sigmoid => 1.0 / (1.0 + (-v).exp()),
             Act::HardSwish => v * (v + 3.0).clamp(0.0, 6.0) / 6.0,
             Act::HardSigmoid => (v + 3.0).clamp(0.0, 6.0) / 6.0,
+            Act::Tanh => (v as f64).tanh() as f32,
+            Act::Erf => libm::erf(v as f64) as f32,
         }
     }
 

@@ -159,11 +159,24 @@ fn importer_errors_are_typed_and_name_the_problem() {
     let patched = atrous::onnx::Imported { graph: g, tensors: imported.tensors.clone(), metadata: imported.metadata.clone() };
     let e = Model::from_weights(Weights::from_bytes(patched.to_safetensors().unwrap(), "old.safetensors").unwrap()).err().expect("format 99");
     assert!(matches!(e, atrous::Error::GraphFormat { found: 99, supported: 1 }), "{e}");
-    // an unsupported operator: `convert --check` lists it and fails
-    let erf = shared.join("onnx/node/test_erf/model.onnx");
-    let r = atrous(&["convert".as_ref(), "--check".as_ref(), erf.as_os_str()]);
+    // unsupported operators: `convert --check` lists every one at once and fails
+    let d2s = shared.join("onnx/node/test_depthtospace_example/model.onnx");
+    let r = atrous(&["convert".as_ref(), "--check".as_ref(), d2s.as_os_str()]);
     let out = String::from_utf8_lossy(&r.stdout);
-    assert!(!r.status.success() && out.contains("Erf"), "{out}");
+    assert!(!r.status.success() && out.contains("DepthToSpace"), "{out}");
+    {
+        use prost::Message;
+        let mut m = atrous::onnx::proto::ModelProto::decode(&bytes[..]).unwrap();
+        let g = m.graph.as_mut().unwrap();
+        g.node[5].op_type = Some("NotAnOp".into());
+        g.node[60].op_type = Some("AlsoNotAnOp".into());
+        let tmp = std::env::temp_dir().join(format!("atrous-two-unsupported-{}.onnx", std::process::id()));
+        std::fs::write(&tmp, m.encode_to_vec()).unwrap();
+        let r = atrous(&["convert".as_ref(), "--check".as_ref(), tmp.as_os_str()]);
+        let out = String::from_utf8_lossy(&r.stdout);
+        let _ = std::fs::remove_file(&tmp);
+        assert!(!r.status.success() && out.contains("NotAnOp") && out.contains("AlsoNotAnOp"), "both unsupported nodes listed: {out}");
+    }
     // a node whose input is missing is a typed error, not a panic
     let mut g = imported.graph.clone();
     g.nodes[3].inputs[0] = "nowhere".into();

@@ -364,6 +364,8 @@ impl<'a> Lx<'a> {
             "Relu" => self.activation(n, Act::Relu)?,
             "Sigmoid" => self.activation(n, Act::Sigmoid)?,
             "HardSwish" => self.activation(n, Act::HardSwish)?,
+            "Tanh" => self.activation(n, Act::Tanh)?,
+            "Erf" => self.activation(n, Act::Erf)?,
             "HardSigmoid" => {
                 let (a, b) = (n.float("alpha", 0.2)?, n.float("beta", 0.5)?);
                 if (a - 1.0 / 6.0).abs() > 1e-6 || (b - 0.5).abs() > 1e-6 {
@@ -406,8 +408,10 @@ impl<'a> Lx<'a> {
                 let mut p = vec![];
                 for i in 1..5 {
                     let t = self.need_cst(n, i)?;
-                    let v = per_channel(&t, x.c).filter(|_| t.numel() == x.c).ok_or_else(|| n.bad(format!("input {i} of shape {:?} for {} channels", t.dims, x.c)))?;
-                    p.push(v);
+                    if t.dims != [x.c] {
+                        return Err(n.bad(format!("input {i} of shape {:?} for {} channels", t.dims, x.c)));
+                    }
+                    p.push(t.f32s());
                 }
                 let scale: Vec<f32> = (0..x.c).map(|c| (p[0][c] as f64 / (p[3][c] as f64 + eps).sqrt()) as f32).collect();
                 let shift: Vec<f32> = (0..x.c).map(|c| (p[1][c] as f64 - p[2][c] as f64 * scale[c] as f64) as f32).collect();
@@ -1054,9 +1058,9 @@ fn nearest_index(i: usize, len: usize, out: usize, scale: f64, ct: &str, nm: &st
     Some(r.clamp(0.0, len as f64 - 1.0) as usize)
 }
 
-/// Per-channel values of a constant broadcast against `[1, c, h, w]`: one value, or `c` values
-/// along axis 1 (shapes `[c]` only when it is the whole shape of a rank-1 slope, `[c,1,1]`,
-/// `[1,c,1,1]`).
+/// Per-channel values of a constant broadcast (NumPy rules) against `[1, c, h, w]`: one value, or
+/// a shape that pads on the left to `[1, c, 1, 1]` (`[c, 1, 1]`, `[1, c, 1, 1]`). A rank-1 `[c]`
+/// aligns with the width, so it is not per channel.
 fn per_channel(k: &CTensor, c: usize) -> Option<Vec<f32>> {
     let v = k.f32s();
     if k.numel() == 1 {
@@ -1065,11 +1069,6 @@ fn per_channel(k: &CTensor, c: usize) -> Option<Vec<f32>> {
     let mut d = k.dims.clone();
     if d.len() > 4 {
         return None;
-    }
-    if d.len() == 1 && d[0] == c {
-        // a rank-1 operand broadcasts along the last axis in ONNX; per channel only for PRelu
-        // and batch norm, which the callers check by numel
-        return Some(v);
     }
     while d.len() < 4 {
         d.insert(0, 1);

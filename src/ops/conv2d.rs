@@ -309,13 +309,15 @@ pub fn problems(seed: u64, bench: bool) -> Vec<Problem> {
         let tx = g.tensor("x", geom.in_c + 1, geom.in_h, geom.in_w);
         let ty = g.tensor("y", geom.out_c + 2, oh, ow);
         let ta = g.tensor("add", geom.out_c, oh, ow);
-        let act = match i % 7 {
+        let act = match i % 9 {
             0 => Act::None,
             1 => Act::Relu,
             2 => Act::Relu6,
             3 => Act::PRelu(rng.vec(geom.out_c)),
             4 => Act::Sigmoid,
             5 => Act::HardSwish,
+            6 => Act::Tanh,
+            7 => Act::Erf,
             _ => Act::HardSigmoid,
         };
         let weight = rng.vec(geom.weight_shape().iter().product());
