@@ -41,6 +41,9 @@ struct ActV {
     /// Max-pooling indices: the device holds indices per channel plane and ONNX's value is the
     /// device's plus `offset[c]` (ONNX's indices are flat over the whole tensor).
     offset: Option<Vec<i64>>,
+    /// The ONNX rank: 4 (`[1, c, h, w]`), or fewer, the dimensions being the last ones of
+    /// `[1, c, h, w]` (element-wise operators run on any rank this way).
+    rank: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -147,6 +150,8 @@ struct Lx<'a> {
     vals: HashMap<String, Val>,
     /// ArgMax outputs: the logits they take the class map of.
     argmax_of: HashMap<String, ActV>,
+    /// The rank of the node being lowered (that of its first activation input).
+    rank: usize,
 }
 
 fn onnx_dtype(name: &str) -> i32 {
@@ -161,7 +166,7 @@ fn onnx_dtype(name: &str) -> i32 {
 
 impl<'a> Lx<'a> {
     fn new(ir: &'a IrGraph, tensor: &'a dyn Fn(&str, i32) -> Result<CTensor>, consts: &HashMap<String, CTensor>, h: usize, w: usize) -> Result<Self> {
-        let mut lx = Lx { ir, tensor, g: Graph::new(1, 1, 1), vals: HashMap::new(), argmax_of: HashMap::new() };
+        let mut lx = Lx { ir, tensor, g: Graph::new(1, 1, 1), vals: HashMap::new(), argmax_of: HashMap::new(), rank: 4 };
         let mut first = true;
         lx.g.inputs.clear();
         lx.g.tensors.clear();
@@ -171,13 +176,20 @@ impl<'a> Lx<'a> {
                 continue;
             }
             let bad = |reason: String| Error::OnnxTensor { tensor: v.name.clone(), reason };
-            let dims = v.dims.clone().ok_or_else(|| bad("input without a shape".into()))?;
-            if dims.len() != 4 || dims[0].is_some_and(|n| n != 1) {
-                return Err(bad(format!("input of shape {:?}: atrous takes 4-D NCHW inputs with N = 1", dims)));
+            let mut dims = v.dims.clone().ok_or_else(|| bad("input without a shape".into()))?;
+            let rank = dims.len();
+            if !(1..=4).contains(&rank) || dims[0].is_some_and(|n| n != 1) && rank == 4 {
+                return Err(bad(format!("input of shape {:?}: atrous takes NCHW inputs with N = 1 (or element-wise inputs of rank 1-3)", dims)));
+            }
+            if rank < 4 && dims.iter().any(|d| d.is_none()) {
+                return Err(bad("an input of rank below 4 needs fixed dimensions".into()));
+            }
+            while dims.len() < 4 {
+                dims.insert(0, Some(1));
             }
             let c = dims[1].filter(|&c| c > 0).ok_or_else(|| bad("the channel count must be fixed".into()))? as usize;
             let dtype = onnx_dtype(&v.dtype);
-            let (ih, iw) = if first {
+            let (ih, iw) = if first && rank == 4 {
                 (h, w)
             } else {
                 match (dims[2], dims[3]) {
@@ -196,7 +208,7 @@ impl<'a> Lx<'a> {
                 first = false;
             }
             let offset = (d == DType::U32).then(|| vec![0; c]);
-            lx.vals.insert(v.name.clone(), Val::A(ActV { view: lx.g.all(t), c, h: ih, w: iw, dtype, offset }));
+            lx.vals.insert(v.name.clone(), Val::A(ActV { view: lx.g.all(t), c, h: ih, w: iw, dtype, offset, rank }));
         }
         if first {
             // no activation input: a graph of constants only (still needs an input tensor)
@@ -236,6 +248,24 @@ impl<'a> Lx<'a> {
         }
     }
 
+    /// An activation input that must be 4-D (spatial operators).
+    fn act4(&mut self, n: &IrNode, i: usize) -> Result<ActV> {
+        let a = self.act(n, i)?;
+        if a.rank != 4 {
+            return Err(n.bad(format!("a rank-{} input: this operator takes 4-D NCHW", a.rank)));
+        }
+        Ok(a)
+    }
+
+    /// `axis` of a rank-`rank` activation as an axis of `[1, c, h, w]`.
+    fn axis4(n: &IrNode, axis: i64, rank: usize) -> Result<usize> {
+        let a = if axis < 0 { axis + rank as i64 } else { axis };
+        if !(0..rank as i64).contains(&a) {
+            return Err(n.bad(format!("axis {axis} of a rank-{rank} tensor")));
+        }
+        Ok(a as usize + 4 - rank)
+    }
+
     fn cst(&mut self, n: &IrNode, i: usize) -> Result<Option<CTensor>> {
         let name = n.inputs.get(i).cloned().unwrap_or_default();
         match self.val(n, &name)? {
@@ -258,7 +288,7 @@ impl<'a> Lx<'a> {
         let name = n.outputs.get(k).cloned().unwrap_or_else(|| format!("{}:{k}", n.name));
         let t = self.g.tensor_of(&name, d, c, h, w);
         let dtype = if d == DType::U32 { dt::INT64 } else { dt::FLOAT };
-        ActV { view: self.g.all(t), c, h, w, dtype, offset: None }
+        ActV { view: self.g.all(t), c, h, w, dtype, offset: None, rank: self.rank }
     }
 
     fn set(&mut self, n: &IrNode, k: usize, v: Val) {
@@ -281,6 +311,7 @@ impl<'a> Lx<'a> {
             ins.push(self.val(n, i)?);
         }
         let all_const = ins.iter().all(|v| !matches!(v, Some(Val::A(_))));
+        self.rank = ins.iter().find_map(|v| if let Some(Val::A(a)) = v { Some(a.rank) } else { None }).unwrap_or(4);
         if n.op == "Shape" {
             let dims = match &ins[0] {
                 Some(Val::A(a)) => vec![1, a.c, a.h, a.w],
@@ -403,7 +434,7 @@ impl<'a> Lx<'a> {
                 if n.int("training_mode", 0)? != 0 || n.outputs.iter().skip(1).any(|o| !o.is_empty()) {
                     return Err(n.bad("training mode (batch statistics)"));
                 }
-                let x = self.act(n, 0)?;
+                let x = self.act4(n, 0)?;
                 let eps = n.float("epsilon", 1e-5)? as f64;
                 let mut p = vec![];
                 for i in 1..5 {
@@ -420,7 +451,7 @@ impl<'a> Lx<'a> {
             "Add" | "Sub" | "Mul" | "Div" | "Sum" => self.binary(n)?,
             "Concat" => {
                 let axis = n.int("axis", 1)?;
-                if axis != 1 && axis != -3 {
+                if Self::axis4(n, axis, self.rank)? != 1 {
                     return Err(n.bad(format!("concatenation along axis {axis}: atrous concatenates channels (axis 1)")));
                 }
                 let mut parts = vec![];
@@ -447,7 +478,7 @@ impl<'a> Lx<'a> {
             "Split" => {
                 let x = self.act(n, 0)?;
                 let axis = n.int("axis", 0)?;
-                if axis != 1 && axis != -3 {
+                if Self::axis4(n, axis, x.rank)? != 1 {
                     return Err(n.bad(format!("split along axis {axis}: atrous splits channels (axis 1)")));
                 }
                 let k = n.outputs.len();
@@ -472,20 +503,20 @@ impl<'a> Lx<'a> {
             "Pad" => self.pad(n)?,
             "MaxPool" | "AveragePool" => self.pool(n)?,
             "GlobalAveragePool" => {
-                let x = self.act(n, 0)?;
+                let x = self.act4(n, 0)?;
                 let y = self.out(n, 0, x.c, 1, 1);
                 self.g.push(&n.name, AdaptiveAvgPool { x: x.view, y: y.view })?;
                 self.set(n, 0, Val::A(y));
             }
             "GlobalMaxPool" => {
-                let x = self.act(n, 0)?;
+                let x = self.act4(n, 0)?;
                 let y = self.out(n, 0, x.c, 1, 1);
                 let geom = Pool2dGeom { c: x.c, in_h: x.h, in_w: x.w, k_h: x.h, k_w: x.w, stride_h: 1, stride_w: 1, pad_h: 0, pad_w: 0, ceil_mode: false, pad_b: 0, pad_r: 0, dil_h: 1, dil_w: 1 };
                 self.g.push(&n.name, Pool2d { x: x.view, y: y.view, geom, kind: PoolKind::Max })?;
                 self.set(n, 0, Val::A(y));
             }
             "MaxUnpool" => {
-                let x = self.act(n, 0)?;
+                let x = self.act4(n, 0)?;
                 let i = self.act(n, 1)?;
                 let k = n.ints("kernel_shape")?.ok_or_else(|| n.bad("no kernel_shape"))?;
                 let s = n.ints("strides")?.unwrap_or(vec![1, 1]);
@@ -515,7 +546,7 @@ impl<'a> Lx<'a> {
             "Softmax" => {
                 let x = self.act(n, 0)?;
                 let axis = n.int("axis", if opset >= 13 { -1 } else { 1 })?;
-                let ok = if opset >= 13 { axis == 1 || axis == -3 } else { (axis == 1 || axis == -3) && x.h * x.w == 1 };
+                let ok = if opset >= 13 { Self::axis4(n, axis, x.rank)? == 1 } else { Self::axis4(n, axis, x.rank)? == 1 && x.h * x.w == 1 };
                 if !ok {
                     return Err(n.bad(format!("softmax over axis {axis} (opset {opset}): atrous takes the softmax over channels")));
                 }
@@ -524,7 +555,7 @@ impl<'a> Lx<'a> {
                 self.set(n, 0, Val::A(y));
             }
             "ArgMax" => {
-                let x = self.act(n, 0)?;
+                let x = self.act4(n, 0)?;
                 if n.int("axis", 0)? != 1 || n.int("select_last_index", 0)? != 0 {
                     return Err(n.bad("arg max over anything but the channels (axis 1, first index)"));
                 }
@@ -630,14 +661,14 @@ impl<'a> Lx<'a> {
         }
         let nm = format!("{}:const{i}", n.name);
         let t = self.g.tensor(&nm, c, like.h, like.w);
-        let y = ActV { view: self.g.all(t), c, h: like.h, w: like.w, dtype: dt::FLOAT, offset: None };
+        let y = ActV { view: self.g.all(t), c, h: like.h, w: like.w, dtype: dt::FLOAT, offset: None, rank: like.rank };
         let geom = Conv2dGeom { in_c: like.c, in_h: like.h, in_w: like.w, out_c: c, k_h: 1, k_w: 1, stride_h: 1, stride_w: 1, dil_h: 1, dil_w: 1, pad: Pad::default(), groups: 1 };
         self.g.conv2d(&nm, like.view, y.view, geom, vec![0.0; c * like.c], Some(vals), Act::None, None)?;
         Ok(y)
     }
 
     fn conv(&mut self, n: &IrNode) -> Result<()> {
-        let x = self.act(n, 0)?;
+        let x = self.act4(n, 0)?;
         let wt = self.need_cst(n, 1)?;
         let bias = self.cst(n, 2)?.map(|b| b.f32s());
         if wt.dims.len() != 4 {
@@ -660,7 +691,7 @@ impl<'a> Lx<'a> {
     }
 
     fn conv_transpose(&mut self, n: &IrNode) -> Result<()> {
-        let x = self.act(n, 0)?;
+        let x = self.act4(n, 0)?;
         let wt = self.need_cst(n, 1)?;
         let bias = self.cst(n, 2)?.map(|b| b.f32s());
         if wt.dims.len() != 4 {
@@ -719,7 +750,7 @@ impl<'a> Lx<'a> {
     }
 
     fn pool(&mut self, n: &IrNode) -> Result<()> {
-        let x = self.act(n, 0)?;
+        let x = self.act4(n, 0)?;
         let k = n.ints("kernel_shape")?.ok_or_else(|| n.bad("no kernel_shape"))?;
         if k.len() != 2 {
             return Err(n.bad(format!("kernel {k:?}: atrous pools 2-D")));
@@ -789,11 +820,7 @@ impl<'a> Lx<'a> {
         let mut lo = [0usize; 4];
         let mut hi = dims;
         for (i, &a) in axes.iter().enumerate() {
-            let a = if a < 0 { a + 4 } else { a };
-            if !(0..4).contains(&a) {
-                return Err(n.bad(format!("axis {a}")));
-            }
-            let a = a as usize;
+            let a = Self::axis4(n, a, x.rank)?;
             if steps.as_ref().is_some_and(|s| s.get(i).copied().unwrap_or(1) != 1) {
                 return Err(n.bad("steps other than 1 on an activation"));
             }
@@ -822,7 +849,7 @@ impl<'a> Lx<'a> {
     }
 
     fn pad(&mut self, n: &IrNode) -> Result<()> {
-        let x = self.act(n, 0)?;
+        let x = self.act4(n, 0)?;
         let mode = n.string("mode", "constant")?;
         if mode != "constant" {
             return Err(n.bad(format!("{mode} padding: atrous pads with a constant zero")));
@@ -874,7 +901,7 @@ impl<'a> Lx<'a> {
     }
 
     fn resize(&mut self, n: &IrNode) -> Result<()> {
-        let x = self.act(n, 0)?;
+        let x = self.act4(n, 0)?;
         let opset = self.ir.opset;
         let upsample = n.op == "Upsample";
         let (scales, sizes) = if upsample {
@@ -994,7 +1021,7 @@ impl<'a> Lx<'a> {
                         self.g.set_logits(id);
                     }
                     self.g.add_output(id);
-                    outputs.push((o.name.clone(), LoweredOut::Tensor { id, dims: vec![1, a.c, a.h, a.w], dtype: a.dtype, offset: a.offset.clone() }));
+                    outputs.push((o.name.clone(), LoweredOut::Tensor { id, dims: [1, a.c, a.h, a.w][4 - a.rank..].to_vec(), dtype: a.dtype, offset: a.offset.clone() }));
                 }
                 None => return Err(Error::OnnxTensor { tensor: o.name.clone(), reason: "graph output that no node writes".into() }),
             }
