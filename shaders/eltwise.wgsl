@@ -79,6 +79,30 @@ fn mul(@builtin(global_invocation_id) gid: vec3<u32>) {
     dst[p.y_off + i] = E(src[p.x_off + i] * addsrc[p.add_off + j]);
 }
 
+// DepthToSpace: y[c, h*b + i, w*b + j] = x[src, h, w], src = (i*b + j)*C + c (DCR) or
+// c*b*b + i*b + j (CRD); prm = [b, crd, in_h, in_w], `c` and `hw` are the output's.
+@compute @workgroup_size(WG, 1, 1)
+fn depth_to_space(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x + gid.y * p.row;
+    if (i >= p.c * p.hw) {
+        return;
+    }
+    let b = u32(prm[0]);
+    let ih = u32(prm[2]);
+    let iw = u32(prm[3]);
+    let c = i / p.hw;
+    let r = i % p.hw;
+    let oy = r / (iw * b);
+    let ox = r % (iw * b);
+    let dy = oy % b;
+    let dx = ox % b;
+    var s = (dy * b + dx) * p.c + c;
+    if (prm[1] != 0.0) {
+        s = c * b * b + dy * b + dx;
+    }
+    dst[p.y_off + i] = src[p.x_off + (s * ih + oy / b) * iw + ox / b];
+}
+
 @compute @workgroup_size(WG, 1, 1)
 fn gather(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = gid.x + gid.y * p.row;

@@ -561,6 +561,18 @@ impl<'a> Lx<'a> {
                 }
                 self.argmax_of.insert(n.outputs[0].clone(), x);
             }
+            "DepthToSpace" => {
+                let x = self.act4(n, 0)?;
+                let b = n.int("blocksize", 0)?;
+                let mode = n.string("mode", "DCR")?;
+                if !(1..=64).contains(&b) || !matches!(mode.as_str(), "DCR" | "CRD") || x.c % (b * b) as usize != 0 {
+                    return Err(n.bad(format!("blocksize {b}, mode {mode} for {} channels", x.c)));
+                }
+                let b = b as usize;
+                let y = self.out(n, 0, x.c / (b * b), x.h * b, x.w * b);
+                self.g.push(&n.name, crate::ops::DepthToSpace { x: x.view, y: y.view, block: b, crd: mode == "CRD" })?;
+                self.set(n, 0, Val::A(y));
+            }
             "Conv" => self.conv(n)?,
             "ConvTranspose" => self.conv_transpose(n)?,
             op if SUPPORTED.contains(&op) => return Err(n.bad("this operator is folded only when all its inputs are constants")),

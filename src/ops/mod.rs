@@ -16,6 +16,7 @@ pub mod conv2d;
 pub mod conv_transpose2d;
 pub mod crop;
 pub mod dense_crf;
+pub mod depth_to_space;
 pub mod gather;
 pub mod max_pool_idx;
 pub mod max_unpool;
@@ -42,6 +43,7 @@ pub use conv2d::Conv2d;
 pub use conv_transpose2d::ConvT2d;
 pub use crop::Crop;
 pub use dense_crf::DenseCrf;
+pub use depth_to_space::DepthToSpace;
 pub use gather::Gather;
 pub use max_pool_idx::MaxPool2dIdx;
 pub use max_unpool::MaxUnpool2d;
@@ -401,6 +403,7 @@ pub const REGISTRY: &[(&str, MakeProblems)] = &[
     ("dense_crf", dense_crf::problems),
     ("upsample_nearest", upsample::problems),
     ("resample", resample::problems),
+    ("depth_to_space", depth_to_space::problems),
 ];
 
 /// A small deterministic generator for problems (xorshift).
