@@ -508,6 +508,24 @@ impl<'a> Lx<'a> {
                 self.g.push(&n.name, AdaptiveAvgPool { x: x.view, y: y.view })?;
                 self.set(n, 0, Val::A(y));
             }
+            "ReduceMean" | "ReduceMax" => {
+                // over the spatial axes, dimensions kept: global pooling
+                let x = self.act4(n, 0)?;
+                let axes = if self.ir.opset >= 18 { self.cst(n, 1)?.map(|t| t.i64s()) } else { n.ints("axes")? };
+                let mut axes: Vec<usize> = axes.unwrap_or_else(|| vec![0, 1, 2, 3]).iter().map(|&a| Self::axis4(n, a, 4)).collect::<Result<_>>()?;
+                axes.sort_unstable();
+                if axes != [2, 3] || n.int("keepdims", 1)? != 1 {
+                    return Err(n.bad(format!("reduction over axes {axes:?} (keepdims {}): atrous reduces height and width, keeping them", n.int("keepdims", 1)?)));
+                }
+                let y = self.out(n, 0, x.c, 1, 1);
+                if n.op == "ReduceMean" {
+                    self.g.push(&n.name, AdaptiveAvgPool { x: x.view, y: y.view })?;
+                } else {
+                    let geom = Pool2dGeom { c: x.c, in_h: x.h, in_w: x.w, k_h: x.h, k_w: x.w, stride_h: 1, stride_w: 1, pad_h: 0, pad_w: 0, ceil_mode: false, pad_b: 0, pad_r: 0, dil_h: 1, dil_w: 1 };
+                    self.g.push(&n.name, Pool2d { x: x.view, y: y.view, geom, kind: PoolKind::Max })?;
+                }
+                self.set(n, 0, Val::A(y));
+            }
             "GlobalMaxPool" => {
                 let x = self.act4(n, 0)?;
                 let y = self.out(n, 0, x.c, 1, 1);
@@ -1477,4 +1495,76 @@ fn fold(n: &IrNode, ins: &[Option<CTensor>], opset: i64, tensor: &dyn Fn(&str, i
 /// The initializers a lowering reads, by name (for tests that build an [`IrGraph`] by hand).
 pub fn const_reader(map: BTreeMap<String, CTensor>) -> impl Fn(&str, i32) -> Result<CTensor> {
     move |name: &str, _t: i32| map.get(name).cloned().ok_or_else(|| Error::MissingTensor { name: name.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::onnx::IrValue;
+
+    fn graph(nodes: Vec<IrNode>, inits: &[(&str, CTensor)]) -> (IrGraph, BTreeMap<String, CTensor>) {
+        let ir = IrGraph {
+            format: crate::onnx::GRAPH_FORMAT,
+            opset: 17,
+            producer: String::new(),
+            inputs: vec![IrValue { name: "x".into(), dtype: "FLOAT".into(), dims: Some(vec![Some(1), Some(3), None, None]) }],
+            outputs: vec![IrValue { name: "y".into(), dtype: "FLOAT".into(), dims: None }],
+            nodes,
+            initializers: inits.iter().map(|(n, t)| (n.to_string(), t.dtype)).collect(),
+        };
+        (ir, inits.iter().map(|(n, t)| (n.to_string(), t.clone())).collect())
+    }
+
+    fn node(op: &str, inputs: &[&str], attrs: &[(&str, Attr)]) -> IrNode {
+        IrNode {
+            name: op.into(),
+            op: op.into(),
+            domain: String::new(),
+            inputs: inputs.iter().map(|s| s.to_string()).collect(),
+            outputs: vec!["y".into()],
+            attrs: attrs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+        }
+    }
+
+    #[test]
+    fn spatial_reductions_are_global_pools_and_others_are_typed_errors() {
+        let (ir, inits) = graph(vec![node("ReduceMean", &["x"], &[("axes", Attr::Ints(vec![-1, 2]))])], &[]);
+        let l = lower(&ir, &const_reader(inits), 5, 7, &HashMap::new()).unwrap();
+        assert_eq!(l.graph.nodes[0].op.kind(), "adaptive_avg_pool2d");
+        assert_eq!(l.graph.tensors[l.graph.logits.unwrap()].shape(), [1, 3, 1, 1]);
+        let (ir, inits) = graph(vec![node("ReduceMean", &["x"], &[("axes", Attr::Ints(vec![1]))])], &[]);
+        let e = lower(&ir, &const_reader(inits), 5, 7, &HashMap::new()).err().unwrap();
+        assert!(matches!(e, Error::OnnxUnsupported { ref op, .. } if op == "ReduceMean"), "{e}");
+    }
+
+    #[test]
+    fn rank_one_constants_broadcast_along_the_width_not_the_channels() {
+        // Add(x [1,3,h,w], b [3]): NumPy aligns b with the width, so only a width of 3 would do
+        let b = CTensor::floats(vec![3], vec![1.0, 2.0, 3.0]);
+        let (ir, inits) = graph(vec![node("Add", &["x", "b"], &[])], &[("b", b.clone())]);
+        assert!(lower(&ir, &const_reader(inits), 4, 5, &HashMap::new()).is_err());
+        let b = CTensor::floats(vec![3, 1, 1], vec![1.0, 2.0, 3.0]);
+        let (ir, inits) = graph(vec![node("Add", &["x", "b"], &[])], &[("b", b)]);
+        let l = lower(&ir, &const_reader(inits), 4, 5, &HashMap::new()).unwrap();
+        assert_eq!(l.graph.nodes[0].op.kind(), "affine");
+    }
+
+    #[test]
+    fn shape_subgraphs_fold_for_the_size_lowered() {
+        // Resize to Shape(x)[2:4] * 2, as exporters write an upsampling by two
+        let nodes = vec![
+            IrNode { outputs: vec!["s".into()], ..node("Shape", &["x"], &[]) },
+            IrNode { name: "sl".into(), outputs: vec!["hw".into()], ..node("Slice", &["s", "st", "en"], &[]) },
+            IrNode { name: "mul".into(), outputs: vec!["hw2".into()], ..node("Mul", &["hw", "two"], &[]) },
+            IrNode { name: "cat".into(), outputs: vec!["sizes".into()], ..node("Concat", &["nc", "hw2"], &[("axis", Attr::Int(0))]) },
+            node("Resize", &["x", "", "", "sizes"], &[("mode", Attr::String("linear".into()))]),
+        ];
+        let inits = [("st", CTensor::ints(vec![1], vec![2])), ("en", CTensor::ints(vec![1], vec![4])), ("two", CTensor::ints(vec![], vec![2])), ("nc", CTensor::ints(vec![2], vec![1, 3]))];
+        let (ir, inits) = graph(nodes, &inits);
+        let reader = const_reader(inits);
+        for (h, w) in [(5, 7), (16, 9)] {
+            let l = lower(&ir, &reader, h, w, &HashMap::new()).unwrap();
+            assert_eq!(l.graph.tensors[l.graph.logits.unwrap()].shape(), [1, 3, 2 * h, 2 * w]);
+        }
+    }
 }
