@@ -452,7 +452,7 @@ impl<'a> Lx<'a> {
             "Concat" => {
                 let axis = n.int("axis", 1)?;
                 if Self::axis4(n, axis, self.rank)? != 1 {
-                    return Err(n.bad(format!("concatenation along axis {axis}: atrous concatenates channels (axis 1)")));
+                    return Err(n.bad(format!("concatenation along axis {axis} of a rank-{} tensor: atrous concatenates the channel axis of NCHW", self.rank)));
                 }
                 let mut parts = vec![];
                 for i in 0..n.inputs.len() {
@@ -479,7 +479,7 @@ impl<'a> Lx<'a> {
                 let x = self.act(n, 0)?;
                 let axis = n.int("axis", 0)?;
                 if Self::axis4(n, axis, x.rank)? != 1 {
-                    return Err(n.bad(format!("split along axis {axis}: atrous splits channels (axis 1)")));
+                    return Err(n.bad(format!("split along axis {axis} of a rank-{} tensor: atrous splits the channel axis of NCHW", x.rank)));
                 }
                 let k = n.outputs.len();
                 let sizes: Vec<usize> = match if opset >= 13 { self.cst(n, 1)?.map(|t| t.i64s()) } else { n.ints("split")? } {
