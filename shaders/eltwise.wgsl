@@ -79,6 +79,47 @@ fn mul(@builtin(global_invocation_id) gid: vec3<u32>) {
     dst[p.y_off + i] = E(src[p.x_off + i] * addsrc[p.add_off + j]);
 }
 
+// Instance normalisation: one workgroup per channel. prm = [scale[c], bias[c], eps] at
+// scale_off, shift_off, slope_off. Mean, then the variance around it (two passes, so an offset
+// of the values costs no digits), each by a tree reduction over the workgroup.
+var<workgroup> red: array<f32, 256>;
+
+fn reduce_sum(li: u32, v: f32) -> f32 {
+    red[li] = v;
+    workgroupBarrier();
+    for (var k = WG / 2u; k > 0u; k = k / 2u) {
+        if (li < k) {
+            red[li] += red[li + k];
+        }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+@compute @workgroup_size(WG, 1, 1)
+fn instance_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let c = wid.x;
+    let base = p.x_off + c * p.hw;
+    var s = 0.0;
+    for (var i = li; i < p.hw; i += WG) {
+        s += f32(src[base + i]);
+    }
+    let mean = reduce_sum(li, s) / f32(p.hw);
+    var v = 0.0;
+    for (var i = li; i < p.hw; i += WG) {
+        let d = f32(src[base + i]) - mean;
+        v += d * d;
+    }
+    let var_ = reduce_sum(li, v) / f32(p.hw);
+    let g = prm[p.scale_off + c] * inverseSqrt(var_ + prm[p.slope_off]);
+    let b = prm[p.shift_off + c] - mean * g;
+    for (var i = li; i < p.hw; i += WG) {
+        dst[p.y_off + c * p.hw + i] = E(f32(src[base + i]) * g + b);
+    }
+}
+
 // DepthToSpace: y[c, h*b + i, w*b + j] = x[src, h, w], src = (i*b + j)*C + c (DCR) or
 // c*b*b + i*b + j (CRD); prm = [b, crd, in_h, in_w], `c` and `hw` are the output's.
 @compute @workgroup_size(WG, 1, 1)

@@ -579,6 +579,16 @@ impl<'a> Lx<'a> {
                 }
                 self.argmax_of.insert(n.outputs[0].clone(), x);
             }
+            "InstanceNormalization" => {
+                let x = self.act4(n, 0)?;
+                let (sc, b) = (self.need_cst(n, 1)?, self.need_cst(n, 2)?);
+                if sc.dims != [x.c] || b.dims != [x.c] {
+                    return Err(n.bad(format!("scale {:?} and bias {:?} for {} channels", sc.dims, b.dims, x.c)));
+                }
+                let y = self.out(n, 0, x.c, x.h, x.w);
+                self.g.push(&n.name, crate::ops::InstanceNorm { x: x.view, y: y.view, scale: sc.f32s(), bias: b.f32s(), eps: n.float("epsilon", 1e-5)? })?;
+                self.set(n, 0, Val::A(y));
+            }
             "DepthToSpace" => {
                 let x = self.act4(n, 0)?;
                 let b = n.int("blocksize", 0)?;

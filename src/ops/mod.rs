@@ -18,6 +18,7 @@ pub mod crop;
 pub mod dense_crf;
 pub mod depth_to_space;
 pub mod gather;
+pub mod instance_norm;
 pub mod max_pool_idx;
 pub mod max_unpool;
 pub mod mul;
@@ -45,6 +46,7 @@ pub use crop::Crop;
 pub use dense_crf::DenseCrf;
 pub use depth_to_space::DepthToSpace;
 pub use gather::Gather;
+pub use instance_norm::InstanceNorm;
 pub use max_pool_idx::MaxPool2dIdx;
 pub use max_unpool::MaxUnpool2d;
 pub use mul::Mul;
@@ -404,6 +406,7 @@ pub const REGISTRY: &[(&str, MakeProblems)] = &[
     ("upsample_nearest", upsample::problems),
     ("resample", resample::problems),
     ("depth_to_space", depth_to_space::problems),
+    ("instance_norm", instance_norm::problems),
 ];
 
 /// A small deterministic generator for problems (xorshift).
