@@ -25,7 +25,7 @@ impl Operator for InstanceNorm {
     fn check(&self, g: &Graph, name: &str) -> Result<()> {
         check_unary(g, name, self.x, self.y)?;
         check_same_shape(g, name, self.x, self.y)?;
-        if self.scale.len() != self.x.c || self.bias.len() != self.x.c || !(self.eps >= 0.0) {
+        if self.scale.len() != self.x.c || self.bias.len() != self.x.c || !self.eps.is_finite() || self.eps < 0.0 {
             return Err(Error::op(name, format!("{} scales, {} biases, eps {} for {} channels", self.scale.len(), self.bias.len(), self.eps, self.x.c)));
         }
         Ok(())
