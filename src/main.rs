@@ -991,6 +991,8 @@ fn run(model_arg: &str, input: &Path, output: &Path, overwrite: bool) -> Result<
     let mut session = Session::new(&gpu, &g, None)?;
     let (map, logits) = session.run_tensor_logits(&x)?;
     let classes = session.num_classes();
+    // the logits' size: the input's for the builders, maybe another for an imported graph
+    let (h, w) = (map.h, map.w);
     let logit_bytes: Vec<u8> = bytemuck::cast_slice(&logits).to_vec();
     let views = vec![
         ("logits".to_string(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1, classes, h, w], &logit_bytes)?),

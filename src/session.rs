@@ -459,7 +459,15 @@ impl Session {
     /// Bytes of the packed class map (`ceil(h*w/4)` words, 4 pixels per u32, pixel `4j+i` in
     /// byte `i` of word `j`).
     pub fn class_map_bytes(&self) -> u64 {
-        kernels::argmax::map_bytes(self.h * self.w)
+        let (h, w) = self.map_hw();
+        kernels::argmax::map_bytes(h * w)
+    }
+
+    /// Size (height, width) of the class map: the logits' size, which an imported graph may
+    /// make other than the input's (an upsampling head).
+    pub fn map_hw(&self) -> (usize, usize) {
+        let d = &self.graph.tensors[self.ids.classes];
+        (d.h, d.w)
     }
 
     /// The class map's binding in its arena.
@@ -488,6 +496,9 @@ impl Session {
             return Err(Error::Input("the source texture needs TEXTURE_BINDING usage".into()));
         }
         let normalize = self.normalize.ok_or_else(|| Error::Input("this session was built without a normalisation, so it takes tensors only".into()))?;
+        if self.map_hw() != (self.h, self.w) {
+            return Err(Error::Input(format!("texture outputs need a class map of the input's size; this network's is {:?} for a {}x{} input", self.map_hw(), self.h, self.w)));
+        }
         let (tw, th) = (source.width(), source.height());
         let scope = dev.push_error_scope(wgpu::ErrorFilter::Validation);
         let src_view = source.create_view(&Default::default());
@@ -736,7 +747,8 @@ impl Session {
             TensorData::U8(v) => v,
             _ => unreachable!("the class map is u8"),
         };
-        ClassMap { h: self.h, w: self.w, data }
+        let (h, w) = self.map_hw();
+        ClassMap { h, w, data }
     }
 
     /// Runs with the class map and, if asked, one float output; returns both.
@@ -812,14 +824,14 @@ impl Session {
         if self.ids.rgba.is_none() {
             return Err(Error::Input(NO_PIXELS.into()));
         }
-        let hw = self.h * self.w;
+        let (h, w) = self.map_hw();
+        let hw = h * w;
         let dev = self.gpu.device.clone();
         let map_bytes = self.class_map_bytes();
         let rb = [0, 1].map(|i| {
             dev.create_buffer(&wgpu::BufferDescriptor { label: Some(&format!("atrous readback {i}")), size: map_bytes, usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false })
         });
         let mut pending: Option<(usize, usize, wgpu::SubmissionIndex)> = None;
-        let (h, w) = (self.h, self.w);
         let gpu = self.gpu.clone();
         let finish = |p: (usize, usize, wgpu::SubmissionIndex), sink: &mut dyn FnMut(usize, Result<ClassMap>)| {
             let (i, slot, sub) = p;

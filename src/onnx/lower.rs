@@ -44,6 +44,9 @@ struct ActV {
     /// The ONNX rank: 4 (`[1, c, h, w]`), or fewer, the dimensions being the last ones of
     /// `[1, c, h, w]` (element-wise operators run on any rank this way).
     rank: usize,
+    /// Reshaped to 5-D `[1, a, b, h, w]` (a channel shuffle in the making): logical channel
+    /// `i * b + j` is channel `map[i * b + j]` of `view`. Only Reshape and Transpose take it.
+    groups: Option<(usize, usize, Vec<usize>)>,
 }
 
 #[derive(Clone, Debug)]
@@ -208,7 +211,7 @@ impl<'a> Lx<'a> {
                 first = false;
             }
             let offset = (d == DType::U32).then(|| vec![0; c]);
-            lx.vals.insert(v.name.clone(), Val::A(ActV { view: lx.g.all(t), c, h: ih, w: iw, dtype, offset, rank }));
+            lx.vals.insert(v.name.clone(), Val::A(ActV { view: lx.g.all(t), c, h: ih, w: iw, dtype, offset, rank, groups: None }));
         }
         if first {
             // no activation input: a graph of constants only (still needs an input tensor)
@@ -242,6 +245,9 @@ impl<'a> Lx<'a> {
     fn act(&mut self, n: &IrNode, i: usize) -> Result<ActV> {
         let name = n.inputs.get(i).cloned().unwrap_or_default();
         match self.val(n, &name)? {
+            Some(Val::A(a)) if a.groups.is_some() && !matches!(n.op.as_str(), "Reshape" | "Transpose") => {
+                Err(n.bad(format!("input {i} (`{name}`) is a 5-D reshape of an activation; atrous follows it only through Transpose and back to NCHW (a channel shuffle)")))
+            }
             Some(Val::A(a)) => Ok(a),
             Some(Val::C(_)) => Err(n.bad(format!("input {i} (`{name}`) is a constant; atrous runs this operator on activations"))),
             None => Err(n.bad(format!("input {i} is missing"))),
@@ -288,7 +294,7 @@ impl<'a> Lx<'a> {
         let name = n.outputs.get(k).cloned().unwrap_or_else(|| format!("{}:{k}", n.name));
         let t = self.g.tensor_of(&name, d, c, h, w);
         let dtype = if d == DType::U32 { dt::INT64 } else { dt::FLOAT };
-        ActV { view: self.g.all(t), c, h, w, dtype, offset: None, rank: self.rank }
+        ActV { view: self.g.all(t), c, h, w, dtype, offset: None, rank: self.rank, groups: None }
     }
 
     fn set(&mut self, n: &IrNode, k: usize, v: Val) {
@@ -314,7 +320,8 @@ impl<'a> Lx<'a> {
         self.rank = ins.iter().find_map(|v| if let Some(Val::A(a)) = v { Some(a.rank) } else { None }).unwrap_or(4);
         if n.op == "Shape" {
             let dims = match &ins[0] {
-                Some(Val::A(a)) => vec![1, a.c, a.h, a.w],
+                Some(Val::A(ActV { groups: Some((ga, gb, _)), h, w, .. })) => vec![1, *ga, *gb, *h, *w],
+                Some(Val::A(a)) => [1, a.c, a.h, a.w][4 - a.rank..].to_vec(),
                 Some(Val::C(c)) => c.dims.clone(),
                 None => return Err(n.bad("no input")),
             };
@@ -375,22 +382,9 @@ impl<'a> Lx<'a> {
                 }
                 self.set(n, 0, Val::A(x));
             }
-            "Reshape" | "Flatten" | "Squeeze" | "Unsqueeze" | "Transpose" => {
-                // only as no-ops on a 4-D activation
-                let x = self.act(n, 0)?;
-                let same = match n.op.as_str() {
-                    "Reshape" => {
-                        let s = self.need_cst(n, 1)?.i64s();
-                        let full = [1, x.c as i64, x.h as i64, x.w as i64];
-                        s.len() == 4 && s.iter().zip(full).enumerate().all(|(i, (&a, b))| a == b || a == 0 && n.int("allowzero", 0).unwrap_or(0) == 0 || a == -1 && i < 4 && (s.iter().filter(|&&v| v == -1).count() == 1))
-                    }
-                    "Transpose" => n.ints("perm")?.is_some_and(|p| p == [0, 1, 2, 3]),
-                    _ => false,
-                };
-                if !same {
-                    return Err(n.bad("reshaping an activation out of 4-D NCHW (atrous keeps activations as [1, C, H, W])"));
-                }
-                self.set(n, 0, Val::A(x));
+            "Reshape" | "Transpose" => self.reshape(n)?,
+            "Flatten" | "Squeeze" | "Unsqueeze" => {
+                return Err(n.bad("reshaping an activation out of NCHW (atrous keeps activations as [1, C, H, W])"));
             }
             "Relu" => self.activation(n, Act::Relu)?,
             "Sigmoid" => self.activation(n, Act::Sigmoid)?,
@@ -609,6 +603,62 @@ impl<'a> Lx<'a> {
         Ok(())
     }
 
+    /// Reshape and Transpose of activations: no-ops on NCHW, and the channel shuffle pattern
+    /// `[1,c,h,w] -> [1,a,b,h,w] -> transpose(0,2,1,3,4) -> [1,c,h,w]`, which becomes one channel
+    /// gather (nothing at all where the map is the identity).
+    fn reshape(&mut self, n: &IrNode) -> Result<()> {
+        let x = self.act(n, 0)?;
+        let dims: Vec<usize> = match &x.groups {
+            Some((a, b, _)) => vec![1, *a, *b, x.h, x.w],
+            None => [1, x.c, x.h, x.w][4 - x.rank..].to_vec(),
+        };
+        let bad = || n.bad(format!("{} of an activation of shape {dims:?} out of NCHW (atrous follows no-ops and channel shuffles)", n.op));
+        if n.op == "Transpose" {
+            let perm = n.ints("perm")?.unwrap_or_else(|| (0..dims.len() as i64).rev().collect());
+            let ident: Vec<i64> = (0..dims.len() as i64).collect();
+            if perm == ident {
+                self.set(n, 0, Val::A(x));
+                return Ok(());
+            }
+            let Some((a, b, map)) = x.groups.clone() else { return Err(bad()) };
+            if perm != [0, 2, 1, 3, 4] {
+                return Err(bad());
+            }
+            let swapped: Vec<usize> = (0..a * b).map(|k| map[(k % a) * b + k / a]).collect();
+            self.set(n, 0, Val::A(ActV { groups: Some((b, a, swapped)), ..x }));
+            return Ok(());
+        }
+        let s = self.need_cst(n, 1)?.i64s();
+        let allow0 = n.int("allowzero", 0)? != 0;
+        let mut t: Vec<i64> = s.iter().enumerate().map(|(i, &v)| if v == 0 && !allow0 { dims.get(i).copied().unwrap_or(0) as i64 } else { v }).collect();
+        let total: usize = dims.iter().product();
+        let known: i64 = t.iter().filter(|&&v| v != -1).product();
+        if let Some(p) = t.iter().position(|&v| v == -1) {
+            t[p] = if known > 0 { total as i64 / known } else { 0 };
+        }
+        if t.iter().any(|&v| v <= 0) || t.iter().map(|&v| v as usize).product::<usize>() != total {
+            return Err(bad());
+        }
+        let t: Vec<usize> = t.iter().map(|&v| v as usize).collect();
+        if t == dims {
+            self.set(n, 0, Val::A(x));
+        } else if x.groups.is_none() && x.rank == 4 && t.len() == 5 && t[0] == 1 && (t[3], t[4]) == (x.h, x.w) {
+            let ident: Vec<usize> = (0..x.c).collect();
+            self.set(n, 0, Val::A(ActV { groups: Some((t[1], t[2], ident)), ..x }));
+        } else if let (Some((_, _, map)), true) = (&x.groups, t == [1, x.c, x.h, x.w]) {
+            if map.iter().enumerate().all(|(k, &m)| k == m) {
+                self.set(n, 0, Val::A(ActV { groups: None, ..x }));
+            } else {
+                let y = self.out(n, 0, x.c, x.h, x.w);
+                self.g.gather(&n.name, x.view, y.view, map.clone())?;
+                self.set(n, 0, Val::A(y));
+            }
+        } else {
+            return Err(bad());
+        }
+        Ok(())
+    }
+
     fn binary(&mut self, n: &IrNode) -> Result<()> {
         let op = n.op.as_str();
         if op == "Sum" && n.inputs.len() != 2 {
@@ -701,7 +751,7 @@ impl<'a> Lx<'a> {
         }
         let nm = format!("{}:const{i}", n.name);
         let t = self.g.tensor(&nm, c, like.h, like.w);
-        let y = ActV { view: self.g.all(t), c, h: like.h, w: like.w, dtype: dt::FLOAT, offset: None, rank: like.rank };
+        let y = ActV { view: self.g.all(t), c, h: like.h, w: like.w, dtype: dt::FLOAT, offset: None, rank: like.rank, groups: None };
         let geom = Conv2dGeom { in_c: like.c, in_h: like.h, in_w: like.w, out_c: c, k_h: 1, k_w: 1, stride_h: 1, stride_w: 1, dil_h: 1, dil_w: 1, pad: Pad::default(), groups: 1 };
         self.g.conv2d(&nm, like.view, y.view, geom, vec![0.0; c * like.c], Some(vals), Act::None, None)?;
         Ok(y)
@@ -1557,6 +1607,23 @@ mod tests {
         let (ir, inits) = graph(vec![node("Add", &["x", "b"], &[])], &[("b", b)]);
         let l = lower(&ir, &const_reader(inits), 4, 5, &HashMap::new()).unwrap();
         assert_eq!(l.graph.nodes[0].op.kind(), "affine");
+    }
+
+    #[test]
+    fn channel_shuffle_is_one_gather() {
+        // [1,6,h,w] -> [1,2,3,h,w] -> transpose(0,2,1,3,4) -> [1,-1,h,w]: ShuffleNet's shuffle, groups 2
+        let nodes = vec![
+            IrNode { name: "r1".into(), outputs: vec!["a".into()], ..node("Reshape", &["x", "s5"], &[]) },
+            IrNode { name: "t".into(), outputs: vec!["b".into()], ..node("Transpose", &["a"], &[("perm", Attr::Ints(vec![0, 2, 1, 3, 4]))]) },
+            node("Reshape", &["b", "s4"], &[]),
+        ];
+        let inits = [("s5", CTensor::ints(vec![5], vec![1, 2, 3, 4, 5])), ("s4", CTensor::ints(vec![4], vec![1, -1, 4, 5]))];
+        let (mut ir, inits) = graph(nodes, &inits);
+        ir.inputs[0].dims = Some(vec![Some(1), Some(6), None, None]);
+        let l = lower(&ir, &const_reader(inits), 4, 5, &HashMap::new()).unwrap();
+        assert_eq!(l.graph.nodes.len(), 1);
+        let g = l.graph.nodes[0].op.get::<crate::ops::Gather>().expect("a gather");
+        assert_eq!(g.perm, [0, 3, 1, 4, 2, 5]);
     }
 
     #[test]
