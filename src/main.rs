@@ -925,11 +925,9 @@ fn convert(input: &Path, output: Option<&Path>, check: bool, external: Option<&P
     let base = external.map(Path::to_path_buf).unwrap_or_else(|| input.parent().map(Path::to_path_buf).unwrap_or_default());
     let imported = atrous::onnx::import_bytes(&bytes, input, Some(&base))?;
     let g = &imported.graph;
-    let dims = g.inputs.first().and_then(|v| v.dims.clone()).unwrap_or_default();
-    let fixed = |i: usize| dims.get(i).copied().flatten().filter(|&d| d > 0).map(|d| d as usize);
     let (h, w) = match size {
         Some(s) => parse_size(s)?,
-        None => (fixed(2).unwrap_or(64), fixed(3).unwrap_or(64)),
+        None => g.check_hw(),
     };
     let reader = |name: &str, _t: i32| imported.tensors.get(name).cloned().ok_or_else(|| atrous::Error::MissingTensor { name: name.to_string() });
     let problems = atrous::onnx::lower::check(g, &reader, h, w);

@@ -90,17 +90,10 @@ impl Weights {
         if e.shape != shape {
             return Err(Error::ShapeMismatch { name: name.into(), expected: shape.to_vec(), got: e.shape.clone() });
         }
-        let raw = &self.bytes[e.start..e.end];
-        let v: Vec<f32> = match e.dtype {
-            Dtype::F32 => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-            Dtype::F16 => raw.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            Dtype::BF16 => raw.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            other => return Err(Error::UnsupportedDtype { name: name.into(), dtype: format!("{other:?}") }),
-        };
+        let v = self.get_any_float(name)?;
         if let Some(index) = v.iter().position(|x| !x.is_finite()) {
             return Err(Error::NonFinite { name: name.into(), index });
         }
-        self.used.lock().expect("poisoned").insert(name.to_string());
         Ok(v)
     }
 

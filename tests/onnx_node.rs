@@ -85,8 +85,8 @@ fn run_case(gpu: &Gpu, dir: &Path, op: &str, fold: bool) -> Outcome {
         }
     }
     // the activation inputs' shapes: fixed dims in the graph are taken as they are
+    // the activation inputs get their data's shape; constants stay as declared (consts first)
     let mut ir = imported.graph.clone();
-    ir.inputs.retain(|v| !consts.contains_key(&v.name));
     for v in ir.inputs.iter_mut() {
         if let Some((_, t)) = acts.iter().find(|(n, _)| n == &v.name) {
             v.dims = Some(t.dims.iter().map(|&d| Some(d as i64)).collect());
@@ -95,12 +95,7 @@ fn run_case(gpu: &Gpu, dir: &Path, op: &str, fold: bool) -> Outcome {
     let pad4 = |d: &[usize]| -> Vec<usize> { std::iter::repeat_n(1, 4 - d.len()).chain(d.iter().copied()).collect() };
     let (h, w) = acts.first().map(|(_, t)| (pad4(&t.dims)[2], pad4(&t.dims)[3])).unwrap_or((1, 1));
     let reader = |name: &str, _t: i32| imported.tensors.get(name).cloned().ok_or_else(|| atrous::Error::MissingTensor { name: name.to_string() });
-    let consts_all: HashMap<String, CTensor> = consts.clone();
-    let mut ir_full = ir.clone();
-    for k in consts_all.keys() {
-        ir_full.inputs.push(atrous::onnx::IrValue { name: k.clone(), dtype: "const".into(), dims: None });
-    }
-    let lowered = match atrous::onnx::lower(&ir_full, &reader, h, w, &consts_all) {
+    let lowered = match atrous::onnx::lower(&ir, &reader, h, w, &consts) {
         Ok(l) => l,
         Err(e) => return unsupported(e.to_string()),
     };

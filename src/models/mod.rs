@@ -195,8 +195,9 @@ impl Model {
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         if is_onnx_file(path)? {
-            let imported = crate::onnx::import_file(path)?;
-            return Self::from_weights(Weights::from_bytes(imported.to_safetensors()?, path)?);
+            // the imported tensors are dropped before the file's bytes are lowered
+            let bytes = crate::onnx::import_file(path)?.to_safetensors()?;
+            return Self::from_weights(Weights::from_bytes(bytes, path)?);
         }
         Self::from_weights(Weights::open(path)?)
     }
@@ -210,11 +211,14 @@ impl Model {
 
     pub fn from_weights(weights: Weights) -> Result<Self> {
         let meta = weights.metadata();
+        // an ONNX graph is lowered here once (its class count is its logits'), and that lowering
+        // is the load-time build below
+        let mut lowered_onnx = None;
         let (arch, size) = if let Some(graph) = crate::onnx::stored_graph(&weights)? {
-            let (h, w) = onnx_size(&graph);
-            let lowered = lower_stored(&weights, &graph, h.unwrap_or(64), w.unwrap_or(64))?;
-            let g = &lowered.graph;
+            let (h, w) = graph.check_hw();
+            let g = lower_stored(&weights, &graph, h, w)?.graph;
             let classes = g.logits.map(|l| g.tensors[l].c).ok_or_else(|| Error::op("onnx graph", "no float 4-D output to take the class map from"))?;
+            lowered_onnx = Some(g);
             (Arch::Onnx { graph: Box::new(graph), classes }, SizeRule::MultipleOf(1))
         } else if espnet::recognise(&weights) {
             (Arch::Espnet(espnet::EspNetConfig::detect(&weights)?), espnet::SIZE)
@@ -295,7 +299,7 @@ impl Model {
             size,
             run_size: run_size_from_metadata(meta)?.or(match &arch {
                 Arch::Enet(_) => Some(enet::RUN_SIZE),
-                Arch::Onnx { graph, .. } => match onnx_size(graph) {
+                Arch::Onnx { graph, .. } => match graph.declared_hw() {
                     (Some(h), Some(w)) => Some((h, w)),
                     _ => None,
                 },
@@ -305,16 +309,18 @@ impl Model {
             grey_minmax,
         };
         let mut model = Model { info, weights, arch };
-        // Build once at the smallest accepted size (an ONNX graph at its own): this reads and
-        // checks every tensor.
-        let (h, w) = match &model.arch {
-            Arch::Onnx { graph, .. } => {
-                let (h, w) = onnx_size(graph);
-                (h.unwrap_or(64), w.unwrap_or(64))
+        // Build once at the smallest accepted size (an ONNX graph at its own, lowered above):
+        // this reads and checks every tensor.
+        match lowered_onnx {
+            Some(mut g) => {
+                g.validate()?;
+                crate::passes::optimize(&mut g)?;
             }
-            _ => model.info.size.run_size(1, 1),
-        };
-        model.graph(h, w)?;
+            None => {
+                let (h, w) = model.info.size.run_size(1, 1);
+                model.graph(h, w)?;
+            }
+        }
         let arch_name = model.info.architecture.clone();
         model.weights.check_all_used(&arch_name, |_| false)?;
         model.info.parameters = model.weights.names().map(|n| model.weights.shape(n).map_or(0, |s| s.iter().product::<usize>())).sum();
@@ -387,13 +393,6 @@ pub fn is_onnx_file(path: &Path) -> Result<bool> {
         f.read(&mut head).map_err(|e| Error::io(path, e))?
     };
     Ok(crate::onnx::looks_like_onnx(&head[..n]))
-}
-
-/// The (height, width) an ONNX graph's first input declares, where fixed.
-fn onnx_size(g: &crate::onnx::IrGraph) -> (Option<usize>, Option<usize>) {
-    let dims = g.inputs.first().and_then(|v| v.dims.clone()).unwrap_or_default();
-    let fixed = |i: usize| dims.get(i).copied().flatten().filter(|&d| d > 0 && d as usize <= MAX_SIDE).map(|d| d as usize);
-    (fixed(2), fixed(3))
 }
 
 /// Lowers a stored graph, its initializers read from the file.

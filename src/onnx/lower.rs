@@ -235,11 +235,10 @@ impl<'a> Lx<'a> {
             return Ok(Some(v.clone()));
         }
         if let Some(&t) = self.ir.initializers.get(name) {
-            let c = (self.tensor)(name, t)?;
-            self.vals.insert(name.to_string(), Val::C(c.clone()));
-            return Ok(Some(Val::C(c)));
+            // read where used, not cached: weights are read once, by the one node taking them
+            return Ok(Some(Val::C((self.tensor)(name, t)?)));
         }
-        Err(n.bad(format!("input `{name}` is neither a graph input, an initializer nor an earlier node's output")))
+        Err(unknown_input(n, name))
     }
 
     fn act(&mut self, n: &IrNode, i: usize) -> Result<ActV> {
@@ -312,14 +311,16 @@ impl<'a> Lx<'a> {
             self.set(n, 0, Val::C(c));
             return Ok(());
         }
-        let mut ins = vec![];
-        for i in &n.inputs {
-            ins.push(self.val(n, i)?);
+        // which inputs are activations, without copying any value (weights are fetched once,
+        // by the operator that takes them)
+        if let Some(i) = n.inputs.iter().find(|i| !i.is_empty() && !self.vals.contains_key(*i) && !self.ir.initializers.contains_key(*i)) {
+            return Err(unknown_input(n, i));
         }
-        let all_const = ins.iter().all(|v| !matches!(v, Some(Val::A(_))));
-        self.rank = ins.iter().find_map(|v| if let Some(Val::A(a)) = v { Some(a.rank) } else { None }).unwrap_or(4);
+        let act_rank = n.inputs.iter().find_map(|i| if let Some(Val::A(a)) = self.vals.get(i) { Some(a.rank) } else { None });
+        self.rank = act_rank.unwrap_or(4);
         if n.op == "Shape" {
-            let dims = match &ins[0] {
+            let x = n.inputs.first().cloned().unwrap_or_default();
+            let dims = match &self.val(n, &x)? {
                 Some(Val::A(ActV { groups: Some((ga, gb, _)), h, w, .. })) => vec![1, *ga, *gb, *h, *w],
                 Some(Val::A(a)) => [1, a.c, a.h, a.w][4 - a.rank..].to_vec(),
                 Some(Val::C(c)) => c.dims.clone(),
@@ -332,8 +333,8 @@ impl<'a> Lx<'a> {
             self.set(n, 0, Val::C(CTensor::ints(vec![v.len()], v)));
             return Ok(());
         }
-        if all_const && n.op != "Shape" {
-            let cs: Vec<Option<CTensor>> = ins.into_iter().map(|v| v.map(|v| if let Val::C(c) = v { c } else { unreachable!() })).collect();
+        if act_rank.is_none() {
+            let cs = (0..n.inputs.len()).map(|i| self.cst(n, i)).collect::<Result<Vec<_>>>()?;
             let outs = fold(n, &cs, self.ir.opset, &|name: &str, _| self.init(name))?;
             for (k, c) in outs.into_iter().enumerate() {
                 self.set(n, k, Val::C(c));
@@ -629,17 +630,10 @@ impl<'a> Lx<'a> {
             return Ok(());
         }
         let s = self.need_cst(n, 1)?.i64s();
-        let allow0 = n.int("allowzero", 0)? != 0;
-        let mut t: Vec<i64> = s.iter().enumerate().map(|(i, &v)| if v == 0 && !allow0 { dims.get(i).copied().unwrap_or(0) as i64 } else { v }).collect();
-        let total: usize = dims.iter().product();
-        let known: i64 = t.iter().filter(|&&v| v != -1).product();
-        if let Some(p) = t.iter().position(|&v| v == -1) {
-            t[p] = if known > 0 { total as i64 / known } else { 0 };
-        }
-        if t.iter().any(|&v| v <= 0) || t.iter().map(|&v| v as usize).product::<usize>() != total {
+        let t = reshape_target(n, &dims, &s)?;
+        if t.contains(&0) {
             return Err(bad());
         }
-        let t: Vec<usize> = t.iter().map(|&v| v as usize).collect();
         if t == dims {
             self.set(n, 0, Val::A(x));
         } else if x.groups.is_none() && x.rank == 4 && t.len() == 5 && t[0] == 1 && (t[3], t[4]) == (x.h, x.w) {
@@ -666,12 +660,13 @@ impl<'a> Lx<'a> {
         }
         let a = self.val(n, &n.inputs[0])?.ok_or_else(|| n.bad("missing input"))?;
         let b = self.val(n, &n.inputs[1])?.ok_or_else(|| n.bad("missing input"))?;
+        let act_first = matches!(a, Val::A(_));
         match (a, b) {
             // arithmetic on max-pooling indices with per-channel integers moves their offsets
             (Val::A(x), Val::C(k)) | (Val::C(k), Val::A(x)) if x.offset.is_some() && !k.is_float() && matches!(op, "Add" | "Sub") && per_channel(&k, x.c).is_some() => {
                 let kv = k.i64s();
                 let kc: Vec<i64> = (0..x.c).map(|c| if kv.len() == 1 { kv[0] } else { kv[c] }).collect();
-                if op == "Sub" && !matches!(self.val(n, &n.inputs[0])?, Some(Val::A(_))) {
+                if op == "Sub" && !act_first {
                     return Err(n.bad("a constant minus indices"));
                 }
                 let off: Vec<i64> = x.offset.as_ref().map(|o| o.iter().zip(&kc).map(|(a, b)| if op == "Add" { a + b } else { a - b }).collect()).unwrap_or_default();
@@ -681,7 +676,6 @@ impl<'a> Lx<'a> {
             (Val::A(x), _) | (_, Val::A(x)) if x.offset.is_some() => Err(n.bad("arithmetic on indices other than adding or subtracting per-channel integers")),
             (Val::A(x), Val::C(k)) | (Val::C(k), Val::A(x)) if per_channel(&k, x.c).is_some() => {
                 let v = per_channel(&k, x.c).unwrap_or_default();
-                let act_first = matches!(self.val(n, &n.inputs[0])?, Some(Val::A(_)));
                 let ones = vec![1.0; x.c];
                 let zeros = vec![0.0; x.c];
                 let (scale, shift) = match (op, act_first) {
@@ -757,43 +751,40 @@ impl<'a> Lx<'a> {
         Ok(y)
     }
 
-    fn conv(&mut self, n: &IrNode) -> Result<()> {
+    /// A (transposed) convolution's input, 4-D weight, bias, groups, strides and dilations.
+    #[allow(clippy::type_complexity)]
+    fn conv_inputs(&mut self, n: &IrNode) -> Result<(ActV, CTensor, Option<Vec<f32>>, usize, (usize, usize), (usize, usize))> {
         let x = self.act4(n, 0)?;
         let wt = self.need_cst(n, 1)?;
-        let bias = self.cst(n, 2)?.map(|b| b.f32s());
+        let bias = self.cst(n, 2)?.map(CTensor::into_f32s);
         if wt.dims.len() != 4 {
             return Err(n.bad(format!("weight of shape {:?}: atrous runs 2-D convolutions", wt.dims)));
         }
-        let (m, cg, kh, kw) = (wt.dims[0], wt.dims[1], wt.dims[2], wt.dims[3]);
         let groups = n.int("group", 1)?.max(1) as usize;
+        Ok((x, wt, bias, groups, pair(n.ints("strides")?, n)?, pair(n.ints("dilations")?, n)?))
+    }
+
+    fn conv(&mut self, n: &IrNode) -> Result<()> {
+        let (x, wt, bias, groups, s, d) = self.conv_inputs(n)?;
+        let (m, cg, kh, kw) = (wt.dims[0], wt.dims[1], wt.dims[2], wt.dims[3]);
         if cg * groups != x.c {
             return Err(n.bad(format!("weight {:?} with {groups} groups for {} input channels", wt.dims, x.c)));
         }
-        let s = pair(n.ints("strides")?, n)?;
-        let d = pair(n.ints("dilations")?, n)?;
         let pad = spatial_pads(n, (x.h, x.w), (kh, kw), s, d)?;
         let geom = Conv2dGeom { in_c: x.c, in_h: x.h, in_w: x.w, out_c: m, k_h: kh, k_w: kw, stride_h: s.0, stride_w: s.1, dil_h: d.0, dil_w: d.1, pad, groups };
         let (oh, ow) = geom.out_hw().map_err(|e| n.bad(e.to_string()))?;
         let y = self.out(n, 0, m, oh, ow);
-        self.g.conv2d(&n.name, x.view, y.view, geom, wt.f32s(), bias, Act::None, None)?;
+        self.g.conv2d(&n.name, x.view, y.view, geom, wt.into_f32s(), bias, Act::None, None)?;
         self.set(n, 0, Val::A(y));
         Ok(())
     }
 
     fn conv_transpose(&mut self, n: &IrNode) -> Result<()> {
-        let x = self.act4(n, 0)?;
-        let wt = self.need_cst(n, 1)?;
-        let bias = self.cst(n, 2)?.map(|b| b.f32s());
-        if wt.dims.len() != 4 {
-            return Err(n.bad(format!("weight of shape {:?}: atrous runs 2-D transposed convolutions", wt.dims)));
-        }
-        let groups = n.int("group", 1)?.max(1) as usize;
+        let (x, wt, bias, groups, s, d) = self.conv_inputs(n)?;
         let (ci, mg, kh, kw) = (wt.dims[0], wt.dims[1], wt.dims[2], wt.dims[3]);
         if ci != x.c {
             return Err(n.bad(format!("weight {:?} for {} input channels", wt.dims, x.c)));
         }
-        let s = pair(n.ints("strides")?, n)?;
-        let d = pair(n.ints("dilations")?, n)?;
         let op = n.ints("output_padding")?.unwrap_or(vec![0, 0]);
         if op.len() != 2 || op.iter().any(|&v| !(0..=crate::models::MAX_SIDE as i64).contains(&v)) {
             return Err(n.bad(format!("output_padding {op:?}")));
@@ -834,7 +825,7 @@ impl<'a> Lx<'a> {
         let geom = ConvT2dGeom { in_c: x.c, in_h: x.h, in_w: x.w, out_c: mg * groups, k_h: kh, k_w: kw, stride_h: s.0, stride_w: s.1, dil_h: d.0, dil_w: d.1, pad, out_pad_h: out_pad[0], out_pad_w: out_pad[1], groups };
         let (oh, ow) = geom.out_hw().map_err(|e| n.bad(e.to_string()))?;
         let y = self.out(n, 0, mg * groups, oh, ow);
-        self.g.push(&n.name, ConvT2d { x: x.view, y: y.view, add: None, geom, weight: wt.f32s(), bias, act: Act::None })?;
+        self.g.push(&n.name, ConvT2d { x: x.view, y: y.view, add: None, geom, weight: wt.into_f32s(), bias, act: Act::None })?;
         self.set(n, 0, Val::A(y));
         Ok(())
     }
@@ -1129,6 +1120,26 @@ impl<'a> Lx<'a> {
         self.g.copy(&format!("{name}.copy"), a.view, self.g.all(y))?;
         Ok(y)
     }
+}
+
+/// ONNX Reshape's target for a tensor of `dims`: 0 copies the input's dimension (unless
+/// `allowzero`), one -1 takes what is left; the element count must not change.
+fn reshape_target(n: &IrNode, dims: &[usize], s: &[i64]) -> Result<Vec<usize>> {
+    let allow0 = n.int("allowzero", 0)? != 0;
+    let mut t: Vec<i64> = s.iter().enumerate().map(|(i, &v)| if v == 0 && !allow0 { dims.get(i).copied().unwrap_or(0) as i64 } else { v }).collect();
+    let total: usize = dims.iter().product();
+    let known: i64 = t.iter().filter(|&&v| v != -1).product();
+    if let Some(p) = t.iter().position(|&v| v == -1) {
+        t[p] = if known > 0 { total as i64 / known } else { 0 };
+    }
+    if t.iter().any(|&v| v < 0) || t.iter().map(|&v| v as usize).product::<usize>() != total {
+        return Err(n.bad(format!("reshape of {dims:?} to {s:?}")));
+    }
+    Ok(t.iter().map(|&v| v as usize).collect())
+}
+
+fn unknown_input(n: &IrNode, name: &str) -> Error {
+    n.bad(format!("input `{name}` is neither a graph input, an initializer nor an earlier node's output"))
 }
 
 /// The source index ONNX's nearest resize reads for output `i` (`None`: a mode atrous does not know).
@@ -1440,17 +1451,7 @@ fn fold(n: &IrNode, ins: &[Option<CTensor>], opset: i64, tensor: &dyn Fn(&str, i
         }
         "Reshape" => {
             let (a, s) = (get(0)?, get(1)?.i64s());
-            let allow0 = n.int("allowzero", 0)? != 0;
-            let mut dims: Vec<i64> = s.iter().enumerate().map(|(i, &v)| if v == 0 && !allow0 { a.dims.get(i).copied().unwrap_or(0) as i64 } else { v }).collect();
-            let known: i64 = dims.iter().filter(|&&v| v != -1).product();
-            if let Some(p) = dims.iter().position(|&v| v == -1) {
-                dims[p] = if known == 0 { 0 } else { a.numel() as i64 / known };
-            }
-            let dims: Vec<usize> = dims.iter().map(|&v| v.max(0) as usize).collect();
-            if dims.iter().product::<usize>() != a.numel() {
-                return Err(n.bad(format!("reshape of {:?} to {s:?}", a.dims)));
-            }
-            one(CTensor { dims, ..a.clone() })
+            one(CTensor { dims: reshape_target(n, &a.dims, &s)?, ..a.clone() })
         }
         "Flatten" => {
             let a = get(0)?;

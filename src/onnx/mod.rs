@@ -62,6 +62,13 @@ impl CTensor {
             CData::I(v) => v.iter().map(|&x| x as f32).collect(),
         }
     }
+    /// The values as f32, without a copy where they are floats already.
+    pub fn into_f32s(self) -> Vec<f32> {
+        match self.data {
+            CData::F(v) => v,
+            CData::I(v) => v.iter().map(|&x| x as f32).collect(),
+        }
+    }
     /// The values as i64 (floats truncated toward zero, as ONNX's Cast does).
     pub fn i64s(&self) -> Vec<i64> {
         match &self.data {
@@ -168,6 +175,22 @@ pub struct IrGraph {
     pub initializers: BTreeMap<String, i32>,
 }
 
+impl IrGraph {
+    /// The (height, width) the first input declares, each where fixed (positive, at most
+    /// [`crate::models::MAX_SIDE`]).
+    pub fn declared_hw(&self) -> (Option<usize>, Option<usize>) {
+        let dims = self.inputs.first().and_then(|v| v.dims.clone()).unwrap_or_default();
+        let fixed = |i: usize| dims.get(i).copied().flatten().filter(|&d| d > 0 && d as usize <= crate::models::MAX_SIDE).map(|d| d as usize);
+        (fixed(2), fixed(3))
+    }
+
+    /// The size a graph is loaded and checked at: its declared size, 64 where it is symbolic.
+    pub fn check_hw(&self) -> (usize, usize) {
+        let (h, w) = self.declared_hw();
+        (h.unwrap_or(64), w.unwrap_or(64))
+    }
+}
+
 /// An imported model: the graph, the initializer values and the model's metadata properties.
 pub struct Imported {
     pub graph: IrGraph,
@@ -183,23 +206,31 @@ pub fn looks_like_onnx(bytes: &[u8]) -> bool {
 
 /// Reads an ONNX file; external data is read relative to its folder.
 pub fn import_file(path: &Path) -> Result<Imported> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    import_bytes(&bytes, path, Some(base))
+    let m = decode(&std::fs::read(path).map_err(|e| Error::io(path, e))?, path)?;
+    // the file's bytes are gone by now: a large model is held twice at most, not three times
+    import_model(m, path, path.parent().or(Some(Path::new("."))))
+}
+
+fn decode(bytes: &[u8], path: &Path) -> Result<proto::ModelProto> {
+    proto::ModelProto::decode(bytes).map_err(|e| Error::OnnxParse { path: path.to_path_buf(), reason: format!("protobuf: {e}") })
 }
 
 /// Decodes an ONNX model. `base` is the folder external data is read from (`None`: external data
 /// is an error).
 pub fn import_bytes(bytes: &[u8], path: &Path, base: Option<&Path>) -> Result<Imported> {
+    import_model(decode(bytes, path)?, path, base)
+}
+
+fn import_model(mut m: proto::ModelProto, path: &Path, base: Option<&Path>) -> Result<Imported> {
     let parse = |reason: String| Error::OnnxParse { path: path.to_path_buf(), reason };
-    let m = proto::ModelProto::decode(bytes).map_err(|e| parse(format!("protobuf: {e}")))?;
-    let g = m.graph.as_ref().ok_or_else(|| parse("no graph".into()))?;
     let opset = m.opset_import.iter().find(|o| o.domain.as_deref().unwrap_or("").is_empty() || o.domain.as_deref() == Some("ai.onnx")).and_then(|o| o.version).ok_or_else(|| parse("no ai.onnx opset import".into()))?;
+    let g = m.graph.as_mut().ok_or_else(|| parse("no graph".into()))?;
     let mut tensors = BTreeMap::new();
     let mut initializers = BTreeMap::new();
-    for t in &g.initializer {
+    // each initializer's protobuf bytes are freed as soon as it is converted
+    for t in std::mem::take(&mut g.initializer) {
         let name = t.name.clone().unwrap_or_default();
-        let v = tensor_from_proto(t, base)?;
+        let v = tensor_from_proto(&t, base)?;
         initializers.insert(name.clone(), v.dtype);
         tensors.insert(name, v);
     }
@@ -302,10 +333,7 @@ pub fn tensor_from_proto(t: &proto::TensorProto, base: Option<&Path>) -> Result<
             dt::UINT64 | dt::UINT32 => CData::I(t.uint64_data.iter().map(|&v| v as i64).collect()),
             _ => CData::I(t.int32_data.iter().map(|&v| v as i64).collect()),
         };
-        let len = match &data {
-            CData::F(v) => v.len(),
-            CData::I(v) => v.len(),
-        };
+        let len = data_len(&data);
         if len != n {
             return Err(bad(format!("{len} values for {dims:?}")));
         }
@@ -349,17 +377,24 @@ impl Imported {
     pub fn to_safetensors(&self) -> Result<Vec<u8>> {
         use safetensors::tensor::TensorView;
         use safetensors::Dtype;
-        let mut bufs: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = vec![];
-        for (name, t) in &self.tensors {
-            let (d, b): (Dtype, Vec<u8>) = match &t.data {
-                CData::F(v) if t.dtype == dt::FLOAT16 => (Dtype::F16, v.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect()),
-                CData::F(v) => (Dtype::F32, bytemuck::cast_slice(v).to_vec()),
-                CData::I(v) => (Dtype::I64, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-            };
-            bufs.push((name.clone(), d, t.dims.clone(), b));
-        }
-        let views: Vec<(String, TensorView<'_>)> =
-            bufs.iter().map(|(n, d, s, b)| TensorView::new(*d, s.clone(), b).map(|v| (n.clone(), v))).collect::<Result<_, _>>().map_err(|e| Error::OnnxTensor { tensor: "?".into(), reason: e.to_string() })?;
+        use std::borrow::Cow;
+        // f32 data is viewed in place; only f16 and i64 are converted
+        let bufs: Vec<(Dtype, Cow<'_, [u8]>)> = self
+            .tensors
+            .values()
+            .map(|t| match &t.data {
+                CData::F(v) if t.dtype == dt::FLOAT16 => (Dtype::F16, Cow::Owned(v.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect())),
+                CData::F(v) => (Dtype::F32, Cow::Borrowed(bytemuck::cast_slice(v))),
+                CData::I(v) => (Dtype::I64, Cow::Owned(v.iter().flat_map(|x| x.to_le_bytes()).collect())),
+            })
+            .collect();
+        let views: Vec<(String, TensorView<'_>)> = self
+            .tensors
+            .iter()
+            .zip(&bufs)
+            .map(|((n, t), (d, b))| TensorView::new(*d, t.dims.clone(), b.as_ref()).map(|v| (n.clone(), v)))
+            .collect::<Result<_, _>>()
+            .map_err(|e| Error::OnnxTensor { tensor: "?".into(), reason: e.to_string() })?;
         let mut meta: std::collections::HashMap<String, String> = self.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         meta.insert(GRAPH_KEY.into(), serde_json::to_string(&self.graph).expect("graph JSON"));
         meta.entry("architecture".into()).or_insert_with(|| "onnx".into());
