@@ -109,52 +109,102 @@ fn epilogue(a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>, blk: u32
     store_px(a3 + bias, oc0, nlanes, oy, ox0 + 3u, slope);
 }
 
-// Dense or grouped convolution. gid.x: block of 4 output pixels in a row; gid.y: output row;
-// gid.z: group * ocb_pg + 4-channel block within the group.
-@compute @workgroup_size(WG_X, WG_Y, 1)
-fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let ox0 = gid.x * 4u;
-    let oy = gid.y;
-    if (ox0 >= p.out_w || oy >= p.out_h) {
+// Number of 4-channel output blocks one invocation of `conv2d` accumulates (1 to 4), chosen per
+// layer by the host (`kernels::conv::blocks_per_invocation`).
+override NB: u32 = 1u;
+
+// Input value of a tap, or 0 outside the input. The address is clamped and the value selected
+// rather than branched around: on a software adapter (one SIMD lane per invocation) a branch
+// around a load is a per-lane branch, and the select keeps the loop free of divergent control flow.
+fn tap(rbase: u32, ix: i32, yok: bool) -> vec4<f32> {
+    let ok = yok && ix >= 0 && ix < i32(p.in_w);
+    return vec4<f32>(select(0.0, f32(src[rbase + u32(clamp(ix, 0, i32(p.in_w) - 1))]), ok));
+}
+
+// Bias, addend, activation and store of 4-channel block `b` of group `grp` at 4 pixels (nothing
+// past the group's last block).
+fn block_epilogue(a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>, grp: u32, b: u32, oy: u32, ox0: u32) {
+    if (b >= p.ocb_pg) {
         return;
     }
-    let blk = gid.z;
-    let grp = blk / p.ocb_pg;
-    let ocl = (blk % p.ocb_pg) * 4u;
-    let oc0 = grp * p.ocpg + ocl;
-    let nlanes = min(4u, p.ocpg - ocl);
+    let ocl = b * 4u;
+    epilogue(a0, a1, a2, a3, grp * p.ocb_pg + b, grp * p.ocpg + ocl, min(4u, p.ocpg - ocl), oy, ox0);
+}
 
+// Dense or grouped convolution. Each invocation computes 4 consecutive output pixels of a row for
+// NB blocks of 4 output channels (16 NB outputs): each weight load (the same address for the whole
+// workgroup, so a scalar load broadcast on a software adapter) feeds 4 pixels, and each input load
+// feeds 4 NB channels. gid.x: block of 4 pixels; gid.y: output row; wg.z: group * ceil(ocb_pg / NB)
+// + NB-block within the group.
+@compute @workgroup_size(WG_X, WG_Y, 1)
+fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wg: vec3<u32>) {
+    let nbg = (p.ocb_pg + NB - 1u) / NB;
+    let grp = wg.z / nbg;
+    let b0 = (wg.z % nbg) * NB;
+    let ox0 = gid.x * 4u;
+    // rows past the end compute row out_h - 1 again and store nothing
+    let oy = min(gid.y, p.out_h - 1u);
     let sx = i32(p.stride_w);
     let ix0 = i32(ox0 * p.stride_w) - i32(p.pad_l);
     let iy0 = i32(oy * p.stride_h) - i32(p.pad_t);
-    let khw = p.k_h * p.k_w;
+    let in_h = i32(p.in_h);
     let plane = p.in_h * p.in_w;
-    var a0 = vec4<f32>(0.0);
-    var a1 = vec4<f32>(0.0);
-    var a2 = vec4<f32>(0.0);
-    var a3 = vec4<f32>(0.0);
-    var wi = p.w_off + blk * p.icpg * khw;
+    // weights of block b0 + j start j * ws vec4s after block b0's
+    let ws = p.icpg * p.k_h * p.k_w;
+    var a00 = vec4<f32>(0.0); var a01 = vec4<f32>(0.0); var a02 = vec4<f32>(0.0); var a03 = vec4<f32>(0.0);
+    var a10 = vec4<f32>(0.0); var a11 = vec4<f32>(0.0); var a12 = vec4<f32>(0.0); var a13 = vec4<f32>(0.0);
+    var a20 = vec4<f32>(0.0); var a21 = vec4<f32>(0.0); var a22 = vec4<f32>(0.0); var a23 = vec4<f32>(0.0);
+    var a30 = vec4<f32>(0.0); var a31 = vec4<f32>(0.0); var a32 = vec4<f32>(0.0); var a33 = vec4<f32>(0.0);
+    // blocks past the group's end (when NB does not divide ocb_pg) read the last block's weights
+    let wlast = p.w_off + (grp * p.ocb_pg + p.ocb_pg - 1u) * ws;
+    var wi = p.w_off + (grp * p.ocb_pg + b0) * ws;
+    let w1 = min(ws, wlast - wi);
+    let w2 = min(2u * ws, wlast - wi);
+    let w3 = min(3u * ws, wlast - wi);
+    var cbase = p.in_off + grp * p.icpg * plane;
     for (var ic = 0u; ic < p.icpg; ic++) {
-        let cbase = p.in_off + (grp * p.icpg + ic) * plane;
         for (var ky = 0u; ky < p.k_h; ky++) {
             let iy = iy0 + i32(ky * p.dil_h);
-            if (iy < 0 || u32(iy) >= p.in_h) {
-                wi += p.k_w;
-                continue;
-            }
-            let rbase = cbase + u32(iy) * p.in_w;
+            let yok = iy >= 0 && iy < in_h;
+            let rbase = cbase + u32(clamp(iy, 0, in_h - 1)) * p.in_w;
             for (var kx = 0u; kx < p.k_w; kx++) {
-                let w = prm[wi];
-                wi += 1u;
                 let ix = ix0 + i32(kx * p.dil_w);
-                a0 += w * load_src(rbase, ix, p.in_w);
-                a1 += w * load_src(rbase, ix + sx, p.in_w);
-                a2 += w * load_src(rbase, ix + 2 * sx, p.in_w);
-                a3 += w * load_src(rbase, ix + 3 * sx, p.in_w);
+                let v0 = tap(rbase, ix, yok);
+                let v1 = tap(rbase, ix + sx, yok);
+                let v2 = tap(rbase, ix + 2 * sx, yok);
+                let v3 = tap(rbase, ix + 3 * sx, yok);
+                let w = prm[wi];
+                a00 = fma(w, v0, a00); a01 = fma(w, v1, a01); a02 = fma(w, v2, a02); a03 = fma(w, v3, a03);
+                if (NB > 1u) {
+                    let w = prm[wi + w1];
+                    a10 = fma(w, v0, a10); a11 = fma(w, v1, a11); a12 = fma(w, v2, a12); a13 = fma(w, v3, a13);
+                }
+                if (NB > 2u) {
+                    let w = prm[wi + w2];
+                    a20 = fma(w, v0, a20); a21 = fma(w, v1, a21); a22 = fma(w, v2, a22); a23 = fma(w, v3, a23);
+                }
+                if (NB > 3u) {
+                    let w = prm[wi + w3];
+                    a30 = fma(w, v0, a30); a31 = fma(w, v1, a31); a32 = fma(w, v2, a32); a33 = fma(w, v3, a33);
+                }
+                wi += 1u;
             }
         }
+        cbase += plane;
     }
-    epilogue(a0, a1, a2, a3, blk, oc0, nlanes, oy, ox0);
+    if (ox0 >= p.out_w || gid.y >= p.out_h) {
+        return;
+    }
+    block_epilogue(a00, a01, a02, a03, grp, b0, oy, ox0);
+    if (NB > 1u) {
+        block_epilogue(a10, a11, a12, a13, grp, b0 + 1u, oy, ox0);
+    }
+    if (NB > 2u) {
+        block_epilogue(a20, a21, a22, a23, grp, b0 + 2u, oy, ox0);
+    }
+    if (NB > 3u) {
+        block_epilogue(a30, a31, a32, a33, grp, b0 + 3u, oy, ox0);
+    }
 }
 
 // Convolution with one input channel per group (depthwise, with any channel multiplier).

@@ -59,6 +59,8 @@ pub struct Prepared {
     /// Packed parameters: weights, then bias, then PReLU slopes, as vec4s.
     pub prm: Vec<f32>,
     pub groups: [u32; 3],
+    /// Override constants of the entry point.
+    pub constants: Vec<(&'static str, f64)>,
 }
 
 /// Packs `get(oc, ic, ky, kx)` as `[block][ic][ky][kx][lane]` where each block holds 4 output
@@ -146,6 +148,22 @@ fn params_of(g: &Conv2dGeom, (oh, ow): (usize, usize), act: &Act, x_off: u32, y_
     p
 }
 
+/// How many 4-channel output blocks one invocation of `conv2d` accumulates (its `NB`), for `ocb`
+/// blocks per group. Per tap, an invocation loads 4 input values (one per pixel; on a software
+/// adapter each is a per-lane load, the dearest operation) and NB weight vectors (uniform), and
+/// does 4 NB vector multiply-adds; blocks past the group's end are computed and thrown away. The
+/// cost model `ceil(ocb / NB) * (4 + 1.5 NB)` (input loads, weight loads and multiply-adds of one
+/// workgroup slice, weighed as measured on lavapipe) picks the largest NB that wastes little:
+/// 12 channels -> 3, 25-28 -> 4, 8 -> 2.
+pub fn blocks_per_invocation(ocb: usize) -> usize {
+    (1..=4)
+        .min_by(|&a, &b| {
+            let cost = |nb: usize| ocb.div_ceil(nb) as f64 * (4.0 + 1.5 * nb as f64);
+            cost(a).total_cmp(&cost(b)).then(b.cmp(&a))
+        })
+        .expect("four candidates")
+}
+
 /// Prepares a convolution whose input view starts at element `x_off` of its binding and whose
 /// output view starts at `y_off` of its binding.
 pub fn prepare_conv2d(op: &Conv2d, x_off: u32, y_off: u32, add: AddFrom) -> Result<Prepared> {
@@ -157,18 +175,20 @@ pub fn prepare_conv2d(op: &Conv2d, x_off: u32, y_off: u32, add: AddFrom) -> Resu
     let wt = |oc: usize, ic: usize, ky: usize, kx: usize| op.weight[((oc * icpg + ic) * g.k_h + ky) * g.k_w + kx];
     let bias = |oc: usize| op.bias.as_ref().map_or(0.0, |b| b[oc]);
     let slope = |oc: usize| slope_of(&op.act, oc);
+    let nb = blocks_per_invocation(ocpg.div_ceil(4));
     let (entry, w, b, s, z) = if depthwise {
         // blocks run over all output channels, regardless of group
         let w = pack_blocks(1, g.out_c, 1, g.k_h, g.k_w, |oc, _, ky, kx| wt(oc, 0, ky, kx));
         (("conv2d_dw"), w, pack_channels(1, g.out_c, bias), pack_channels(1, g.out_c, slope), g.out_c.div_ceil(4))
     } else {
         let w = pack_blocks(g.groups, ocpg, icpg, g.k_h, g.k_w, wt);
-        ("conv2d", w, pack_channels(g.groups, ocpg, bias), pack_channels(g.groups, ocpg, slope), g.groups * ocpg.div_ceil(4))
+        ("conv2d", w, pack_channels(g.groups, ocpg, bias), pack_channels(g.groups, ocpg, slope), g.groups * ocpg.div_ceil(4).div_ceil(nb))
     };
     let z = check_groups("conv2d", z)?;
     let (params, prm) = finish(params, w, b, s);
     let groups = [(ow.div_ceil(4) as u32).div_ceil(WG.0), (oh as u32).div_ceil(WG.1), z];
-    Ok(Prepared { entry, params, prm, groups })
+    let constants = if depthwise { vec![] } else { vec![("NB", nb as f64)] };
+    Ok(Prepared { entry, params, prm, groups, constants })
 }
 
 pub fn prepare_conv_t2d(op: &ConvT2d, x_off: u32, y_off: u32, add: AddFrom) -> Result<Prepared> {
@@ -192,7 +212,7 @@ pub fn prepare_conv_t2d(op: &ConvT2d, x_off: u32, y_off: u32, add: AddFrom) -> R
     let groups = [(ow.div_ceil(4) as u32).div_ceil(WG.0), (oh as u32).div_ceil(WG.1), z];
     let tiled = g.stride_h == g.k_h && g.stride_w == g.k_w && g.dil_h == 1 && g.dil_w == 1 && g.pad == Pad::default() && g.out_pad_h == 0 && g.out_pad_w == 0;
     let entry = if tiled { "conv_transpose2d_tiled" } else { "conv_transpose2d" };
-    Ok(Prepared { entry, params, prm, groups })
+    Ok(Prepared { entry, params, prm, groups, constants: vec![] })
 }
 
 fn slope_of(act: &Act, oc: usize) -> f32 {

@@ -311,9 +311,26 @@ impl Kernels {
     /// Like [`dispatch`](Self::dispatch) with any binding resources (textures included).
     #[allow(clippy::too_many_arguments)]
     pub fn dispatch_resources(&self, shader: Shader, entry: &'static str, dtype: DType, resources: Vec<wgpu::BindingResource<'_>>, groups: [u32; 3], label: &str, flops: u64, bytes: u64) -> Dispatch {
+        self.dispatch_specialized(shader, entry, dtype, &[], resources, groups, label, flops, bytes)
+    }
+
+    /// Like [`dispatch_resources`](Self::dispatch_resources) with override `constants`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn dispatch_specialized(
+        &self,
+        shader: Shader,
+        entry: &'static str,
+        dtype: DType,
+        constants: &[(&'static str, f64)],
+        resources: Vec<wgpu::BindingResource<'_>>,
+        groups: [u32; 3],
+        label: &str,
+        flops: u64,
+        bytes: u64,
+    ) -> Dispatch {
         // every family has both variants (`Shader::dtypes`); the device's SHADER_F16 is checked
         // when a session with f16 tensors is built
-        let pipeline = self.pipeline_for(shader, entry, dtype, &[]).unwrap_or_else(|| self.pipeline(shader, entry));
+        let pipeline = self.pipeline_for(shader, entry, dtype, constants).unwrap_or_else(|| self.pipeline(shader, entry));
         let bgl = {
             let mut cache = self.inner.lock().expect("kernel cache poisoned");
             self.layout(&mut cache, shader).0

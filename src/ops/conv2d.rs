@@ -93,7 +93,7 @@ pub(crate) fn encode_conv_family(
     let prm = cx.storage(name, &prep.prm)?;
     let u = cx.uniform(&prep.params);
     let slots = [xs, Slot::whole(&prm), ys, add_slot.unwrap_or(cx.dummy()), Slot::whole(&u)];
-    let dispatch = cx.dispatch(Shader::Conv, prep.entry, &slots, prep.groups, name, op.flops(cx.graph), cx.act_bytes(op) + prm.size());
+    let dispatch = cx.dispatch_specialized(Shader::Conv, prep.entry, &prep.constants, &slots, prep.groups, name, op.flops(cx.graph), cx.act_bytes(op) + prm.size());
     Ok(Encoded { dispatch, buffers: vec![prm, u] })
 }
 
@@ -301,6 +301,13 @@ pub fn problems(seed: u64, bench: bool) -> Vec<Problem> {
                 }
                 (geom, rng.range(0, 1) == 0)
             })
+            .chain([
+                // channel counts where the blocks per invocation (NB) do not divide the blocks of
+                // a group, so the last invocation computes blocks past the group's end: 25 channels
+                // (7 blocks, NB 4) and two groups of 20 (5 blocks each, NB 3)
+                (Conv2dGeom::new(5, 9, 11, 25, 3, 1, 2, 2, 1), true),
+                (Conv2dGeom::new(6, 7, 10, 40, 3, 2, 1, 1, 2), false),
+            ])
             .collect()
     };
     for (i, (geom, add)) in cases.into_iter().enumerate() {

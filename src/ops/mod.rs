@@ -254,6 +254,13 @@ impl<'a> EncodeCx<'a, '_> {
     pub fn dispatch(&self, shader: Shader, entry: &'static str, slots: &[Slot<'_>], groups: [u32; 3], label: &str, flops: u64, bytes: u64) -> Dispatch {
         self.kernels.dispatch_typed(shader, entry, self.dtype, slots, groups, label, flops, bytes)
     }
+
+    /// [`dispatch`](Self::dispatch) with override constants.
+    #[allow(clippy::too_many_arguments)]
+    pub fn dispatch_specialized(&self, shader: Shader, entry: &'static str, constants: &[(&'static str, f64)], slots: &[Slot<'_>], groups: [u32; 3], label: &str, flops: u64, bytes: u64) -> Dispatch {
+        let resources = slots.iter().map(|s| s.resource()).collect();
+        self.kernels.dispatch_specialized(shader, entry, self.dtype, constants, resources, groups, label, flops, bytes)
+    }
 }
 
 /// Whether two slots are the same binding.
