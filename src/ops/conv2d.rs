@@ -307,6 +307,14 @@ pub fn problems(seed: u64, bench: bool) -> Vec<Problem> {
                 // (7 blocks, NB 4) and two groups of 20 (5 blocks each, NB 3)
                 (Conv2dGeom::new(5, 9, 11, 25, 3, 1, 2, 2, 1), true),
                 (Conv2dGeom::new(6, 7, 10, 40, 3, 2, 1, 1, 2), false),
+                // maps larger than a workgroup (8 rows, 32 columns) with wide dilations, where
+                // whole workgroups skip the taps that only read padding (DeepLab's ASPP)
+                (Conv2dGeom::new(3, 21, 41, 5, 3, 1, 12, 12, 1), true),
+                (Conv2dGeom::new(2, 17, 35, 6, 3, 1, 36, 36, 1), false),
+                (Conv2dGeom::new(3, 25, 70, 4, 3, 2, 9, 9, 1), false),
+                // padding 11 > dilation 4: the first workgroup's last row reads its first valid
+                // input row exactly at tap 1 (the boundary of the skipped range)
+                (Conv2dGeom::new(2, 10, 12, 3, 3, 1, 11, 4, 1), false),
             ])
             .collect()
     };
