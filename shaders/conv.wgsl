@@ -11,6 +11,9 @@
 
 // Element type of the activations: f32, or f16 in the half-precision variant (see kernels::Shader::source).
 alias E = f32;
+// Type of the multiply-adds: f32, or f16 in the variant that computes in half precision
+// (kernels::Arith::F16; accumulators, weights and inputs rounded to f16, the epilogue in f32).
+alias C = f32;
 
 struct Conv {
     in_c: u32, in_h: u32, in_w: u32, in_off: u32,
@@ -23,7 +26,8 @@ struct Conv {
     w_off: u32, b_off: u32, s_off: u32,
     // 0: no addend; 1: addend is in `dst`; 2: in `addsrc`; 3: in `src`
     add_mode: u32,
-    add_off: u32, _p0: u32, _p1: u32, _p2: u32,
+    // conv2d_tiled: input tile width and height (values), and input channels a tile holds
+    add_off: u32, tile_w: u32, tile_h: u32, tile_c: u32,
 };
 
 @group(0) @binding(0) var<storage, read_write> src: array<E>;
@@ -63,11 +67,11 @@ fn erf1(x: f32) -> f32 {
 }
 
 
-fn load_src(base: u32, x: i32, w: u32) -> f32 {
+fn load_src(base: u32, x: i32, w: u32) -> C {
     if (x >= 0 && u32(x) < w) {
-        return f32(src[base + u32(x)]);
+        return C(src[base + u32(x)]);
     }
-    return 0.0;
+    return C(0.0);
 }
 
 fn addend(i: u32) -> f32 {
@@ -112,13 +116,25 @@ fn epilogue(a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>, blk: u32
 // Number of 4-channel output blocks one invocation of `conv2d` accumulates (1 to 4), chosen per
 // layer by the host (`kernels::conv::blocks_per_invocation`).
 override NB: u32 = 1u;
+// Input channels whose products `conv2d` / `conv2d_tiled` sum in C before adding the partial sum
+// to an f32 total (0: one running sum in C). The f16-arithmetic variant gets a chunk of about 16
+// products (`kernels::conv::f16_chunk`): a running f16 sum over the ~1000 products of a wide layer
+// errs by up to K u relative (u = 2^-11), which measurably flipped class maps; chunks bound the f16
+// part of the error to that of ~16 products while nearly all multiply-adds stay in f16.
+override CHUNK: u32 = 0u;
+
+// Adds a chunk's partial sum to the f32 total and restarts it.
+fn flush(a: ptr<function, vec4<C>>, t: ptr<function, vec4<f32>>) {
+    *t += vec4<f32>(*a);
+    *a = vec4<C>(0.0);
+}
 
 // Input value of a tap, or 0 outside the input. The address is clamped and the value selected
 // rather than branched around: on a software adapter (one SIMD lane per invocation) a branch
 // around a load is a per-lane branch, and the select keeps the loop free of divergent control flow.
-fn tap(rbase: u32, ix: i32, yok: bool) -> vec4<f32> {
+fn tap(rbase: u32, ix: i32, yok: bool) -> vec4<C> {
     let ok = yok && ix >= 0 && ix < i32(p.in_w);
-    return vec4<f32>(select(0.0, f32(src[rbase + u32(clamp(ix, 0, i32(p.in_w) - 1))]), ok));
+    return vec4<C>(select(C(0.0), C(src[rbase + u32(clamp(ix, 0, i32(p.in_w) - 1))]), ok));
 }
 
 // Taps [lo, hi) of one axis whose input coordinate `o * stride - pad + k * dil` is inside
@@ -163,10 +179,14 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) 
     let plane = p.in_h * p.in_w;
     // weights of block b0 + j start j * ws vec4s after block b0's
     let ws = p.icpg * p.k_h * p.k_w;
-    var a00 = vec4<f32>(0.0); var a01 = vec4<f32>(0.0); var a02 = vec4<f32>(0.0); var a03 = vec4<f32>(0.0);
-    var a10 = vec4<f32>(0.0); var a11 = vec4<f32>(0.0); var a12 = vec4<f32>(0.0); var a13 = vec4<f32>(0.0);
-    var a20 = vec4<f32>(0.0); var a21 = vec4<f32>(0.0); var a22 = vec4<f32>(0.0); var a23 = vec4<f32>(0.0);
-    var a30 = vec4<f32>(0.0); var a31 = vec4<f32>(0.0); var a32 = vec4<f32>(0.0); var a33 = vec4<f32>(0.0);
+    var a00 = vec4<C>(0.0); var a01 = vec4<C>(0.0); var a02 = vec4<C>(0.0); var a03 = vec4<C>(0.0);
+    var a10 = vec4<C>(0.0); var a11 = vec4<C>(0.0); var a12 = vec4<C>(0.0); var a13 = vec4<C>(0.0);
+    var a20 = vec4<C>(0.0); var a21 = vec4<C>(0.0); var a22 = vec4<C>(0.0); var a23 = vec4<C>(0.0);
+    var a30 = vec4<C>(0.0); var a31 = vec4<C>(0.0); var a32 = vec4<C>(0.0); var a33 = vec4<C>(0.0);
+    var t00 = vec4<f32>(0.0); var t01 = vec4<f32>(0.0); var t02 = vec4<f32>(0.0); var t03 = vec4<f32>(0.0);
+    var t10 = vec4<f32>(0.0); var t11 = vec4<f32>(0.0); var t12 = vec4<f32>(0.0); var t13 = vec4<f32>(0.0);
+    var t20 = vec4<f32>(0.0); var t21 = vec4<f32>(0.0); var t22 = vec4<f32>(0.0); var t23 = vec4<f32>(0.0);
+    var t30 = vec4<f32>(0.0); var t31 = vec4<f32>(0.0); var t32 = vec4<f32>(0.0); var t33 = vec4<f32>(0.0);
     // blocks past the group's end (when NB does not divide ocb_pg) read the last block's weights
     let wlast = p.w_off + (grp * p.ocb_pg + p.ocb_pg - 1u) * ws;
     var wi = p.w_off + (grp * p.ocb_pg + b0) * ws;
@@ -191,37 +211,149 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) 
                 let v1 = tap(rbase, ix + sx, yok);
                 let v2 = tap(rbase, ix + 2 * sx, yok);
                 let v3 = tap(rbase, ix + 3 * sx, yok);
-                let w = prm[wi];
+                let w = vec4<C>(prm[wi]);
                 a00 = fma(w, v0, a00); a01 = fma(w, v1, a01); a02 = fma(w, v2, a02); a03 = fma(w, v3, a03);
                 if (NB > 1u) {
-                    let w = prm[wi + w1];
+                    let w = vec4<C>(prm[wi + w1]);
                     a10 = fma(w, v0, a10); a11 = fma(w, v1, a11); a12 = fma(w, v2, a12); a13 = fma(w, v3, a13);
                 }
                 if (NB > 2u) {
-                    let w = prm[wi + w2];
+                    let w = vec4<C>(prm[wi + w2]);
                     a20 = fma(w, v0, a20); a21 = fma(w, v1, a21); a22 = fma(w, v2, a22); a23 = fma(w, v3, a23);
                 }
                 if (NB > 3u) {
-                    let w = prm[wi + w3];
+                    let w = vec4<C>(prm[wi + w3]);
                     a30 = fma(w, v0, a30); a31 = fma(w, v1, a31); a32 = fma(w, v2, a32); a33 = fma(w, v3, a33);
                 }
                 wi += 1u;
             }
+        }
+        if (CHUNK > 0u && ((ic + 1u) % max(CHUNK, 1u) == 0u || ic + 1u == p.icpg)) {
+            flush(&a00, &t00); flush(&a01, &t01); flush(&a02, &t02); flush(&a03, &t03);
+            flush(&a10, &t10); flush(&a11, &t11); flush(&a12, &t12); flush(&a13, &t13);
+            flush(&a20, &t20); flush(&a21, &t21); flush(&a22, &t22); flush(&a23, &t23);
+            flush(&a30, &t30); flush(&a31, &t31); flush(&a32, &t32); flush(&a33, &t33);
         }
         cbase += plane;
     }
     if (ox0 >= p.out_w || gid.y >= p.out_h) {
         return;
     }
-    block_epilogue(a00, a01, a02, a03, grp, b0, oy, ox0);
+    block_epilogue(t00 + vec4<f32>(a00), t01 + vec4<f32>(a01), t02 + vec4<f32>(a02), t03 + vec4<f32>(a03), grp, b0, oy, ox0);
     if (NB > 1u) {
-        block_epilogue(a10, a11, a12, a13, grp, b0 + 1u, oy, ox0);
+        block_epilogue(t10 + vec4<f32>(a10), t11 + vec4<f32>(a11), t12 + vec4<f32>(a12), t13 + vec4<f32>(a13), grp, b0 + 1u, oy, ox0);
     }
     if (NB > 2u) {
-        block_epilogue(a20, a21, a22, a23, grp, b0 + 2u, oy, ox0);
+        block_epilogue(t20 + vec4<f32>(a20), t21 + vec4<f32>(a21), t22 + vec4<f32>(a22), t23 + vec4<f32>(a23), grp, b0 + 2u, oy, ox0);
     }
     if (NB > 3u) {
-        block_epilogue(a30, a31, a32, a33, grp, b0 + 3u, oy, ox0);
+        block_epilogue(t30 + vec4<f32>(a30), t31 + vec4<f32>(a31), t32 + vec4<f32>(a32), t33 + vec4<f32>(a33), grp, b0 + 3u, oy, ox0);
+    }
+}
+
+// Values of the input tile of `conv2d_tiled` (16 KiB in f32, the smallest workgroup storage a
+// WebGPU adapter offers).
+const TILE_MAX: u32 = 4096u;
+var<workgroup> tile: array<E, TILE_MAX>;
+
+// `conv2d` for GPUs, with the input staged through workgroup memory. The workgroup's output tile
+// (4 WG_X columns by WG_Y rows) reads an input tile of tile_w x tile_h values per input channel;
+// the workgroup loads tile_c channels of it at a time (each value once, by neighbouring
+// invocations: coalesced), then every invocation reads its taps from workgroup memory. Where the
+// tile is much smaller than the taps read (small dilations) this turns repeated global reads into
+// on-chip ones. Same register tiling (4 pixels x NB blocks) and same epilogue as `conv2d`; chosen
+// by the host on GPUs when the tile fits (`kernels::conv::tile_for`). The loads and barriers are in
+// uniform control flow: no invocation returns before the epilogue.
+@compute @workgroup_size(WG_X, WG_Y, 1)
+fn conv2d_tiled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let nbg = (p.ocb_pg + NB - 1u) / NB;
+    let grp = wg.z / nbg;
+    let b0 = (wg.z % nbg) * NB;
+    let ox0 = gid.x * 4u;
+    let oy = min(gid.y, p.out_h - 1u);
+    let plane = p.in_h * p.in_w;
+    let ws = p.icpg * p.k_h * p.k_w;
+    // input coordinates of the tile's corner, and of this invocation's first tap inside the tile
+    let tx0 = i32(wg.x * WG_X * 4u * p.stride_w) - i32(p.pad_l);
+    let ty0 = i32(wg.y * WG_Y * p.stride_h) - i32(p.pad_t);
+    let lx0 = (ox0 - wg.x * WG_X * 4u) * p.stride_w;
+    let ly0 = (oy - wg.y * WG_Y) * p.stride_h;
+    let tplane = p.tile_w * p.tile_h;
+    var a00 = vec4<C>(0.0); var a01 = vec4<C>(0.0); var a02 = vec4<C>(0.0); var a03 = vec4<C>(0.0);
+    var a10 = vec4<C>(0.0); var a11 = vec4<C>(0.0); var a12 = vec4<C>(0.0); var a13 = vec4<C>(0.0);
+    var a20 = vec4<C>(0.0); var a21 = vec4<C>(0.0); var a22 = vec4<C>(0.0); var a23 = vec4<C>(0.0);
+    var a30 = vec4<C>(0.0); var a31 = vec4<C>(0.0); var a32 = vec4<C>(0.0); var a33 = vec4<C>(0.0);
+    var t00 = vec4<f32>(0.0); var t01 = vec4<f32>(0.0); var t02 = vec4<f32>(0.0); var t03 = vec4<f32>(0.0);
+    var t10 = vec4<f32>(0.0); var t11 = vec4<f32>(0.0); var t12 = vec4<f32>(0.0); var t13 = vec4<f32>(0.0);
+    var t20 = vec4<f32>(0.0); var t21 = vec4<f32>(0.0); var t22 = vec4<f32>(0.0); var t23 = vec4<f32>(0.0);
+    var t30 = vec4<f32>(0.0); var t31 = vec4<f32>(0.0); var t32 = vec4<f32>(0.0); var t33 = vec4<f32>(0.0);
+    let wlast = p.w_off + (grp * p.ocb_pg + p.ocb_pg - 1u) * ws;
+    let wb = p.w_off + (grp * p.ocb_pg + b0) * ws;
+    let w1 = min(ws, wlast - wb);
+    let w2 = min(2u * ws, wlast - wb);
+    let w3 = min(3u * ws, wlast - wb);
+    let sx = p.stride_w;
+    for (var ic0 = 0u; ic0 < p.icpg; ic0 += p.tile_c) {
+        let nc = min(p.tile_c, p.icpg - ic0);
+        let cbase = p.in_off + (grp * p.icpg + ic0) * plane;
+        workgroupBarrier();
+        for (var t = li; t < nc * tplane; t += WG_X * WG_Y) {
+            let c = t / tplane;
+            let r = t % tplane;
+            let iy = ty0 + i32(r / p.tile_w);
+            let ix = tx0 + i32(r % p.tile_w);
+            let ok = iy >= 0 && iy < i32(p.in_h) && ix >= 0 && ix < i32(p.in_w);
+            let at = cbase + c * plane + u32(clamp(iy, 0, i32(p.in_h) - 1)) * p.in_w + u32(clamp(ix, 0, i32(p.in_w) - 1));
+            tile[t] = select(E(0.0), src[at], ok);
+        }
+        workgroupBarrier();
+        for (var c = 0u; c < nc; c++) {
+            for (var ky = 0u; ky < p.k_h; ky++) {
+                let row = c * tplane + (ly0 + ky * p.dil_h) * p.tile_w + lx0;
+                var wi = wb + ((ic0 + c) * p.k_h + ky) * p.k_w;
+                for (var kx = 0u; kx < p.k_w; kx++) {
+                    let at = row + kx * p.dil_w;
+                    let v0 = vec4<C>(C(tile[at]));
+                    let v1 = vec4<C>(C(tile[at + sx]));
+                    let v2 = vec4<C>(C(tile[at + 2u * sx]));
+                    let v3 = vec4<C>(C(tile[at + 3u * sx]));
+                    let w = vec4<C>(prm[wi]);
+                    a00 = fma(w, v0, a00); a01 = fma(w, v1, a01); a02 = fma(w, v2, a02); a03 = fma(w, v3, a03);
+                    if (NB > 1u) {
+                        let w = vec4<C>(prm[wi + w1]);
+                        a10 = fma(w, v0, a10); a11 = fma(w, v1, a11); a12 = fma(w, v2, a12); a13 = fma(w, v3, a13);
+                    }
+                    if (NB > 2u) {
+                        let w = vec4<C>(prm[wi + w2]);
+                        a20 = fma(w, v0, a20); a21 = fma(w, v1, a21); a22 = fma(w, v2, a22); a23 = fma(w, v3, a23);
+                    }
+                    if (NB > 3u) {
+                        let w = vec4<C>(prm[wi + w3]);
+                        a30 = fma(w, v0, a30); a31 = fma(w, v1, a31); a32 = fma(w, v2, a32); a33 = fma(w, v3, a33);
+                    }
+                    wi += 1u;
+                }
+            }
+            if (CHUNK > 0u && ((ic0 + c + 1u) % max(CHUNK, 1u) == 0u || ic0 + c + 1u == p.icpg)) {
+                flush(&a00, &t00); flush(&a01, &t01); flush(&a02, &t02); flush(&a03, &t03);
+                flush(&a10, &t10); flush(&a11, &t11); flush(&a12, &t12); flush(&a13, &t13);
+                flush(&a20, &t20); flush(&a21, &t21); flush(&a22, &t22); flush(&a23, &t23);
+                flush(&a30, &t30); flush(&a31, &t31); flush(&a32, &t32); flush(&a33, &t33);
+            }
+        }
+    }
+    if (ox0 >= p.out_w || gid.y >= p.out_h) {
+        return;
+    }
+    block_epilogue(t00 + vec4<f32>(a00), t01 + vec4<f32>(a01), t02 + vec4<f32>(a02), t03 + vec4<f32>(a03), grp, b0, oy, ox0);
+    if (NB > 1u) {
+        block_epilogue(t10 + vec4<f32>(a10), t11 + vec4<f32>(a11), t12 + vec4<f32>(a12), t13 + vec4<f32>(a13), grp, b0 + 1u, oy, ox0);
+    }
+    if (NB > 2u) {
+        block_epilogue(t20 + vec4<f32>(a20), t21 + vec4<f32>(a21), t22 + vec4<f32>(a22), t23 + vec4<f32>(a23), grp, b0 + 2u, oy, ox0);
+    }
+    if (NB > 3u) {
+        block_epilogue(t30 + vec4<f32>(a30), t31 + vec4<f32>(a31), t32 + vec4<f32>(a32), t33 + vec4<f32>(a33), grp, b0 + 3u, oy, ox0);
     }
 }
 
@@ -250,10 +382,10 @@ fn conv2d_dw(@builtin(global_invocation_id) gid: vec3<u32>) {
     let sx = i32(p.stride_w);
     let ix0 = i32(ox0 * p.stride_w) - i32(p.pad_l);
     let iy0 = i32(oy * p.stride_h) - i32(p.pad_t);
-    var a0 = vec4<f32>(0.0);
-    var a1 = vec4<f32>(0.0);
-    var a2 = vec4<f32>(0.0);
-    var a3 = vec4<f32>(0.0);
+    var a0 = vec4<C>(0.0);
+    var a1 = vec4<C>(0.0);
+    var a2 = vec4<C>(0.0);
+    var a3 = vec4<C>(0.0);
     var wi = p.w_off + blk * p.k_h * p.k_w;
     for (var ky = 0u; ky < p.k_h; ky++) {
         let iy = iy0 + i32(ky * p.dil_h);
@@ -263,19 +395,19 @@ fn conv2d_dw(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
         let r = cb + vec4<u32>(u32(iy) * p.in_w);
         for (var kx = 0u; kx < p.k_w; kx++) {
-            let w = prm[wi];
+            let w = vec4<C>(prm[wi]);
             wi += 1u;
             let ix = ix0 + i32(kx * p.dil_w);
-            a0 += w * vec4<f32>(load_src(r.x, ix, p.in_w), load_src(r.y, ix, p.in_w), load_src(r.z, ix, p.in_w), load_src(r.w, ix, p.in_w));
+            a0 += w * vec4<C>(load_src(r.x, ix, p.in_w), load_src(r.y, ix, p.in_w), load_src(r.z, ix, p.in_w), load_src(r.w, ix, p.in_w));
             let i1 = ix + sx;
-            a1 += w * vec4<f32>(load_src(r.x, i1, p.in_w), load_src(r.y, i1, p.in_w), load_src(r.z, i1, p.in_w), load_src(r.w, i1, p.in_w));
+            a1 += w * vec4<C>(load_src(r.x, i1, p.in_w), load_src(r.y, i1, p.in_w), load_src(r.z, i1, p.in_w), load_src(r.w, i1, p.in_w));
             let i2 = ix + 2 * sx;
-            a2 += w * vec4<f32>(load_src(r.x, i2, p.in_w), load_src(r.y, i2, p.in_w), load_src(r.z, i2, p.in_w), load_src(r.w, i2, p.in_w));
+            a2 += w * vec4<C>(load_src(r.x, i2, p.in_w), load_src(r.y, i2, p.in_w), load_src(r.z, i2, p.in_w), load_src(r.w, i2, p.in_w));
             let i3 = ix + 3 * sx;
-            a3 += w * vec4<f32>(load_src(r.x, i3, p.in_w), load_src(r.y, i3, p.in_w), load_src(r.z, i3, p.in_w), load_src(r.w, i3, p.in_w));
+            a3 += w * vec4<C>(load_src(r.x, i3, p.in_w), load_src(r.y, i3, p.in_w), load_src(r.z, i3, p.in_w), load_src(r.w, i3, p.in_w));
         }
     }
-    epilogue(a0, a1, a2, a3, blk, oc0, nlanes, oy, ox0);
+    epilogue(vec4<f32>(a0), vec4<f32>(a1), vec4<f32>(a2), vec4<f32>(a3), blk, oc0, nlanes, oy, ox0);
 }
 
 // Input contribution of tap (ky, kx) to output pixel (oy, ox) of a transposed convolution:
@@ -292,12 +424,12 @@ fn convt_src(o: u32, k: u32, stride: u32, dil: u32, pad: u32, n: u32) -> i32 {
     return i32(i);
 }
 
-fn convt_load(cbase: u32, iy: i32, ox: u32, kx: u32) -> f32 {
+fn convt_load(cbase: u32, iy: i32, ox: u32, kx: u32) -> C {
     let ix = convt_src(ox, kx, p.stride_w, p.dil_w, p.pad_l, p.in_w);
     if (iy < 0 || ix < 0) {
-        return 0.0;
+        return C(0.0);
     }
-    return f32(src[cbase + u32(iy) * p.in_w + u32(ix)]);
+    return C(src[cbase + u32(iy) * p.in_w + u32(ix)]);
 }
 
 // Transposed convolution in gather form. Same tiling and weight packing as `conv2d`
@@ -316,10 +448,10 @@ fn conv_transpose2d(@builtin(global_invocation_id) gid: vec3<u32>) {
     let nlanes = min(4u, p.ocpg - ocl);
     let khw = p.k_h * p.k_w;
     let plane = p.in_h * p.in_w;
-    var a0 = vec4<f32>(0.0);
-    var a1 = vec4<f32>(0.0);
-    var a2 = vec4<f32>(0.0);
-    var a3 = vec4<f32>(0.0);
+    var a0 = vec4<C>(0.0);
+    var a1 = vec4<C>(0.0);
+    var a2 = vec4<C>(0.0);
+    var a3 = vec4<C>(0.0);
     for (var ic = 0u; ic < p.icpg; ic++) {
         let cbase = p.in_off + (grp * p.icpg + ic) * plane;
         let wbase = p.w_off + (blk * p.icpg + ic) * khw;
@@ -329,7 +461,7 @@ fn conv_transpose2d(@builtin(global_invocation_id) gid: vec3<u32>) {
                 continue;
             }
             for (var kx = 0u; kx < p.k_w; kx++) {
-                let w = prm[wbase + ky * p.k_w + kx];
+                let w = vec4<C>(prm[wbase + ky * p.k_w + kx]);
                 a0 += w * convt_load(cbase, iy, ox0, kx);
                 a1 += w * convt_load(cbase, iy, ox0 + 1u, kx);
                 a2 += w * convt_load(cbase, iy, ox0 + 2u, kx);
@@ -337,7 +469,7 @@ fn conv_transpose2d(@builtin(global_invocation_id) gid: vec3<u32>) {
             }
         }
     }
-    epilogue(a0, a1, a2, a3, blk, oc0, nlanes, oy, ox0);
+    epilogue(vec4<f32>(a0), vec4<f32>(a1), vec4<f32>(a2), vec4<f32>(a3), blk, oc0, nlanes, oy, ox0);
 }
 
 // Transposed convolution whose kernel equals its stride (no dilation, padding or output padding):
@@ -367,17 +499,17 @@ fn conv_transpose2d_tiled(@builtin(global_invocation_id) gid: vec3<u32>) {
         ix[j] = ox / p.stride_w;
         kx[j] = ox % p.stride_w;
     }
-    var a0 = vec4<f32>(0.0);
-    var a1 = vec4<f32>(0.0);
-    var a2 = vec4<f32>(0.0);
-    var a3 = vec4<f32>(0.0);
+    var a0 = vec4<C>(0.0);
+    var a1 = vec4<C>(0.0);
+    var a2 = vec4<C>(0.0);
+    var a3 = vec4<C>(0.0);
     for (var ic = 0u; ic < p.icpg; ic++) {
         let row = p.in_off + (grp * p.icpg + ic) * plane + iy * p.in_w;
         let wrow = p.w_off + (blk * p.icpg + ic) * khw + ky * p.k_w;
-        a0 += prm[wrow + kx[0]] * f32(src[row + ix[0]]);
-        a1 += prm[wrow + kx[1]] * f32(src[row + ix[1]]);
-        a2 += prm[wrow + kx[2]] * f32(src[row + ix[2]]);
-        a3 += prm[wrow + kx[3]] * f32(src[row + ix[3]]);
+        a0 += vec4<C>(prm[wrow + kx[0]]) * C(src[row + ix[0]]);
+        a1 += vec4<C>(prm[wrow + kx[1]]) * C(src[row + ix[1]]);
+        a2 += vec4<C>(prm[wrow + kx[2]]) * C(src[row + ix[2]]);
+        a3 += vec4<C>(prm[wrow + kx[3]]) * C(src[row + ix[3]]);
     }
-    epilogue(a0, a1, a2, a3, blk, oc0, nlanes, oy, ox0);
+    epilogue(vec4<f32>(a0), vec4<f32>(a1), vec4<f32>(a2), vec4<f32>(a3), blk, oc0, nlanes, oy, ox0);
 }

@@ -72,8 +72,10 @@ enum Cmd {
         /// (after a setting name, overrides it; alone, overrides `default`).
         #[arg(long, value_parser = parse_crf)]
         crf: Option<atrous::crf::CrfParams>,
-        /// Storage precision: f32, f16 (feature maps, input and logits as f16; needs SHADER_F16),
-        /// or auto (f16 on a GPU that has it, f32 on a software adapter).
+        /// Precision: f32; f16 (feature maps, input and logits as f16, multiply-adds in f32;
+        /// needs SHADER_F16); f16-compute (the convolutions' multiply-adds in f16 as well:
+        /// faster on GPUs, flips up to ~0.8% of pixels); auto (f16 on a GPU that has it, f32 on
+        /// a software adapter).
         #[arg(long, default_value = "f32")]
         precision: String,
         #[command(flatten)]
@@ -104,8 +106,10 @@ enum Cmd {
         /// JSON on stdout.
         #[arg(long)]
         json: bool,
-        /// Storage precision: f32, f16 (feature maps, input and logits as f16; needs SHADER_F16),
-        /// or auto (f16 on a GPU that has it, f32 on a software adapter).
+        /// Precision: f32; f16 (feature maps, input and logits as f16, multiply-adds in f32;
+        /// needs SHADER_F16); f16-compute (the convolutions' multiply-adds in f16 as well:
+        /// faster on GPUs, flips up to ~0.8% of pixels); auto (f16 on a GPU that has it, f32 on
+        /// a software adapter).
         #[arg(long, default_value = "f32")]
         precision: String,
         #[command(flatten)]
@@ -250,8 +254,10 @@ enum Cmd {
         /// JSON lines on stdout (one per dispatch, per kernel, and the end-to-end figures).
         #[arg(long)]
         json: bool,
-        /// Storage precision: f32, f16 (feature maps, input and logits as f16; needs SHADER_F16),
-        /// or auto (f16 on a GPU that has it, f32 on a software adapter).
+        /// Precision: f32; f16 (feature maps, input and logits as f16, multiply-adds in f32;
+        /// needs SHADER_F16); f16-compute (the convolutions' multiply-adds in f16 as well:
+        /// faster on GPUs, flips up to ~0.8% of pixels); auto (f16 on a GPU that has it, f32 on
+        /// a software adapter).
         #[arg(long, default_value = "f32")]
         precision: String,
     },
@@ -856,7 +862,7 @@ fn inspect(model_arg: Option<&str>, arch: Option<&str>, size: Option<&str>, json
     // what an f16 session plans: the builder's precision-sensitive stages stay f32
     let g = match Precision::parse(precision, None)? {
         Precision::F32 => g,
-        Precision::F16 => atrous::passes::half_precision(&g)?,
+        Precision::F16 | Precision::F16Compute => atrous::passes::half_precision(&g)?,
     };
     let limits = atrous::plan::PlanLimits::unlimited();
     let plan = atrous::plan::Plan::new(&g, limits)?;
@@ -1018,7 +1024,7 @@ fn bench(model_arg: &str, size: Option<&str>, iters: usize, crf: Option<atrous::
     let g = model.graph(h, w)?;
     let precision = Precision::parse(precision, Some(&gpu))?;
     let mut s = Session::with_options(&gpu, &g, SessionOptions { normalize: model.info.pixel_head(), precision, crf, ..Default::default() })?;
-    eprintln!("bench {} ({precision:?}) at {w}x{h} on {}: {:.3} GFLOP per image, {} dispatches", model.info.name, gpu.describe(), g.flops() as f64 / 1e9, s.dispatches.len());
+    eprintln!("bench {} ({}) at {w}x{h} on {}: {:.3} GFLOP per image, {} dispatches", model.info.name, precision.name(), gpu.describe(), g.flops() as f64 / 1e9, s.dispatches.len());
     // a deterministic, textured test image
     let rgb: Vec<u8> = (0..h * w * 3).map(|i| ((i * 2654435761usize) >> 13) as u8).collect();
     for _ in 0..2 {

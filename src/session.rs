@@ -106,6 +106,9 @@ pub struct SessionOptions {
     /// class map; the probabilities output is then the CRF's marginals. Needs pixels
     /// (`normalize`) and at least two classes.
     pub crf: Option<crate::crf::CrfParams>,
+    /// Stage convolution inputs through workgroup memory (`conv2d_tiled`) where that pays:
+    /// `None` decides by adapter ([`Kernels::tiles_for`]: GPUs yes, CPU adapters no).
+    pub conv_tiles: Option<bool>,
 }
 
 /// How a session stores its tensors.
@@ -114,19 +117,28 @@ pub enum Precision {
     /// 4 bytes a value.
     #[default]
     F32,
-    /// 2 bytes a value for every feature map, the input and the logits (arithmetic in f32).
+    /// 2 bytes a value for every feature map, the input and the logits; the multiply-adds in f32
+    /// (loads widen, stores round).
     F16,
+    /// f16 storage as [`Precision::F16`], and the convolutions' multiply-adds in f16 as well
+    /// (weights rounded to f16 at use, f16 accumulators; bias, addend and activation in f32):
+    /// twice the arithmetic rate on most GPUs. Families without an f16-arithmetic variant
+    /// ([`crate::kernels::Shader::ariths`]) compute in f32.
+    F16Compute,
 }
 
 impl Precision {
-    /// `f32`, `f16`, or `auto`: f16 where the device has `SHADER_F16` and is not a CPU adapter
-    /// (on lavapipe the f16 variant is no faster: the arithmetic is f32 and every load and store
+    /// `f32`; `f16` (f16 storage, f32 multiply-adds: on every adapter, since f16 arithmetic
+    /// measurably flips class maps, see tests/half.rs); `f16-acc32` (the same, by name) and
+    /// `f16-compute` (f16 multiply-adds, opt-in); `auto`: f16 where the device has `SHADER_F16`
+    /// and is not a CPU adapter (on lavapipe f16 storage is no faster: every load and store
     /// converts), else f32. With a device, f16 on one without `SHADER_F16` is refused here, before
     /// any session; without one (planning only), `auto` is refused.
     pub fn parse(s: &str, gpu: Option<&Gpu>) -> Result<Precision> {
         let p = match (s, gpu) {
             ("f32" | "fp32", _) => Precision::F32,
-            ("f16" | "fp16" | "half", _) => Precision::F16,
+            ("f16" | "fp16" | "half" | "f16-acc32", _) => Precision::F16,
+            ("f16-compute" | "f16c", _) => Precision::F16Compute,
             ("auto", Some(g)) => {
                 if g.has_f16() && !g.is_cpu() {
                     Precision::F16
@@ -135,11 +147,34 @@ impl Precision {
                 }
             }
             ("auto", None) => return Err(Error::Input("precision `auto` needs a device; give f32 or f16".into())),
-            (other, _) => return Err(Error::Input(format!("precision `{other}`: expected f32, f16 or auto"))),
+            (other, _) => return Err(Error::Input(format!("precision `{other}`: expected f32, f16, f16-acc32, f16-compute or auto"))),
         };
         match gpu {
-            Some(g) if p == Precision::F16 && !g.has_f16() => Err(Error::F16Unsupported { adapter: g.describe() }),
+            Some(g) if p.is_half() && !g.has_f16() => Err(Error::F16Unsupported { adapter: g.describe() }),
             _ => Ok(p),
+        }
+    }
+
+    /// Whether feature maps are stored as f16.
+    pub fn is_half(self) -> bool {
+        self != Precision::F32
+    }
+
+    /// The arithmetic of the f16 kernel variants.
+    pub fn arith(self) -> crate::kernels::Arith {
+        if self == Precision::F16Compute {
+            crate::kernels::Arith::F16
+        } else {
+            crate::kernels::Arith::F32
+        }
+    }
+
+    /// The name `parse` reads back.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+            Precision::F16Compute => "f16-compute",
         }
     }
 }
@@ -202,7 +237,7 @@ const NO_PIXELS: &str = "this session was built without a normalisation, so it t
 fn with_heads(network: &Graph, options: &SessionOptions) -> Result<(Graph, Ids)> {
     let mut g = match options.precision {
         Precision::F32 => network.clone(),
-        Precision::F16 => crate::passes::half_precision(network)?,
+        Precision::F16 | Precision::F16Compute => crate::passes::half_precision(network)?,
     };
     let sizes = (g.tensors.len(), g.inputs.len(), g.outputs.len(), g.nodes.len());
     let logits = g.logits.ok_or_else(|| Error::op("graph", "no logits tensor"))?;
@@ -308,7 +343,7 @@ impl Session {
         }
         let limits = options.limits.unwrap_or_else(|| PlanLimits::from_device(&gpu.limits()));
         let plan = Plan::new(&graph, limits)?;
-        let kernels = Kernels::new(dev);
+        let kernels = Kernels::new(dev).with_arith(options.precision.arith()).with_tiles(options.conv_tiles.unwrap_or_else(|| Kernels::tiles_for(gpu)));
         let arenas: Vec<wgpu::Buffer> = plan
             .arenas
             .iter()
@@ -957,7 +992,18 @@ pub struct OpRunner {
 
 impl OpRunner {
     pub fn new(gpu: &Gpu) -> Self {
-        OpRunner { gpu: gpu.clone(), kernels: Kernels::new(&gpu.device) }
+        OpRunner { gpu: gpu.clone(), kernels: Kernels::new(&gpu.device).with_tiles(Kernels::tiles_for(gpu)) }
+    }
+
+    /// A runner whose f16 kernel variants compute in `arith`.
+    pub fn with_arith(gpu: &Gpu, arith: crate::kernels::Arith) -> Self {
+        OpRunner { gpu: gpu.clone(), kernels: Kernels::new(&gpu.device).with_arith(arith).with_tiles(Kernels::tiles_for(gpu)) }
+    }
+
+    /// A runner with the given kernel variants: f16 arithmetic, workgroup-tiled convolutions
+    /// (the op tests run the GPU variants on a software adapter this way).
+    pub fn with_variants(gpu: &Gpu, arith: crate::kernels::Arith, tiles: bool) -> Self {
+        OpRunner { gpu: gpu.clone(), kernels: Kernels::new(&gpu.device).with_arith(arith).with_tiles(tiles) }
     }
 
     /// Uploads the node's tensors and builds its dispatch. `data` holds the initial contents of

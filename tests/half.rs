@@ -1,6 +1,15 @@
 //! Half precision against the original frameworks (issue 13): every model in `../shared` with a
 //! reference, run with every feature map, its input and its logits stored as f16
-//! (`Precision::F16`), compared with the reference's class map and logits; the f32 run beside it.
+//! (`Precision::F16`), compared with the reference's class map and logits; the f32 run beside it;
+//! and with the convolutions computing in f16 as well (`Precision::F16Compute`, opt-in).
+//!
+//! f16 arithmetic adds to every product the rounding of its weight to f16 and of the product and
+//! of 8-product partial sums to f16 (`kernels::conv::f16_chunk`): per layer a few more f16
+//! roundings of the same size as the storage's one. Measured here it flips 0.1-0.8% of the pixels
+//! (worst 99.25%, ESPNet-Cityscapes on a CamVid frame), so it is held to 99.0% agreement and the
+//! same logits bound; the seeded networks with known shortfalls to their floor minus 20 points
+//! and four times their logits bound (both lose a further 10-20% of pixels: no class margins). This is
+//! why plain `f16` keeps f32 accumulation on every adapter.
 //!
 //! Bounds, argued: an f16 store rounds with relative error at most 2^-11 (4.9e-4); each layer adds
 //! one such rounding of its output to the error it inherits, which the following layers carry and
@@ -67,8 +76,9 @@ fn every_model_in_f16_matches_its_reference() {
     let Some(shared) = common::shared() else { return };
     let Some(gpu) = common::gpu_f16() else { return };
     let mut worst = (100.0f64, String::new());
-    eprintln!("| model | case | size | f16 agreement | f16 logits max\\|err\\| | f32 agreement | f32 logits max\\|err\\| | max\\|logit\\| |");
-    eprintln!("|---|---|---|---|---|---|---|---|");
+    let mut worst_c = (100.0f64, String::new());
+    eprintln!("| model | case | size | f16 agreement | f16 logits max\\|err\\| | f16-compute agreement | f16-compute logits max\\|err\\| | f32 agreement | f32 logits max\\|err\\| | max\\|logit\\| |");
+    eprintln!("|---|---|---|---|---|---|---|---|---|---|");
     let mut failures = vec![];
     for c in CASES {
         let m = atrous::models::Model::load(shared.join(format!("models/{}.safetensors", c.model))).unwrap();
@@ -83,26 +93,33 @@ fn every_model_in_f16_matches_its_reference() {
             let ref_logits = if c.nhwc { common::nhwc_to_nchw(ref_logits, lshape[1], lshape[2], lshape[3]) } else { ref_logits.clone() };
             let ref_map = &t[c.argmax].1;
             let (a16, e16) = run(&gpu, &m, &input, (h, w), Precision::F16, (&ref_logits, ref_map));
+            let (ac, ec) = run(&gpu, &m, &input, (h, w), Precision::F16Compute, (&ref_logits, ref_map));
             let (a32, e32) = run(&gpu, &m, &input, (h, w), Precision::F32, (&ref_logits, ref_map));
             let max_logit = ref_logits.iter().fold(0f32, |a, v| a.max(v.abs()));
             let n = (h * w) as f64;
             let name = case.file_stem().unwrap().to_string_lossy().into_owned();
-            eprintln!("| {} | {name} | {w}x{h} | {:.3}% | {e16:.3e} | {:.3}% | {e32:.3e} | {max_logit:.2} |", c.model, 100.0 * a16 as f64 / n, 100.0 * a32 as f64 / n);
+            eprintln!("| {} | {name} | {w}x{h} | {:.3}% | {e16:.3e} | {:.3}% | {ec:.3e} | {:.3}% | {e32:.3e} | {max_logit:.2} |", c.model, 100.0 * a16 as f64 / n, 100.0 * ac as f64 / n, 100.0 * a32 as f64 / n);
             if (100.0 * a16 as f64 / n) < worst.0 {
                 worst = (100.0 * a16 as f64 / n, format!("{} {name}", c.model));
             }
-            let (floor, rel, why) = c.known.unwrap_or((99.5, 0.05, ""));
-            if 100.0 * (a16 as f64) < floor * n {
-                failures.push(format!("{} {name}: f16 agreement {a16}/{n} below {floor}%", c.model));
+            if (100.0 * ac as f64 / n) < worst_c.0 {
+                worst_c = (100.0 * ac as f64 / n, format!("{} {name}", c.model));
             }
-            if e16 > 0.05 + rel * max_logit {
-                failures.push(format!("{} {name}: f16 logits error {e16} > 0.05 + {rel} x {max_logit}", c.model));
+            let (floor, rel, why) = c.known.unwrap_or((99.5, 0.05, ""));
+            let compute_bars = if c.known.is_some() { (floor - 20.0, 4.0 * rel) } else { (99.0, rel) };
+            for (what, a, e, (floor, rel)) in [("f16", a16, e16, (floor, rel)), ("f16-compute", ac, ec, compute_bars)] {
+                if 100.0 * (a as f64) < floor * n {
+                    failures.push(format!("{} {name}: {what} agreement {a}/{n} below {floor}%", c.model));
+                }
+                if e > 0.05 + rel * max_logit {
+                    failures.push(format!("{} {name}: {what} logits error {e} > 0.05 + {rel} x {max_logit}", c.model));
+                }
             }
             if !why.is_empty() {
                 eprintln!("|   | known shortfall: {why} | | | | | | |");
             }
         }
     }
-    eprintln!("worst f16 agreement: {:.3}% ({})", worst.0, worst.1);
+    eprintln!("worst f16 agreement: {:.3}% ({}); with f16 arithmetic: {:.3}% ({})", worst.0, worst.1, worst_c.0, worst_c.1);
     assert!(failures.is_empty(), "{failures:#?}");
 }

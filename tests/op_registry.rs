@@ -84,3 +84,99 @@ fn every_registered_operator_matches_its_reference_in_f16() {
     }
     eprintln!("{total} problems in f16; worst relative error {:.2e} ({})", worst.0, worst.1);
 }
+
+/// The same f16 problems with the convolutions' multiply-adds in f16 (`Arith::F16`: weights
+/// rounded to f16 at use, f16 accumulators). A dot product of K terms in f16 errs by at most
+/// `K u sum|x w|` (u = 2^-11), i.e. `K^2 u` for inputs and weights in [-1, 1] (the f32 argument of
+/// the problems with u = 2^-24; their tolerance `1e-5 + K^2 2^-23` gives K back); rounding the
+/// weights adds `K u`. That worst case assumes every rounding errs the same way; rounding errors
+/// of a running sum are independent and of either sign, so they grow as `sqrt(K)` steps of at
+/// most `u |partial sum|`, and partial sums of these problems stay below `sqrt(K)`: the test
+/// allows `4 K u` (four times that typical bound) on top of the f16-storage tolerance — tight
+/// enough that a tap read from the wrong place (an error of order 1) fails. Operators without
+/// an f16-arithmetic variant compute in f32 here and meet the storage tolerance anyway.
+#[test]
+fn every_registered_operator_matches_its_reference_with_f16_arithmetic() {
+    let Some(gpu) = common::gpu_f16() else { return };
+    let runner = atrous::session::OpRunner::with_arith(&gpu, atrous::kernels::Arith::F16);
+    let (mut total, mut worst) = (0, (0.0f32, String::new()));
+    for &(kind, make) in atrous::ops::REGISTRY {
+        if kind == "cast" {
+            continue;
+        }
+        for seed in [1u64, 0x9e37_79b9] {
+            for mut p in make(seed, false) {
+                p.graph = atrous::passes::to_half(&p.graph);
+                for (t, d) in p.data.iter_mut() {
+                    if p.graph.tensors[*t].dtype == atrous::graph::DType::F16 {
+                        d.iter_mut().for_each(|v| *v = half::f16::from_f32(*v).to_f32());
+                    }
+                }
+                let got = runner.run(&p.graph, p.node, &p.data).unwrap_or_else(|e| panic!("{kind} {} (f16 arithmetic): {e}", p.name));
+                let want = p.expected();
+                // K from the problem's f32 dot-product tolerance (0 for copies and exact kernels)
+                let k = ((p.abs_tol - 1e-5).max(0.0) * 8_388_608.0).sqrt();
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    if w.is_nan() {
+                        assert!(g.is_nan(), "{} (f16 arithmetic): wrote {g} at {i}, outside the output view", p.name);
+                    } else {
+                        let tol = p.abs_tol + p.rel_tol * w.abs() + w.abs() / 2048.0 + 6e-8 + 4.0 * k / 2048.0;
+                        assert!((g - w).abs() <= tol, "{} (f16 arithmetic): element {i}: gpu {g} vs reference {w} (tol {tol}, K {k})", p.name);
+                        if k > 0.0 && (g - w).abs() / (k / 2048.0) > worst.0 {
+                            worst = ((g - w).abs() / (k / 2048.0), p.name.clone());
+                        }
+                    }
+                }
+                total += 1;
+            }
+        }
+    }
+    eprintln!("{total} problems with f16 arithmetic; worst error {:.2} K u ({})", worst.0, worst.1);
+}
+
+/// The GPU kernel variants on this adapter: the convolutions with their input staged through
+/// workgroup memory (`conv2d_tiled`, chosen on GPUs where it pays), in f32 with the problems' own
+/// tolerance, and in f16 with f16 arithmetic with the tolerance argued above. Problems where the
+/// tile does not pay run the plain kernel; the test checks that the tiled one ran on several.
+#[test]
+fn convolutions_with_workgroup_tiles_match_their_reference() {
+    let Some(gpu) = common::gpu_f16() else { return };
+    use atrous::kernels::Arith;
+    let (mut tiled, mut total) = (0, 0);
+    for (half, arith) in [(false, Arith::F32), (true, Arith::F16)] {
+        let runner = atrous::session::OpRunner::with_variants(&gpu, arith, true);
+        for &(kind, make) in atrous::ops::REGISTRY.iter().filter(|(k, _)| k.starts_with("conv")) {
+            for seed in [1u64, 0x9e37_79b9, 0xdead_beef] {
+                for mut p in make(seed, false) {
+                    if half {
+                        p.graph = atrous::passes::to_half(&p.graph);
+                        for (t, d) in p.data.iter_mut() {
+                            if p.graph.tensors[*t].dtype == atrous::graph::DType::F16 {
+                                d.iter_mut().for_each(|v| *v = half::f16::from_f32(*v).to_f32());
+                            }
+                        }
+                    }
+                    let prepared = runner.prepare(&p.graph, p.node, &p.data).unwrap_or_else(|e| panic!("{kind} {}: {e}", p.name));
+                    tiled += usize::from(prepared.dispatch.entry == "conv2d_tiled");
+                    let got = runner.run(&p.graph, p.node, &p.data).unwrap_or_else(|e| panic!("{kind} {}: {e}", p.name));
+                    let want = p.expected();
+                    let k = ((p.abs_tol - 1e-5).max(0.0) * 8_388_608.0).sqrt();
+                    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                        if w.is_nan() {
+                            assert!(g.is_nan(), "{} (tiles, f16 {half}): wrote {g} at {i}, outside the output view", p.name);
+                            continue;
+                        }
+                        let mut tol = p.abs_tol + p.rel_tol * w.abs();
+                        if half {
+                            tol += w.abs() / 2048.0 + 6e-8 + 4.0 * k / 2048.0;
+                        }
+                        assert!((g - w).abs() <= tol, "{} (tiles, f16 {half}): element {i}: gpu {g} vs reference {w} (tol {tol})", p.name);
+                    }
+                    total += 1;
+                }
+            }
+        }
+    }
+    eprintln!("{total} convolution problems with tiles allowed, {tiled} ran conv2d_tiled");
+    assert!(tiled >= 10, "only {tiled} problems ran the tiled kernel");
+}

@@ -33,14 +33,20 @@ fn every_shader_validates_with_naga() {
 #[test]
 fn bindings_and_parameter_blocks_match_the_shaders() {
     use atrous::graph::DType;
-    use atrous::kernels::{Bind, Shader};
+    use atrous::kernels::{Arith, Bind, Shader};
     use naga::{AddressSpace, ImageClass, ScalarKind, StorageAccess, TypeInner};
     let mut checked = 0;
     let mut f16_variants = 0;
+    let mut f16_arith_variants = 0;
     for shader in Shader::ALL {
-        for &dtype in shader.dtypes() {
-            let src = shader.variant_source(dtype).expect("listed variant");
-            let what = format!("{} ({})", shader.file(), dtype.name());
+        let variants = shader.dtypes().iter().flat_map(|&d| if d == DType::F16 { shader.ariths() } else { &[Arith::F32][..] }.iter().map(move |&a| (d, a)));
+        for (dtype, arith) in variants {
+            let src = shader.variant_source_arith(dtype, arith).expect("listed variant");
+            let what = format!("{} ({}, {arith:?} arithmetic)", shader.file(), dtype.name());
+            if arith == Arith::F16 {
+                f16_arith_variants += 1;
+                assert!(src.contains("alias C = f16;"), "{what}: the compute alias is not f16");
+            }
             let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(&src)));
             let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all());
             v.validate(&module).unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(&src)));
@@ -114,4 +120,6 @@ fn bindings_and_parameter_blocks_match_the_shaders() {
     }
     assert!(checked > 100, "only {checked} fields checked");
     assert!(f16_variants >= 6, "only {f16_variants} f16 variants");
+    // the convolution family computes in f16 in its third variant
+    assert!(f16_arith_variants >= 1, "no family has an f16-arithmetic variant");
 }

@@ -36,7 +36,9 @@ crate::param_block! {
         pub s_off: u32,
         pub add_mode: u32,
         pub add_off: u32,
-        pub _pad: [u32; 3],
+        pub tile_w: u32,
+        pub tile_h: u32,
+        pub tile_c: u32,
     }
 }
 
@@ -164,9 +166,37 @@ pub fn blocks_per_invocation(ocb: usize) -> usize {
         .expect("four candidates")
 }
 
+/// Input channels per f16 partial sum (`CHUNK` in the shader) for a kernel of `taps` taps: about
+/// 16 products per chunk (2 channels of a 3x3, 16 of a 1x1). Measured on the reference cases
+/// (tests/half.rs): one running f16 sum flipped 0.6% of ESPNet's and 1.2% of DeepLabV3-MNV3's
+/// pixels; chunked sums keep them within the f16-storage results.
+pub fn f16_chunk(taps: usize) -> usize {
+    8usize.div_ceil(taps).max(1)
+}
+
+/// Values the input tile of `conv2d_tiled` may hold (`TILE_MAX` in the shader).
+pub const TILE_MAX: usize = 4096;
+
+/// The input tile of `conv2d_tiled` for a geometry: its width and height (the input a workgroup's
+/// 4 WG.0 x WG.1 outputs read) and how many input channels fit in `TILE_MAX` values, or `None`
+/// where tiling does not pay: one channel's tile does not fit, or the taps read each tile value
+/// fewer than twice on average (1x1 convolutions; dilations much wider than the workgroup).
+pub fn tile_for(g: &Conv2dGeom) -> Option<(usize, usize, usize)> {
+    let (ox, oy) = (4 * WG.0 as usize, WG.1 as usize);
+    let tw = (ox - 1) * g.stride_w + (g.k_w - 1) * g.dil_w + 1;
+    let th = (oy - 1) * g.stride_h + (g.k_h - 1) * g.dil_h + 1;
+    let plane = tw * th;
+    if plane > TILE_MAX || ox * oy * g.k_h * g.k_w < 2 * plane {
+        return None;
+    }
+    Some((tw, th, (TILE_MAX / plane).min(g.icpg())))
+}
+
 /// Prepares a convolution whose input view starts at element `x_off` of its binding and whose
-/// output view starts at `y_off` of its binding.
-pub fn prepare_conv2d(op: &Conv2d, x_off: u32, y_off: u32, add: AddFrom) -> Result<Prepared> {
+/// output view starts at `y_off` of its binding, for kernels that stage their input through
+/// workgroup memory where it pays (`tiles`) and compute in f16 (`f16_math`: chunked sums, see
+/// [`f16_chunk`]).
+pub fn prepare_conv2d(op: &Conv2d, x_off: u32, y_off: u32, add: AddFrom, tiles: bool, f16_math: bool) -> Result<Prepared> {
     let g = &op.geom;
     let (oh, ow) = g.out_hw()?;
     let (icpg, ocpg) = (g.icpg(), g.ocpg());
@@ -185,9 +215,17 @@ pub fn prepare_conv2d(op: &Conv2d, x_off: u32, y_off: u32, add: AddFrom) -> Resu
         ("conv2d", w, pack_channels(g.groups, ocpg, bias), pack_channels(g.groups, ocpg, slope), g.groups * ocpg.div_ceil(4).div_ceil(nb))
     };
     let z = check_groups("conv2d", z)?;
-    let (params, prm) = finish(params, w, b, s);
+    let (mut params, prm) = finish(params, w, b, s);
     let groups = [(ow.div_ceil(4) as u32).div_ceil(WG.0), (oh as u32).div_ceil(WG.1), z];
-    let constants = if depthwise { vec![] } else { vec![("NB", nb as f64)] };
+    let chunk = if f16_math { f16_chunk(g.k_h * g.k_w) } else { 0 };
+    let constants = if depthwise { vec![] } else { vec![("NB", nb as f64), ("CHUNK", chunk as f64)] };
+    let entry = match tile_for(g) {
+        Some((tw, th, tc)) if tiles && !depthwise => {
+            (params.tile_w, params.tile_h, params.tile_c) = (tw as u32, th as u32, tc as u32);
+            "conv2d_tiled"
+        }
+        _ => entry,
+    };
     Ok(Prepared { entry, params, prm, groups, constants })
 }
 

@@ -105,9 +105,36 @@ impl Shader {
     /// `enable f16;` first and the element alias declaring `f16` (the arithmetic stays f32: loads
     /// convert, stores round). `None` when the family has no such variant.
     pub fn variant_source(self, dtype: DType) -> Option<Cow<'static, str>> {
-        match dtype {
-            DType::F32 => Some(Cow::Borrowed(self.source())),
-            DType::F16 if self.dtypes().contains(&DType::F16) => Some(Cow::Owned(format!("enable f16;\n{}", self.source().replacen(Self::ELEMENT_ALIAS, "alias E = f16;", 1)))),
+        self.variant_source_arith(dtype, Arith::F32)
+    }
+
+    /// The line by which a family declares the type its multiply-adds run in: families that
+    /// have it get an f16-arithmetic variant ([`Arith::F16`]) besides the f32-accumulating one.
+    pub const COMPUTE_ALIAS: &'static str = "alias C = f32;";
+
+    /// The arithmetic types of the family's f16 variant: f32 always; f16 too where the file
+    /// declares its arithmetic through [`Shader::COMPUTE_ALIAS`].
+    pub fn ariths(self) -> &'static [Arith] {
+        if self.source().contains(Self::COMPUTE_ALIAS) && self.dtypes().contains(&DType::F16) {
+            &[Arith::F32, Arith::F16]
+        } else {
+            &[Arith::F32]
+        }
+    }
+
+    /// The source of the `dtype` variant computing in `arith`: with f16 elements and f16
+    /// arithmetic the compute alias declares `f16` as well. `None` when the family has no such
+    /// variant (f16 arithmetic needs f16 elements).
+    pub fn variant_source_arith(self, dtype: DType, arith: Arith) -> Option<Cow<'static, str>> {
+        match (dtype, arith) {
+            (DType::F32, Arith::F32) => Some(Cow::Borrowed(self.source())),
+            (DType::F16, _) if self.dtypes().contains(&DType::F16) && self.ariths().contains(&arith) => {
+                let mut src = self.source().replacen(Self::ELEMENT_ALIAS, "alias E = f16;", 1);
+                if arith == Arith::F16 {
+                    src = src.replacen(Self::COMPUTE_ALIAS, "alias C = f16;", 1);
+                }
+                Some(Cow::Owned(format!("enable f16;\n{src}")))
+            }
             _ => None,
         }
     }
@@ -197,9 +224,20 @@ impl Dispatch {
     }
 }
 
+/// The type the multiply-adds of a kernel family with f16 elements run in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Arith {
+    /// Loads widen to f32, sums and products are f32, stores round to f16.
+    #[default]
+    F32,
+    /// Sums and products in f16 (twice the arithmetic rate on most GPUs); families without a
+    /// compute alias fall back to f32.
+    F16,
+}
+
 /// A pipeline's identity: family, entry point, element type and override constants (as bits, so
 /// the key is hashable).
-pub type PipelineKey = (Shader, &'static str, DType, Vec<(&'static str, u64)>);
+pub type PipelineKey = (Shader, &'static str, DType, Arith, Vec<(&'static str, u64)>);
 
 /// Compiled shader modules and pipelines of one device, cached by family, entry point, element
 /// type and override constants.
@@ -209,23 +247,55 @@ pub struct Kernels {
     inner: Arc<Mutex<Cache>>,
     /// A small buffer bound where a kernel's optional input is unused.
     dummy: wgpu::Buffer,
+    /// The arithmetic of f16 variants ([`Kernels::with_arith`]).
+    arith: Arith,
+    /// Whether convolutions stage their input through workgroup memory ([`Kernels::with_tiles`]).
+    tiles: bool,
 }
 
 #[derive(Default)]
 struct Cache {
     layouts: HashMap<Shader, (wgpu::BindGroupLayout, wgpu::PipelineLayout)>,
-    modules: HashMap<(Shader, DType), wgpu::ShaderModule>,
+    modules: HashMap<(Shader, DType, Arith), wgpu::ShaderModule>,
     pipelines: HashMap<PipelineKey, wgpu::ComputePipeline>,
 }
 
 impl Kernels {
     pub fn new(device: &wgpu::Device) -> Self {
         let dummy = device.create_buffer(&wgpu::BufferDescriptor { label: Some("atrous dummy"), size: 256, usage: wgpu::BufferUsages::STORAGE, mapped_at_creation: false });
-        Kernels { device: device.clone(), inner: Arc::new(Mutex::new(Cache::default())), dummy }
+        Kernels { device: device.clone(), inner: Arc::new(Mutex::new(Cache::default())), dummy, arith: Arith::F32, tiles: false }
     }
 
     pub fn dummy(&self) -> Slot<'_> {
         Slot::whole(&self.dummy)
+    }
+
+    /// The same cache, with f16 variants computing in `arith` (sessions of
+    /// [`crate::session::Precision::F16Compute`]).
+    pub fn with_arith(&self, arith: Arith) -> Self {
+        Kernels { arith, ..self.clone() }
+    }
+
+    pub fn arith(&self) -> Arith {
+        self.arith
+    }
+
+    /// The same cache, choosing the workgroup-tiled convolution (`conv2d_tiled`) where it pays
+    /// (`tiles`; [`Kernels::tiles_for`] says where by default) or never.
+    pub fn with_tiles(&self, tiles: bool) -> Self {
+        Kernels { tiles, ..self.clone() }
+    }
+
+    pub fn tiles(&self) -> bool {
+        self.tiles
+    }
+
+    /// The default choice of kernel variants for an adapter: workgroup tiles on GPUs, where
+    /// workgroup memory is on-chip and shared by the invocations of a compute unit; not on a CPU
+    /// adapter, where it is ordinary memory and the staging only adds barriers and copies (and
+    /// where the plain kernel's per-lane loads hit the same caches anyway).
+    pub fn tiles_for(gpu: &crate::gpu::Gpu) -> bool {
+        !gpu.is_cpu()
     }
 
     fn layout(&self, cache: &mut Cache, shader: Shader) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
@@ -273,15 +343,17 @@ impl Kernels {
     /// The pipeline of `entry` in the `dtype` variant of `shader` with override `constants`,
     /// compiled on first use; `None` if the family has no such variant.
     pub fn pipeline_for(&self, shader: Shader, entry: &'static str, dtype: DType, constants: &[(&'static str, f64)]) -> Option<wgpu::ComputePipeline> {
-        let key: PipelineKey = (shader, entry, dtype, constants.iter().map(|&(k, v)| (k, v.to_bits())).collect());
+        // f16 arithmetic only where the family has it and its elements are f16
+        let arith = if dtype == DType::F16 && shader.ariths().contains(&self.arith) { self.arith } else { Arith::F32 };
+        let key: PipelineKey = (shader, entry, dtype, arith, constants.iter().map(|&(k, v)| (k, v.to_bits())).collect());
         let mut cache = self.inner.lock().expect("kernel cache poisoned");
         if let Some(p) = cache.pipelines.get(&key) {
             return Some(p.clone());
         }
-        let source = shader.variant_source(dtype)?;
+        let source = shader.variant_source_arith(dtype, arith)?;
         let (_, pl) = self.layout(&mut cache, shader);
         let module =
-            cache.modules.entry((shader, dtype)).or_insert_with(|| self.device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(shader.file()), source: wgpu::ShaderSource::Wgsl(source) })).clone();
+            cache.modules.entry((shader, dtype, arith)).or_insert_with(|| self.device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(shader.file()), source: wgpu::ShaderSource::Wgsl(source) })).clone();
         let p = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(entry),
             layout: Some(&pl),

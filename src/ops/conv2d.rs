@@ -135,7 +135,7 @@ impl Operator for Conv2d {
         split(self, cuts)
     }
     fn encode(&self, cx: &EncodeCx<'_, '_>, name: &str) -> Result<Encoded> {
-        encode_conv_family(cx, name, self, (self.x, self.y, self.add), |xo, yo, add| conv::prepare_conv2d(self, xo, yo, add))
+        encode_conv_family(cx, name, self, (self.x, self.y, self.add), |xo, yo, add| conv::prepare_conv2d(self, xo, yo, add, cx.kernels.tiles(), cx.f16_math()))
     }
     boxed_op!();
 }
@@ -315,6 +315,10 @@ pub fn problems(seed: u64, bench: bool) -> Vec<Problem> {
                 // padding 11 > dilation 4: the first workgroup's last row reads its first valid
                 // input row exactly at tap 1 (the boundary of the skipped range)
                 (Conv2dGeom::new(2, 10, 12, 3, 3, 1, 11, 4, 1), false),
+                // the workgroup-tiled variant (GPUs): several workgroups, input channels in two
+                // tile loads (11 > the 9 that fit), stride 2
+                (Conv2dGeom::new(11, 20, 70, 6, 3, 1, 2, 2, 1), true),
+                (Conv2dGeom::new(5, 37, 75, 9, 3, 2, 1, 1, 1), false),
             ])
             .collect()
     };

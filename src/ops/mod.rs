@@ -245,6 +245,11 @@ impl<'a> EncodeCx<'a, '_> {
     pub fn dummy(&self) -> Slot<'_> {
         self.kernels.dummy()
     }
+    /// Whether this operator's kernel computes in f16 (f16 tensors and a cache with f16
+    /// arithmetic; families without an f16-arithmetic variant still compute in f32).
+    pub fn f16_math(&self) -> bool {
+        self.dtype == crate::graph::DType::F16 && self.kernels.arith() == crate::kernels::Arith::F16
+    }
     /// Bytes of activations an operator reads and writes.
     pub fn act_bytes(&self, op: &dyn Operator) -> u64 {
         op.inputs().iter().chain(op.outputs().iter()).map(|v| self.graph.view_bytes(*v)).sum()
