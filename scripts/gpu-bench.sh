@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole benchmark set in one command, for a run on a GPU machine: every model of ../shared at
-# its native size, in f32 and f16, through `atrous bench --json` (per-dispatch and per-kernel GPU
+# its native size, in f32 (with the workgroup-tiled convolutions the GPU gets by default, and
+# without), f16 and f16-compute, through `atrous bench --json` (per-dispatch and per-kernel GPU
 # timestamps, end-to-end latency, images/s), gathered into one JSON file.
 #
 #   scripts/gpu-bench.sh [OUT.json] [ITERS]      (default: gpu-bench.json, 20 iterations)
@@ -41,15 +42,16 @@ for entry in "${models[@]}"; do
     for k in $GPU_BENCH_ONLY; do case "$(basename "$file")" in *"$k"*) keep=yes ;; esac; done
     [ $keep = yes ] || continue
   fi
-  for precision in f32 f16; do
+  for config in "f32 auto" "f32 off" "f16 auto" "f16-compute auto"; do
+    read -r precision tiles <<<"$config"
     i=$((i + 1))
-    echo "gpu-bench: $(basename "$file") $size $precision" >&2
-    if "$bin" bench --model "$file" --size "$size" --iters "$iters" --precision "$precision" --json >"$runs/$i.jsonl" 2>"$runs/$i.err"; then
+    echo "gpu-bench: $(basename "$file") $size $precision conv-tiles=$tiles" >&2
+    if "$bin" bench --model "$file" --size "$size" --iters "$iters" --precision "$precision" --conv-tiles "$tiles" --json >"$runs/$i.jsonl" 2>"$runs/$i.err"; then
       status=ok
     else
       status=failed
     fi
-    printf '%s\n%s\n%s\n%s\n' "$file" "$size" "$precision" "$status" >"$runs/$i.meta"
+    printf '%s\n%s\n%s\n%s\n%s\n' "$file" "$size" "$precision" "$status" "$tiles" >"$runs/$i.meta"
   done
 done
 python3 - "$runs" "$out" <<'PY'
@@ -57,11 +59,11 @@ import json, pathlib, platform, subprocess, sys
 runs, out = pathlib.Path(sys.argv[1]), sys.argv[2]
 results = []
 for meta in sorted(runs.glob("*.meta"), key=lambda p: int(p.stem)):
-    file, size, precision, status = meta.read_text().split("\n")[:4]
+    file, size, precision, status, tiles = meta.read_text().split("\n")[:5]
     lines = [json.loads(l) for l in (runs / f"{meta.stem}.jsonl").read_text().splitlines() if l.strip().startswith("{")]
     err = (runs / f"{meta.stem}.err").read_text()
     results.append({
-        "model": pathlib.Path(file).stem, "size": size, "precision": precision, "status": status,
+        "model": pathlib.Path(file).stem, "size": size, "precision": precision, "conv_tiles": tiles, "status": status,
         "records": lines,
         "stderr_tail": err[-2000:] if status != "ok" else "",
         "adapter": next((x["adapter"] for x in lines if "adapter" in x), None),
@@ -72,5 +74,5 @@ print(f"gpu-bench: {len(results)} runs written to {out}")
 for r in results:
     e2e = next((x for x in r["records"] if "images_per_s" in x), None)
     figures = f"median {e2e['median_ms']:.2f} ms, {e2e['images_per_s']:.1f} images/s, {e2e['device_bytes'] / 2**20:.1f} MiB" if e2e else ""
-    print(f"  {r['model']:<40} {r['size']:>9} {r['precision']} {r['status']:<6} {figures}")
+    print(f"  {r['model']:<40} {r['size']:>9} {r['precision']:<11} tiles={r['conv_tiles']:<4} {r['status']:<6} {figures}")
 PY

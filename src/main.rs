@@ -260,6 +260,10 @@ enum Cmd {
         /// a software adapter).
         #[arg(long, default_value = "f32")]
         precision: String,
+        /// Convolutions staging their input through workgroup memory (`conv2d_tiled`): auto (on
+        /// GPUs, where the tile pays), on (wherever it pays, also on a CPU adapter), off.
+        #[arg(long, default_value = "auto", value_parser = ["auto", "on", "off"])]
+        conv_tiles: String,
     },
 }
 
@@ -343,7 +347,7 @@ fn main() -> ExitCode {
         Cmd::Models { fetch } => models(&fetch).map(|_| ExitCode::SUCCESS),
         Cmd::Inspect { model, arch, size, json, precision } => inspect(model.as_deref(), arch.as_deref(), size.as_deref(), json, &precision).map(|_| ExitCode::SUCCESS),
         Cmd::Run { model, input, output, overwrite } => run(&model, &input, &output, overwrite).map(|_| ExitCode::SUCCESS),
-        Cmd::Bench { model, size, iters, crf, json, precision } => bench(&model, size.as_deref(), iters, crf, json, &precision).map(|_| ExitCode::SUCCESS),
+        Cmd::Bench { model, size, iters, crf, json, precision, conv_tiles } => bench(&model, size.as_deref(), iters, crf, json, &precision, &conv_tiles).map(|_| ExitCode::SUCCESS),
     };
     let stdout_failed = {
         use std::io::Write as _;
@@ -1015,7 +1019,8 @@ fn run(model_arg: &str, input: &Path, output: &Path, overwrite: bool) -> Result<
     Ok(())
 }
 
-fn bench(model_arg: &str, size: Option<&str>, iters: usize, crf: Option<atrous::crf::CrfParams>, json: bool, precision: &str) -> Result<()> {
+#[allow(clippy::too_many_arguments)]
+fn bench(model_arg: &str, size: Option<&str>, iters: usize, crf: Option<atrous::crf::CrfParams>, json: bool, precision: &str, conv_tiles: &str) -> Result<()> {
     use atrous::session::{median, percentile};
     let iters = iters.max(1);
     let model = load_model(model_arg)?;
@@ -1023,7 +1028,12 @@ fn bench(model_arg: &str, size: Option<&str>, iters: usize, crf: Option<atrous::
     let gpu = Gpu::new().context("opening a GPU")?;
     let g = model.graph(h, w)?;
     let precision = Precision::parse(precision, Some(&gpu))?;
-    let mut s = Session::with_options(&gpu, &g, SessionOptions { normalize: model.info.pixel_head(), precision, crf, ..Default::default() })?;
+    let conv_tiles = match conv_tiles {
+        "on" => Some(true),
+        "off" => Some(false),
+        _ => None,
+    };
+    let mut s = Session::with_options(&gpu, &g, SessionOptions { normalize: model.info.pixel_head(), precision, crf, conv_tiles, ..Default::default() })?;
     eprintln!("bench {} ({}) at {w}x{h} on {}: {:.3} GFLOP per image, {} dispatches", model.info.name, precision.name(), gpu.describe(), g.flops() as f64 / 1e9, s.dispatches.len());
     // a deterministic, textured test image
     let rgb: Vec<u8> = (0..h * w * 3).map(|i| ((i * 2654435761usize) >> 13) as u8).collect();

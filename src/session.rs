@@ -1130,3 +1130,20 @@ pub fn run_crf(gpu: &Gpu, rgb: &[u8], probs: &[f32], c: usize, h: usize, w: usiz
     gpu.check()?;
     Ok(q)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Precision;
+
+    #[test]
+    fn precision_names_parse_and_round_trip() {
+        for (name, p) in [("f32", Precision::F32), ("f16", Precision::F16), ("half", Precision::F16), ("f16-acc32", Precision::F16), ("f16-compute", Precision::F16Compute)] {
+            assert_eq!(Precision::parse(name, None).unwrap(), p, "{name}");
+            assert_eq!(Precision::parse(p.name(), None).unwrap(), p);
+        }
+        assert_eq!(Precision::F16Compute.arith(), crate::kernels::Arith::F16);
+        assert_eq!(Precision::F16.arith(), crate::kernels::Arith::F32);
+        assert!(Precision::parse("f8", None).unwrap_err().to_string().contains("f16-compute"));
+        assert!(Precision::parse("auto", None).is_err());
+    }
+}
