@@ -123,10 +123,40 @@ override NB: u32 = 1u;
 // part of the error to that of ~16 products while nearly all multiply-adds stay in f16.
 override CHUNK: u32 = 0u;
 
-// Adds a chunk's partial sum to the f32 total and restarts it.
-fn flush(a: ptr<function, vec4<C>>, t: ptr<function, vec4<f32>>) {
-    *t += vec4<f32>(*a);
-    *a = vec4<C>(0.0);
+// The register tile of `conv2d` and `conv2d_tiled`: for each of NB blocks of 4 output channels and
+// each of 4 pixels (index 4 block + pixel), the running sum in C and, with CHUNK, the f32 total of
+// the chunks summed so far.
+struct Tile {
+    a: array<vec4<C>, 16>,
+    t: array<vec4<f32>, 16>,
+}
+
+// One tap: inputs v0-v3 of the 4 pixels times the weight vectors of the NB blocks (block j's at
+// `wi + off[j - 1]`), added to the tile.
+fn mac(acc: ptr<function, Tile>, wi: u32, off: vec3<u32>, v0: vec4<C>, v1: vec4<C>, v2: vec4<C>, v3: vec4<C>) {
+    for (var j = 0u; j < NB; j++) {
+        let w = vec4<C>(prm[wi + select(0u, off[max(j, 1u) - 1u], j > 0u)]);
+        (*acc).a[4u * j] = fma(w, v0, (*acc).a[4u * j]);
+        (*acc).a[4u * j + 1u] = fma(w, v1, (*acc).a[4u * j + 1u]);
+        (*acc).a[4u * j + 2u] = fma(w, v2, (*acc).a[4u * j + 2u]);
+        (*acc).a[4u * j + 3u] = fma(w, v3, (*acc).a[4u * j + 3u]);
+    }
+}
+
+// Adds the chunk's partial sums to the f32 totals and restarts them.
+fn flush(acc: ptr<function, Tile>) {
+    for (var i = 0u; i < 4u * NB; i++) {
+        (*acc).t[i] += vec4<f32>((*acc).a[i]);
+        (*acc).a[i] = vec4<C>(0.0);
+    }
+}
+
+// The epilogue of every block of the tile.
+fn store_tile(acc: ptr<function, Tile>, grp: u32, b0: u32, oy: u32, ox0: u32) {
+    for (var j = 0u; j < NB; j++) {
+        let i = 4u * j;
+        block_epilogue((*acc).t[i] + vec4<f32>((*acc).a[i]), (*acc).t[i + 1u] + vec4<f32>((*acc).a[i + 1u]), (*acc).t[i + 2u] + vec4<f32>((*acc).a[i + 2u]), (*acc).t[i + 3u] + vec4<f32>((*acc).a[i + 3u]), grp, b0 + j, oy, ox0);
+    }
 }
 
 // Input value of a tap, or 0 outside the input. The address is clamped and the value selected
@@ -179,14 +209,7 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) 
     let plane = p.in_h * p.in_w;
     // weights of block b0 + j start j * ws vec4s after block b0's
     let ws = p.icpg * p.k_h * p.k_w;
-    var a00 = vec4<C>(0.0); var a01 = vec4<C>(0.0); var a02 = vec4<C>(0.0); var a03 = vec4<C>(0.0);
-    var a10 = vec4<C>(0.0); var a11 = vec4<C>(0.0); var a12 = vec4<C>(0.0); var a13 = vec4<C>(0.0);
-    var a20 = vec4<C>(0.0); var a21 = vec4<C>(0.0); var a22 = vec4<C>(0.0); var a23 = vec4<C>(0.0);
-    var a30 = vec4<C>(0.0); var a31 = vec4<C>(0.0); var a32 = vec4<C>(0.0); var a33 = vec4<C>(0.0);
-    var t00 = vec4<f32>(0.0); var t01 = vec4<f32>(0.0); var t02 = vec4<f32>(0.0); var t03 = vec4<f32>(0.0);
-    var t10 = vec4<f32>(0.0); var t11 = vec4<f32>(0.0); var t12 = vec4<f32>(0.0); var t13 = vec4<f32>(0.0);
-    var t20 = vec4<f32>(0.0); var t21 = vec4<f32>(0.0); var t22 = vec4<f32>(0.0); var t23 = vec4<f32>(0.0);
-    var t30 = vec4<f32>(0.0); var t31 = vec4<f32>(0.0); var t32 = vec4<f32>(0.0); var t33 = vec4<f32>(0.0);
+    var acc: Tile;
     // blocks past the group's end (when NB does not divide ocb_pg) read the last block's weights
     let wlast = p.w_off + (grp * p.ocb_pg + p.ocb_pg - 1u) * ws;
     var wi = p.w_off + (grp * p.ocb_pg + b0) * ws;
@@ -211,44 +234,19 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) 
                 let v1 = tap(rbase, ix + sx, yok);
                 let v2 = tap(rbase, ix + 2 * sx, yok);
                 let v3 = tap(rbase, ix + 3 * sx, yok);
-                let w = vec4<C>(prm[wi]);
-                a00 = fma(w, v0, a00); a01 = fma(w, v1, a01); a02 = fma(w, v2, a02); a03 = fma(w, v3, a03);
-                if (NB > 1u) {
-                    let w = vec4<C>(prm[wi + w1]);
-                    a10 = fma(w, v0, a10); a11 = fma(w, v1, a11); a12 = fma(w, v2, a12); a13 = fma(w, v3, a13);
-                }
-                if (NB > 2u) {
-                    let w = vec4<C>(prm[wi + w2]);
-                    a20 = fma(w, v0, a20); a21 = fma(w, v1, a21); a22 = fma(w, v2, a22); a23 = fma(w, v3, a23);
-                }
-                if (NB > 3u) {
-                    let w = vec4<C>(prm[wi + w3]);
-                    a30 = fma(w, v0, a30); a31 = fma(w, v1, a31); a32 = fma(w, v2, a32); a33 = fma(w, v3, a33);
-                }
+                mac(&acc, wi, vec3<u32>(w1, w2, w3), v0, v1, v2, v3);
                 wi += 1u;
             }
         }
         if (CHUNK > 0u && ((ic + 1u) % max(CHUNK, 1u) == 0u || ic + 1u == p.icpg)) {
-            flush(&a00, &t00); flush(&a01, &t01); flush(&a02, &t02); flush(&a03, &t03);
-            flush(&a10, &t10); flush(&a11, &t11); flush(&a12, &t12); flush(&a13, &t13);
-            flush(&a20, &t20); flush(&a21, &t21); flush(&a22, &t22); flush(&a23, &t23);
-            flush(&a30, &t30); flush(&a31, &t31); flush(&a32, &t32); flush(&a33, &t33);
+            flush(&acc);
         }
         cbase += plane;
     }
     if (ox0 >= p.out_w || gid.y >= p.out_h) {
         return;
     }
-    block_epilogue(t00 + vec4<f32>(a00), t01 + vec4<f32>(a01), t02 + vec4<f32>(a02), t03 + vec4<f32>(a03), grp, b0, oy, ox0);
-    if (NB > 1u) {
-        block_epilogue(t10 + vec4<f32>(a10), t11 + vec4<f32>(a11), t12 + vec4<f32>(a12), t13 + vec4<f32>(a13), grp, b0 + 1u, oy, ox0);
-    }
-    if (NB > 2u) {
-        block_epilogue(t20 + vec4<f32>(a20), t21 + vec4<f32>(a21), t22 + vec4<f32>(a22), t23 + vec4<f32>(a23), grp, b0 + 2u, oy, ox0);
-    }
-    if (NB > 3u) {
-        block_epilogue(t30 + vec4<f32>(a30), t31 + vec4<f32>(a31), t32 + vec4<f32>(a32), t33 + vec4<f32>(a33), grp, b0 + 3u, oy, ox0);
-    }
+    store_tile(&acc, grp, b0, oy, ox0);
 }
 
 // Values of the input tile of `conv2d_tiled` (16 KiB in f32, the smallest workgroup storage a
@@ -279,14 +277,7 @@ fn conv2d_tiled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgrou
     let lx0 = (ox0 - wg.x * WG_X * 4u) * p.stride_w;
     let ly0 = (oy - wg.y * WG_Y) * p.stride_h;
     let tplane = p.tile_w * p.tile_h;
-    var a00 = vec4<C>(0.0); var a01 = vec4<C>(0.0); var a02 = vec4<C>(0.0); var a03 = vec4<C>(0.0);
-    var a10 = vec4<C>(0.0); var a11 = vec4<C>(0.0); var a12 = vec4<C>(0.0); var a13 = vec4<C>(0.0);
-    var a20 = vec4<C>(0.0); var a21 = vec4<C>(0.0); var a22 = vec4<C>(0.0); var a23 = vec4<C>(0.0);
-    var a30 = vec4<C>(0.0); var a31 = vec4<C>(0.0); var a32 = vec4<C>(0.0); var a33 = vec4<C>(0.0);
-    var t00 = vec4<f32>(0.0); var t01 = vec4<f32>(0.0); var t02 = vec4<f32>(0.0); var t03 = vec4<f32>(0.0);
-    var t10 = vec4<f32>(0.0); var t11 = vec4<f32>(0.0); var t12 = vec4<f32>(0.0); var t13 = vec4<f32>(0.0);
-    var t20 = vec4<f32>(0.0); var t21 = vec4<f32>(0.0); var t22 = vec4<f32>(0.0); var t23 = vec4<f32>(0.0);
-    var t30 = vec4<f32>(0.0); var t31 = vec4<f32>(0.0); var t32 = vec4<f32>(0.0); var t33 = vec4<f32>(0.0);
+    var acc: Tile;
     let wlast = p.w_off + (grp * p.ocb_pg + p.ocb_pg - 1u) * ws;
     let wb = p.w_off + (grp * p.ocb_pg + b0) * ws;
     let w1 = min(ws, wlast - wb);
@@ -317,44 +308,19 @@ fn conv2d_tiled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgrou
                     let v1 = vec4<C>(C(tile[at + sx]));
                     let v2 = vec4<C>(C(tile[at + 2u * sx]));
                     let v3 = vec4<C>(C(tile[at + 3u * sx]));
-                    let w = vec4<C>(prm[wi]);
-                    a00 = fma(w, v0, a00); a01 = fma(w, v1, a01); a02 = fma(w, v2, a02); a03 = fma(w, v3, a03);
-                    if (NB > 1u) {
-                        let w = vec4<C>(prm[wi + w1]);
-                        a10 = fma(w, v0, a10); a11 = fma(w, v1, a11); a12 = fma(w, v2, a12); a13 = fma(w, v3, a13);
-                    }
-                    if (NB > 2u) {
-                        let w = vec4<C>(prm[wi + w2]);
-                        a20 = fma(w, v0, a20); a21 = fma(w, v1, a21); a22 = fma(w, v2, a22); a23 = fma(w, v3, a23);
-                    }
-                    if (NB > 3u) {
-                        let w = vec4<C>(prm[wi + w3]);
-                        a30 = fma(w, v0, a30); a31 = fma(w, v1, a31); a32 = fma(w, v2, a32); a33 = fma(w, v3, a33);
-                    }
+                    mac(&acc, wi, vec3<u32>(w1, w2, w3), v0, v1, v2, v3);
                     wi += 1u;
                 }
             }
             if (CHUNK > 0u && ((ic0 + c + 1u) % max(CHUNK, 1u) == 0u || ic0 + c + 1u == p.icpg)) {
-                flush(&a00, &t00); flush(&a01, &t01); flush(&a02, &t02); flush(&a03, &t03);
-                flush(&a10, &t10); flush(&a11, &t11); flush(&a12, &t12); flush(&a13, &t13);
-                flush(&a20, &t20); flush(&a21, &t21); flush(&a22, &t22); flush(&a23, &t23);
-                flush(&a30, &t30); flush(&a31, &t31); flush(&a32, &t32); flush(&a33, &t33);
+                flush(&acc);
             }
         }
     }
     if (ox0 >= p.out_w || gid.y >= p.out_h) {
         return;
     }
-    block_epilogue(t00 + vec4<f32>(a00), t01 + vec4<f32>(a01), t02 + vec4<f32>(a02), t03 + vec4<f32>(a03), grp, b0, oy, ox0);
-    if (NB > 1u) {
-        block_epilogue(t10 + vec4<f32>(a10), t11 + vec4<f32>(a11), t12 + vec4<f32>(a12), t13 + vec4<f32>(a13), grp, b0 + 1u, oy, ox0);
-    }
-    if (NB > 2u) {
-        block_epilogue(t20 + vec4<f32>(a20), t21 + vec4<f32>(a21), t22 + vec4<f32>(a22), t23 + vec4<f32>(a23), grp, b0 + 2u, oy, ox0);
-    }
-    if (NB > 3u) {
-        block_epilogue(t30 + vec4<f32>(a30), t31 + vec4<f32>(a31), t32 + vec4<f32>(a32), t33 + vec4<f32>(a33), grp, b0 + 3u, oy, ox0);
-    }
+    store_tile(&acc, grp, b0, oy, ox0);
 }
 
 // Convolution with one input channel per group (depthwise, with any channel multiplier).
