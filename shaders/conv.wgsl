@@ -151,6 +151,15 @@ fn flush(acc: ptr<function, Tile>) {
     }
 }
 
+// The first weight vector of block b0 of group `grp` (x), and where blocks b0 + 1 to b0 + 3 start
+// relative to it (yzw; `ws` vec4s a block). Blocks past the group's end (when NB does not divide
+// ocb_pg) read the last block's weights; their sums are not stored.
+fn weight_offsets(grp: u32, b0: u32, ws: u32) -> vec4<u32> {
+    let wb = p.w_off + (grp * p.ocb_pg + b0) * ws;
+    let last = p.w_off + (grp * p.ocb_pg + p.ocb_pg - 1u) * ws - wb;
+    return vec4<u32>(wb, min(ws, last), min(2u * ws, last), min(3u * ws, last));
+}
+
 // The epilogue of every block of the tile.
 fn store_tile(acc: ptr<function, Tile>, grp: u32, b0: u32, oy: u32, ox0: u32) {
     for (var j = 0u; j < NB; j++) {
@@ -210,12 +219,8 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) 
     // weights of block b0 + j start j * ws vec4s after block b0's
     let ws = p.icpg * p.k_h * p.k_w;
     var acc: Tile;
-    // blocks past the group's end (when NB does not divide ocb_pg) read the last block's weights
-    let wlast = p.w_off + (grp * p.ocb_pg + p.ocb_pg - 1u) * ws;
-    var wi = p.w_off + (grp * p.ocb_pg + b0) * ws;
-    let w1 = min(ws, wlast - wi);
-    let w2 = min(2u * ws, wlast - wi);
-    let w3 = min(3u * ws, wlast - wi);
+    let wo = weight_offsets(grp, b0, ws);
+    var wi = wo.x;
     // taps that read outside the input for every pixel of this workgroup are skipped (wide
     // dilations: DeepLab's ASPP at rate 36 on a 32 x 32 map has only its centre tap inside)
     let ky_r = tap_range(wg.y * WG_Y, WG_Y, p.out_h, p.stride_h, p.pad_t, p.dil_h, p.k_h, p.in_h);
@@ -234,7 +239,7 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) 
                 let v1 = tap(rbase, ix + sx, yok);
                 let v2 = tap(rbase, ix + 2 * sx, yok);
                 let v3 = tap(rbase, ix + 3 * sx, yok);
-                mac(&acc, wi, vec3<u32>(w1, w2, w3), v0, v1, v2, v3);
+                mac(&acc, wi, wo.yzw, v0, v1, v2, v3);
                 wi += 1u;
             }
         }
@@ -278,11 +283,8 @@ fn conv2d_tiled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgrou
     let ly0 = (oy - wg.y * WG_Y) * p.stride_h;
     let tplane = p.tile_w * p.tile_h;
     var acc: Tile;
-    let wlast = p.w_off + (grp * p.ocb_pg + p.ocb_pg - 1u) * ws;
-    let wb = p.w_off + (grp * p.ocb_pg + b0) * ws;
-    let w1 = min(ws, wlast - wb);
-    let w2 = min(2u * ws, wlast - wb);
-    let w3 = min(3u * ws, wlast - wb);
+    let wo = weight_offsets(grp, b0, ws);
+    let wb = wo.x;
     let sx = p.stride_w;
     for (var ic0 = 0u; ic0 < p.icpg; ic0 += p.tile_c) {
         let nc = min(p.tile_c, p.icpg - ic0);
@@ -308,7 +310,7 @@ fn conv2d_tiled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgrou
                     let v1 = vec4<C>(C(tile[at + sx]));
                     let v2 = vec4<C>(C(tile[at + 2u * sx]));
                     let v3 = vec4<C>(C(tile[at + 3u * sx]));
-                    mac(&acc, wi, vec3<u32>(w1, w2, w3), v0, v1, v2, v3);
+                    mac(&acc, wi, wo.yzw, v0, v1, v2, v3);
                     wi += 1u;
                 }
             }

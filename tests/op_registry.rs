@@ -6,6 +6,23 @@
 
 mod common;
 
+/// A problem with every float tensor stored as f16 (`passes::to_half`) and its input data rounded
+/// to f16 first, so the reference sees what the kernel sees.
+fn to_f16(p: &mut atrous::ops::Problem) {
+    p.graph = atrous::passes::to_half(&p.graph);
+    for (t, d) in p.data.iter_mut() {
+        if p.graph.tensors[*t].dtype == atrous::graph::DType::F16 {
+            d.iter_mut().for_each(|v| *v = half::f16::from_f32(*v).to_f32());
+        }
+    }
+}
+
+/// The K of a dot-product problem, from its f32 tolerance `1e-5 + K^2 2^-23` (0 for copies and
+/// exact kernels).
+fn dot_terms(p: &atrous::ops::Problem) -> f32 {
+    ((p.abs_tol - 1e-5).max(0.0) * 8_388_608.0).sqrt()
+}
+
 #[test]
 fn every_registered_operator_matches_its_reference() {
     let Some(gpu) = common::gpu() else { return };
@@ -49,81 +66,53 @@ fn every_registered_operator_matches_its_reference() {
 #[test]
 fn every_registered_operator_matches_its_reference_in_f16() {
     let Some(gpu) = common::gpu_f16() else { return };
-    let runner = atrous::session::OpRunner::new(&gpu);
-    let mut total = 0;
-    let mut worst = (0.0f32, String::new());
-    for &(kind, make) in atrous::ops::REGISTRY {
-        if kind == "cast" {
-            // already between f32 and f16 in the test above
-            continue;
-        }
-        for seed in [1u64, 0x9e37_79b9] {
-            for mut p in make(seed, false) {
-                p.graph = atrous::passes::to_half(&p.graph);
-                for (t, d) in p.data.iter_mut() {
-                    if p.graph.tensors[*t].dtype == atrous::graph::DType::F16 {
-                        d.iter_mut().for_each(|v| *v = half::f16::from_f32(*v).to_f32());
-                    }
-                }
-                let got = runner.run(&p.graph, p.node, &p.data).unwrap_or_else(|e| panic!("{kind} {} (f16): {e}", p.name));
-                let want = p.expected();
-                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                    if w.is_nan() {
-                        assert!(g.is_nan(), "{} (f16): wrote {g} at {i}, outside the output view", p.name);
-                    } else {
-                        let tol = p.abs_tol + p.rel_tol * w.abs() + w.abs() / 2048.0 + 6e-8;
-                        assert!((g - w).abs() <= tol, "{} (f16): element {i}: gpu {g} vs reference {w} (tol {tol})", p.name);
-                        if w.abs() > 1e-3 && (g - w).abs() / w.abs() > worst.0 {
-                            worst = ((g - w).abs() / w.abs(), p.name.clone());
-                        }
-                    }
-                }
-                total += 1;
-            }
-        }
-    }
-    eprintln!("{total} problems in f16; worst relative error {:.2e} ({})", worst.0, worst.1);
+    let (total, worst) = check_in_f16(&atrous::session::OpRunner::new(&gpu), "f16", 0.0);
+    eprintln!("{total} problems in f16; worst error {:.2} of its tolerance ({})", worst.0, worst.1);
 }
 
 /// The same f16 problems with the convolutions' multiply-adds in f16 (`Arith::F16`: weights
-/// rounded to f16 at use, f16 accumulators). A dot product of K terms in f16 errs by at most
-/// `K u sum|x w|` (u = 2^-11), i.e. `K^2 u` for inputs and weights in [-1, 1] (the f32 argument of
-/// the problems with u = 2^-24; their tolerance `1e-5 + K^2 2^-23` gives K back); rounding the
-/// weights adds `K u`. That worst case assumes every rounding errs the same way; rounding errors
-/// of a running sum are independent and of either sign, so they grow as `sqrt(K)` steps of at
-/// most `u |partial sum|`, and partial sums of these problems stay below `sqrt(K)`: the test
-/// allows `4 K u` (four times that typical bound) on top of the f16-storage tolerance — tight
-/// enough that a tap read from the wrong place (an error of order 1) fails. Operators without
-/// an f16-arithmetic variant compute in f32 here and meet the storage tolerance anyway.
+/// rounded to f16 at use, f16 partial sums of 8 products). A dot product of K terms in f16 errs by
+/// at most `K u sum|x w|` (u = 2^-11), i.e. `K^2 u` for inputs and weights in [-1, 1] (the f32
+/// argument of the problems with u = 2^-24; their tolerance `1e-5 + K^2 2^-23` gives K back);
+/// rounding the weights adds `K u`. That worst case assumes every rounding errs the same way;
+/// rounding errors of a running sum are independent and of either sign, so they grow as
+/// `sqrt(K)` steps of at most `u |partial sum|`, and partial sums of these problems stay below
+/// `sqrt(K)`: the test allows `4 K u` (four times that typical bound) on top of the f16-storage
+/// tolerance — tight enough that a tap read from the wrong place (an error of order 1) fails.
+/// Operators without an f16-arithmetic variant compute in f32 here and meet the storage
+/// tolerance anyway.
 #[test]
 fn every_registered_operator_matches_its_reference_with_f16_arithmetic() {
     let Some(gpu) = common::gpu_f16() else { return };
     let runner = atrous::session::OpRunner::with_arith(&gpu, atrous::kernels::Arith::F16);
+    let (total, worst) = check_in_f16(&runner, "f16 arithmetic", 4.0);
+    eprintln!("{total} problems with f16 arithmetic; worst error {:.2} of its tolerance ({})", worst.0, worst.1);
+}
+
+/// Every registered operator's problems (two seeds) in f16 on `runner`, with the f16-storage
+/// tolerance plus `k_units * K * 2^-11` for a dot product of K terms. Returns the number of
+/// problems and the worst error as a fraction of its tolerance.
+fn check_in_f16(runner: &atrous::session::OpRunner, what: &str, k_units: f32) -> (usize, (f32, String)) {
     let (mut total, mut worst) = (0, (0.0f32, String::new()));
     for &(kind, make) in atrous::ops::REGISTRY {
         if kind == "cast" {
+            // already between f32 and f16 in the f32 test
             continue;
         }
         for seed in [1u64, 0x9e37_79b9] {
             for mut p in make(seed, false) {
-                p.graph = atrous::passes::to_half(&p.graph);
-                for (t, d) in p.data.iter_mut() {
-                    if p.graph.tensors[*t].dtype == atrous::graph::DType::F16 {
-                        d.iter_mut().for_each(|v| *v = half::f16::from_f32(*v).to_f32());
-                    }
-                }
-                let got = runner.run(&p.graph, p.node, &p.data).unwrap_or_else(|e| panic!("{kind} {} (f16 arithmetic): {e}", p.name));
+                to_f16(&mut p);
+                let got = runner.run(&p.graph, p.node, &p.data).unwrap_or_else(|e| panic!("{kind} {} ({what}): {e}", p.name));
                 let want = p.expected();
-                // K from the problem's f32 dot-product tolerance (0 for copies and exact kernels)
-                let k = ((p.abs_tol - 1e-5).max(0.0) * 8_388_608.0).sqrt();
+                let extra = k_units * dot_terms(&p) / 2048.0;
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                     if w.is_nan() {
-                        assert!(g.is_nan(), "{} (f16 arithmetic): wrote {g} at {i}, outside the output view", p.name);
+                        assert!(g.is_nan(), "{} ({what}): wrote {g} at {i}, outside the output view", p.name);
                     } else {
-                        let tol = p.abs_tol + p.rel_tol * w.abs() + w.abs() / 2048.0 + 6e-8 + 4.0 * k / 2048.0;
-                        assert!((g - w).abs() <= tol, "{} (f16 arithmetic): element {i}: gpu {g} vs reference {w} (tol {tol}, K {k})", p.name);
-                        if k > 0.0 && (g - w).abs() / (k / 2048.0) > worst.0 {
-                            worst = ((g - w).abs() / (k / 2048.0), p.name.clone());
+                        let tol = p.abs_tol + p.rel_tol * w.abs() + w.abs() / 2048.0 + 6e-8 + extra;
+                        assert!((g - w).abs() <= tol, "{} ({what}): element {i}: gpu {g} vs reference {w} (tol {tol})", p.name);
+                        if (g - w).abs() / tol > worst.0 {
+                            worst = ((g - w).abs() / tol, p.name.clone());
                         }
                     }
                 }
@@ -131,7 +120,7 @@ fn every_registered_operator_matches_its_reference_with_f16_arithmetic() {
             }
         }
     }
-    eprintln!("{total} problems with f16 arithmetic; worst error {:.2} K u ({})", worst.0, worst.1);
+    (total, worst)
 }
 
 /// The GPU kernel variants on this adapter: the convolutions with their input staged through
@@ -149,18 +138,13 @@ fn convolutions_with_workgroup_tiles_match_their_reference() {
             for seed in [1u64, 0x9e37_79b9, 0xdead_beef] {
                 for mut p in make(seed, false) {
                     if half {
-                        p.graph = atrous::passes::to_half(&p.graph);
-                        for (t, d) in p.data.iter_mut() {
-                            if p.graph.tensors[*t].dtype == atrous::graph::DType::F16 {
-                                d.iter_mut().for_each(|v| *v = half::f16::from_f32(*v).to_f32());
-                            }
-                        }
+                        to_f16(&mut p);
                     }
                     let prepared = runner.prepare(&p.graph, p.node, &p.data).unwrap_or_else(|e| panic!("{kind} {}: {e}", p.name));
                     tiled += usize::from(prepared.dispatch.entry == "conv2d_tiled");
                     let got = runner.run(&p.graph, p.node, &p.data).unwrap_or_else(|e| panic!("{kind} {}: {e}", p.name));
                     let want = p.expected();
-                    let k = ((p.abs_tol - 1e-5).max(0.0) * 8_388_608.0).sqrt();
+                    let k = dot_terms(&p);
                     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                         if w.is_nan() {
                             assert!(g.is_nan(), "{} (tiles, f16 {half}): wrote {g} at {i}, outside the output view", p.name);
