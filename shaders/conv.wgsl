@@ -117,11 +117,17 @@ fn epilogue(a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>, blk: u32
 // layer by the host (`kernels::conv::blocks_per_invocation`).
 override NB: u32 = 1u;
 // Input channels whose products `conv2d` / `conv2d_tiled` sum in C before adding the partial sum
-// to an f32 total (0: one running sum in C). The f16-arithmetic variant gets a chunk of about 16
+// to an f32 total (0: one running sum in C). The f16-arithmetic variant gets chunks of about 8
 // products (`kernels::conv::f16_chunk`): a running f16 sum over the ~1000 products of a wide layer
 // errs by up to K u relative (u = 2^-11), which measurably flipped class maps; chunks bound the f16
-// part of the error to that of ~16 products while nearly all multiply-adds stay in f16.
+// part of the error to that of ~8 products while nearly all multiply-adds stay in f16.
 override CHUNK: u32 = 0u;
+
+// Whether input channel `ic` (0-based) ends a chunk of CHUNK channels (or is the last one), so the
+// tile's partial sums go to its f32 totals.
+fn ends_chunk(ic: u32) -> bool {
+    return CHUNK > 0u && ((ic + 1u) % max(CHUNK, 1u) == 0u || ic + 1u == p.icpg);
+}
 
 // The register tile of `conv2d` and `conv2d_tiled`: for each of NB blocks of 4 output channels and
 // each of 4 pixels (index 4 block + pixel), the running sum in C and, with CHUNK, the f32 total of
@@ -220,16 +226,14 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) 
     let ws = p.icpg * p.k_h * p.k_w;
     var acc: Tile;
     let wo = weight_offsets(grp, b0, ws);
-    var wi = wo.x;
     // taps that read outside the input for every pixel of this workgroup are skipped (wide
     // dilations: DeepLab's ASPP at rate 36 on a 32 x 32 map has only its centre tap inside)
     let ky_r = tap_range(wg.y * WG_Y, WG_Y, p.out_h, p.stride_h, p.pad_t, p.dil_h, p.k_h, p.in_h);
     let kx_r = tap_range(wg.x * WG_X * 4u, WG_X * 4u, p.out_w, p.stride_w, p.pad_l, p.dil_w, p.k_w, p.in_w);
-    let wb = wi;
     var cbase = p.in_off + grp * p.icpg * plane;
     for (var ic = 0u; ic < p.icpg; ic++) {
         for (var ky = ky_r.x; ky < ky_r.y; ky++) {
-            wi = wb + (ic * p.k_h + ky) * p.k_w + kx_r.x;
+            var wi = wo.x + (ic * p.k_h + ky) * p.k_w + kx_r.x;
             let iy = iy0 + i32(ky * p.dil_h);
             let yok = iy >= 0 && iy < in_h;
             let rbase = cbase + u32(clamp(iy, 0, in_h - 1)) * p.in_w;
@@ -243,7 +247,7 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) 
                 wi += 1u;
             }
         }
-        if (CHUNK > 0u && ((ic + 1u) % max(CHUNK, 1u) == 0u || ic + 1u == p.icpg)) {
+        if (ends_chunk(ic)) {
             flush(&acc);
         }
         cbase += plane;
@@ -284,7 +288,6 @@ fn conv2d_tiled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgrou
     let tplane = p.tile_w * p.tile_h;
     var acc: Tile;
     let wo = weight_offsets(grp, b0, ws);
-    let wb = wo.x;
     let sx = p.stride_w;
     for (var ic0 = 0u; ic0 < p.icpg; ic0 += p.tile_c) {
         let nc = min(p.tile_c, p.icpg - ic0);
@@ -303,7 +306,7 @@ fn conv2d_tiled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgrou
         for (var c = 0u; c < nc; c++) {
             for (var ky = 0u; ky < p.k_h; ky++) {
                 let row = c * tplane + (ly0 + ky * p.dil_h) * p.tile_w + lx0;
-                var wi = wb + ((ic0 + c) * p.k_h + ky) * p.k_w;
+                var wi = wo.x + ((ic0 + c) * p.k_h + ky) * p.k_w;
                 for (var kx = 0u; kx < p.k_w; kx++) {
                     let at = row + kx * p.dil_w;
                     let v0 = vec4<C>(C(tile[at]));
@@ -314,7 +317,7 @@ fn conv2d_tiled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgrou
                     wi += 1u;
                 }
             }
-            if (CHUNK > 0u && ((ic0 + c + 1u) % max(CHUNK, 1u) == 0u || ic0 + c + 1u == p.icpg)) {
+            if (ends_chunk(ic0 + c)) {
                 flush(&acc);
             }
         }

@@ -992,12 +992,12 @@ pub struct OpRunner {
 
 impl OpRunner {
     pub fn new(gpu: &Gpu) -> Self {
-        OpRunner { gpu: gpu.clone(), kernels: Kernels::new(&gpu.device).with_tiles(Kernels::tiles_for(gpu)) }
+        Self::with_arith(gpu, crate::kernels::Arith::F32)
     }
 
-    /// A runner whose f16 kernel variants compute in `arith`.
+    /// A runner whose f16 kernel variants compute in `arith` (other variants as a session's).
     pub fn with_arith(gpu: &Gpu, arith: crate::kernels::Arith) -> Self {
-        OpRunner { gpu: gpu.clone(), kernels: Kernels::new(&gpu.device).with_arith(arith).with_tiles(Kernels::tiles_for(gpu)) }
+        Self::with_variants(gpu, arith, Kernels::tiles_for(gpu))
     }
 
     /// A runner with the given kernel variants: f16 arithmetic, workgroup-tiled convolutions

@@ -116,7 +116,7 @@ fn every_model_in_f16_matches_its_reference() {
                 }
             }
             if !why.is_empty() {
-                eprintln!("|   | known shortfall: {why} | | | | | | |");
+                eprintln!("|   | known shortfall: {why} | | | | | | | | |");
             }
         }
     }

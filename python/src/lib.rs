@@ -88,8 +88,8 @@ impl Model {
     /// A session on a device. `size` fixes the run size (else each image runs at the model's
     /// size for it); `precision` is `"f32"`, `"f16"` (feature maps stored as f16, arithmetic
     /// in f32; needs an adapter with SHADER_F16), `"f16-compute"` (the convolutions' arithmetic in
-    /// f16 too: faster on GPUs, flips up to ~0.8% of pixels) or `"auto"`; `device` a substring of the adapter's name; `crf` a
-    /// dense CRF setting as `atrous segment --crf` takes it (`"deeplab"`, `"default"`, key=value
+    /// f16 too: faster on GPUs, flips up to ~0.8% of pixels) or `"auto"`; `device` a substring of
+    /// the adapter's name; `crf` a dense CRF setting as `atrous segment --crf` takes it (`"deeplab"`, `"default"`, key=value
     /// items): class maps and probabilities are then the CRF's.
     #[pyo3(signature = (size=None, precision="f32", device=None, crf=None))]
     fn session(&self, py: Python<'_>, size: Option<(usize, usize)>, precision: &str, device: Option<String>, crf: Option<String>) -> PyResult<Session> {

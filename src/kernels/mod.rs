@@ -276,8 +276,14 @@ impl Kernels {
         Kernels { arith, ..self.clone() }
     }
 
-    pub fn arith(&self) -> Arith {
-        self.arith
+    /// The arithmetic the `dtype` variant of `shader` runs in with this cache: f16 only where the
+    /// family has it and its elements are f16.
+    pub fn arith_for(&self, shader: Shader, dtype: DType) -> Arith {
+        if dtype == DType::F16 && shader.ariths().contains(&self.arith) {
+            self.arith
+        } else {
+            Arith::F32
+        }
     }
 
     /// The same cache, choosing the workgroup-tiled convolution (`conv2d_tiled`) where it pays
@@ -343,8 +349,7 @@ impl Kernels {
     /// The pipeline of `entry` in the `dtype` variant of `shader` with override `constants`,
     /// compiled on first use; `None` if the family has no such variant.
     pub fn pipeline_for(&self, shader: Shader, entry: &'static str, dtype: DType, constants: &[(&'static str, f64)]) -> Option<wgpu::ComputePipeline> {
-        // f16 arithmetic only where the family has it and its elements are f16
-        let arith = if dtype == DType::F16 && shader.ariths().contains(&self.arith) { self.arith } else { Arith::F32 };
+        let arith = self.arith_for(shader, dtype);
         let key: PipelineKey = (shader, entry, dtype, arith, constants.iter().map(|&(k, v)| (k, v.to_bits())).collect());
         let mut cache = self.inner.lock().expect("kernel cache poisoned");
         if let Some(p) = cache.pipelines.get(&key) {

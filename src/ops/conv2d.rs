@@ -135,7 +135,7 @@ impl Operator for Conv2d {
         split(self, cuts)
     }
     fn encode(&self, cx: &EncodeCx<'_, '_>, name: &str) -> Result<Encoded> {
-        encode_conv_family(cx, name, self, (self.x, self.y, self.add), |xo, yo, add| conv::prepare_conv2d(self, xo, yo, add, cx.kernels.tiles(), cx.f16_math()))
+        encode_conv_family(cx, name, self, (self.x, self.y, self.add), |xo, yo, add| conv::prepare_conv2d(self, xo, yo, add, cx.kernels.tiles(), cx.f16_math(Shader::Conv)))
     }
     boxed_op!();
 }

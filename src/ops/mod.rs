@@ -245,10 +245,9 @@ impl<'a> EncodeCx<'a, '_> {
     pub fn dummy(&self) -> Slot<'_> {
         self.kernels.dummy()
     }
-    /// Whether this operator's kernel computes in f16 (f16 tensors and a cache with f16
-    /// arithmetic; families without an f16-arithmetic variant still compute in f32).
-    pub fn f16_math(&self) -> bool {
-        self.dtype == crate::graph::DType::F16 && self.kernels.arith() == crate::kernels::Arith::F16
+    /// Whether this operator's kernel in `shader` computes in f16 ([`crate::kernels::Kernels::arith_for`]).
+    pub fn f16_math(&self, shader: Shader) -> bool {
+        self.kernels.arith_for(shader, self.dtype) == crate::kernels::Arith::F16
     }
     /// Bytes of activations an operator reads and writes.
     pub fn act_bytes(&self, op: &dyn Operator) -> u64 {
