@@ -52,6 +52,7 @@ fn erf1(x: f32) -> f32 {
 
 
 // 4 consecutive elements per invocation (the per-invocation cost dominates on software adapters).
+// For small planes: the channel differs between invocations of a workgroup.
 @compute @workgroup_size(WG, 1, 1)
 fn affine(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i0 = (gid.x + gid.y * p.row) * 4u;
@@ -66,6 +67,32 @@ fn affine(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
 }
 
+// Planes of at least a workgroup's elements: one channel per workgroup row of the grid
+// (channel = workgroup_id.y + workgroup_id.z * p.row), so the channel's scale, shift and slope are
+// the same for every invocation of a workgroup (a software adapter loads them once for all its
+// SIMD lanes) and no invocation divides by the plane size. 4 consecutive elements per invocation.
+@compute @workgroup_size(WG, 1, 1)
+fn affine_planes(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let c = wid.y + wid.z * p.row;
+    if (c >= p.c) {
+        return;
+    }
+    let scale = prm[p.scale_off + c];
+    let shift = prm[p.shift_off + c];
+    let slope = prm[p.slope_off + c];
+    let j0 = gid.x * 4u;
+    let base = c * p.hw + j0;
+    for (var k = 0u; k < 4u; k++) {
+        if (j0 + k < p.hw) {
+            var v = f32(src[p.x_off + base + k]);
+            if (p.has_add != 0u) {
+                v += f32(addsrc[p.add_off + base + k]);
+            }
+            dst[p.y_off + base + k] = E(activate(scale * v + shift, slope));
+        }
+    }
+}
+
 @compute @workgroup_size(WG, 1, 1)
 fn mul(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = gid.x + gid.y * p.row;
@@ -77,6 +104,29 @@ fn mul(@builtin(global_invocation_id) gid: vec3<u32>) {
         j = i / p.hw;
     }
     dst[p.y_off + i] = E(src[p.x_off + i] * addsrc[p.add_off + j]);
+}
+
+// `mul` over planes of at least a workgroup's elements, laid out as `affine_planes`: a
+// per-channel multiplier is then one load for the whole workgroup.
+@compute @workgroup_size(WG, 1, 1)
+fn mul_planes(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let c = wid.y + wid.z * p.row;
+    if (c >= p.c) {
+        return;
+    }
+    let j0 = gid.x * 4u;
+    let base = c * p.hw + j0;
+    for (var k = 0u; k < 4u; k++) {
+        if (j0 + k < p.hw) {
+            var s: E;
+            if (p.per_channel != 0u) {
+                s = addsrc[p.add_off + c];
+            } else {
+                s = addsrc[p.add_off + base + k];
+            }
+            dst[p.y_off + base + k] = E(src[p.x_off + base + k] * s);
+        }
+    }
 }
 
 // Instance normalisation: one workgroup per channel. prm = [scale[c], bias[c], eps] at
@@ -153,4 +203,22 @@ fn gather(@builtin(global_invocation_id) gid: vec3<u32>) {
     let c = i / p.hw;
     let src_c = u32(prm[p.scale_off + c]);
     dst[p.y_off + i] = E(src[p.x_off + src_c * p.hw + i % p.hw]);
+}
+
+// `gather` over planes of at least a workgroup's elements, laid out as `affine_planes`: each
+// workgroup copies a run of one source plane.
+@compute @workgroup_size(WG, 1, 1)
+fn gather_planes(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let c = wid.y + wid.z * p.row;
+    if (c >= p.c) {
+        return;
+    }
+    let j0 = gid.x * 4u;
+    let first = u32(prm[p.scale_off + c]) * p.hw + j0;
+    let base = c * p.hw + j0;
+    for (var k = 0u; k < 4u; k++) {
+        if (j0 + k < p.hw) {
+            dst[p.y_off + base + k] = src[p.x_off + first + k];
+        }
+    }
 }

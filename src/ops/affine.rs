@@ -86,7 +86,7 @@ impl Operator for Affine {
         let prm = cx.storage(name, &prm)?;
         let u = cx.uniform(&ap);
         let slots = [xs, Slot::whole(&prm), ys, add.map(|a| a.0).unwrap_or(cx.dummy()), Slot::whole(&u)];
-        let dispatch = cx.dispatch(Shader::Eltwise, "affine", &slots, groups, name, self.flops(cx.graph), cx.act_bytes(self) + prm.size());
+        let dispatch = cx.dispatch(Shader::Eltwise, eltwise::entry("affine", h * w), &slots, groups, name, self.flops(cx.graph), cx.act_bytes(self) + prm.size());
         Ok(Encoded { dispatch, buffers: vec![prm, u] })
     }
     boxed_op!();
@@ -105,10 +105,13 @@ pub fn reference(x: &[f32], add: Option<&[f32]>, hw: usize, scale: &[f32], shift
 }
 
 /// Test problems: random channel counts and sizes, with and without an addend, every activation;
+/// small planes and planes of a workgroup's elements or more;
 /// or ESPNet's batch norm + PReLU over 131 channels for the benchmarks.
 pub fn problems(seed: u64, bench: bool) -> Vec<Problem> {
     let mut rng = Rng(seed | 1);
-    let shapes: Vec<(usize, usize, usize)> = if bench { vec![(131, 90, 120)] } else { (0..8).map(|_| (rng.range(1, 9), rng.range(1, 13), rng.range(1, 15))).collect() };
+    // the last four have planes of at least eltwise::PLANE_MIN elements (the `affine_planes` entry)
+    let shapes: Vec<(usize, usize, usize)> =
+        if bench { vec![(131, 90, 120)] } else { (0..12).map(|i| if i < 8 { (rng.range(1, 9), rng.range(1, 13), rng.range(1, 15)) } else { (rng.range(1, 6), rng.range(16, 40), rng.range(16, 40)) }).collect() };
     let mut out = vec![];
     for (i, (c, h, w)) in shapes.into_iter().enumerate() {
         let mut g = Graph::new(1, 1, 1);

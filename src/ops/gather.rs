@@ -70,7 +70,7 @@ impl Operator for Gather {
         let prm = cx.storage(name, &prm)?;
         let u = cx.uniform(&gp);
         let slots = [xs, Slot::whole(&prm), ys, cx.dummy(), Slot::whole(&u)];
-        let dispatch = cx.dispatch(Shader::Eltwise, "gather", &slots, groups, name, self.flops(cx.graph), cx.act_bytes(self));
+        let dispatch = cx.dispatch(Shader::Eltwise, eltwise::entry("gather", h * w), &slots, groups, name, self.flops(cx.graph), cx.act_bytes(self));
         Ok(Encoded { dispatch, buffers: vec![prm, u] })
     }
     boxed_op!();
@@ -81,11 +81,16 @@ pub fn reference(x: &[f32], perm: &[usize], hw: usize) -> Vec<f32> {
     perm.iter().flat_map(|&p| x[p * hw..(p + 1) * hw].iter().copied()).collect()
 }
 
-/// Test problems: random permutations and gathers (repeats allowed) over odd sizes; or
+/// Test problems: random permutations and gathers (repeats allowed) over odd sizes, small planes
+/// and planes of `eltwise::PLANE_MIN` elements or more; or
 /// ESPNetv2's channel shuffle for the benchmarks.
 pub fn problems(seed: u64, bench: bool) -> Vec<Problem> {
     let mut rng = Rng(seed | 1);
-    let shapes: Vec<(usize, usize, usize, usize)> = if bench { vec![(128, 128, 48, 48)] } else { (0..6).map(|_| (rng.range(1, 9), rng.range(1, 9), rng.range(1, 9), rng.range(1, 9))).collect() };
+    let shapes: Vec<(usize, usize, usize, usize)> = if bench {
+        vec![(128, 128, 48, 48)]
+    } else {
+        (0..9).map(|i| if i < 6 { (rng.range(1, 9), rng.range(1, 9), rng.range(1, 9), rng.range(1, 9)) } else { (rng.range(1, 6), rng.range(1, 6), rng.range(16, 40), rng.range(16, 40)) }).collect()
+    };
     let mut out = vec![];
     for (cx_, cy, h, w) in shapes {
         let mut g = Graph::new(1, 1, 1);

@@ -66,7 +66,7 @@ impl Operator for Mul {
         let u = cx.uniform(&mp);
         // `mul` reads no parameters
         let slots = [xs, cx.dummy(), ys, ss, Slot::whole(&u)];
-        let dispatch = cx.dispatch(Shader::Eltwise, "mul", &slots, groups, name, self.flops(cx.graph), cx.act_bytes(self));
+        let dispatch = cx.dispatch(Shader::Eltwise, eltwise::entry("mul", h * w), &slots, groups, name, self.flops(cx.graph), cx.act_bytes(self));
         Ok(Encoded { dispatch, buffers: vec![u] })
     }
     boxed_op!();
@@ -78,10 +78,12 @@ pub fn reference(x: &[f32], s: &[f32], hw: usize) -> Vec<f32> {
     x.iter().enumerate().map(|(i, &v)| v * if per_channel { s[i / hw] } else { s[i] }).collect()
 }
 
-/// Test problems: per-channel and element-wise multipliers over odd sizes.
+/// Test problems: per-channel and element-wise multipliers over odd sizes, small planes and
+/// planes of `eltwise::PLANE_MIN` elements or more.
 pub fn problems(seed: u64, bench: bool) -> Vec<Problem> {
     let mut rng = Rng(seed | 1);
-    let shapes: Vec<(usize, usize, usize)> = if bench { vec![(120, 64, 64)] } else { (0..6).map(|_| (rng.range(1, 7), rng.range(1, 11), rng.range(2, 11))).collect() };
+    let shapes: Vec<(usize, usize, usize)> =
+        if bench { vec![(120, 64, 64)] } else { (0..10).map(|i| if i < 6 { (rng.range(1, 7), rng.range(1, 11), rng.range(2, 11)) } else { (rng.range(1, 5), rng.range(16, 40), rng.range(16, 40)) }).collect() };
     let mut out = vec![];
     for (i, (c, h, w)) in shapes.into_iter().enumerate() {
         let mut g = Graph::new(1, 1, 1);
