@@ -81,6 +81,49 @@ fn bilinear(@builtin(global_invocation_id) gid: vec3<u32>) {
     dst[p.out_off + i] = E((1.0 - ly) * top + ly * bot);
 }
 
+// Bilinear upsampling along x (host-checked: consecutive outputs' lower source columns differ
+// by at most 1, so 4 consecutive outputs read at most 5 consecutive source columns). One output
+// row of one channel per workgroup row of the grid (row = workgroup_id.y, channel =
+// workgroup_id.z), 4 consecutive outputs per invocation: the source rows and their weight are the
+// same for every invocation of a workgroup, and each invocation loads 10 values, not 16. The
+// rows are blended first, then the columns, each output picking its two columns by selects.
+@compute @workgroup_size(WG, 1, 1)
+fn bilinear_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let oy = wid.y;
+    let c = wid.z;
+    let ox0 = gid.x * 4u;
+    if (ox0 >= p.out_w) {
+        return;
+    }
+    let sy = source(oy, p.scale_h, p.in_h);
+    let base = p.in_off + c * p.in_h * p.in_w;
+    let r0 = base + u32(sy.x) * p.in_w;
+    let r1 = base + u32(sy.y) * p.in_w;
+    let ly = sy.z;
+    let first = u32(source(ox0, p.scale_w, p.in_w).x);
+    let last = p.in_w - 1u;
+    let xs = min(vec4<u32>(first) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(last));
+    let x4 = min(first + 4u, last);
+    // the rows blended at the 5 columns
+    let v0 = mix(f32(src[r0 + xs.x]), f32(src[r1 + xs.x]), ly);
+    let v1 = mix(f32(src[r0 + xs.y]), f32(src[r1 + xs.y]), ly);
+    let v2 = mix(f32(src[r0 + xs.z]), f32(src[r1 + xs.z]), ly);
+    let v3 = mix(f32(src[r0 + xs.w]), f32(src[r1 + xs.w]), ly);
+    let v4 = mix(f32(src[r0 + x4]), f32(src[r1 + x4]), ly);
+    for (var j = 0u; j < 4u; j++) {
+        let ox = ox0 + j;
+        if (ox < p.out_w) {
+            let sx = source(ox, p.scale_w, p.in_w);
+            // the output's lower column is first + d (d <= j), its upper one first + d + 1
+            // (both clamped to the last column, as the loaded ones are)
+            let d = u32(sx.x) - first;
+            let lo = select(select(select(v0, v1, d >= 1u), v2, d >= 2u), v3, d >= 3u);
+            let hi = select(select(select(v1, v2, d >= 1u), v3, d >= 2u), v4, d >= 3u);
+            dst[p.out_off + (c * p.out_h + oy) * p.out_w + ox] = E(mix(lo, hi, sx.z));
+        }
+    }
+}
+
 // Nearest neighbour: src = floor(dst * in / out) in exact integer arithmetic (PyTorch's
 // `nearest` and Keras' UpSampling2D for integer factors).
 @compute @workgroup_size(WG, 1, 1)

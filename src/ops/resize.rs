@@ -38,9 +38,9 @@ impl Operator for Resize {
     }
     fn encode(&self, cx: &EncodeCx<'_, '_>, name: &str) -> Result<Encoded> {
         let ((xs, xo), (ys, yo)) = (cx.resolve(self.x)?, cx.resolve(self.y)?);
-        let (rp, groups) = resize::prepare(self, cx.graph.hw(self.x), cx.graph.hw(self.y), xo, yo);
+        let (rp, entry, groups) = resize::prepare(self, cx.graph.hw(self.x), cx.graph.hw(self.y), xo, yo);
         let u = cx.uniform(&rp);
-        let dispatch = cx.dispatch(Shader::Resize, "bilinear", &[xs, ys, Slot::whole(&u), cx.dummy()], groups, name, self.flops(cx.graph), cx.act_bytes(self));
+        let dispatch = cx.dispatch(Shader::Resize, entry, &[xs, ys, Slot::whole(&u), cx.dummy()], groups, name, self.flops(cx.graph), cx.act_bytes(self));
         Ok(Encoded { dispatch, buffers: vec![u] })
     }
     boxed_op!();
@@ -83,8 +83,22 @@ pub fn reference(x: &[f32], c: usize, ih: usize, iw: usize, oh: usize, ow: usize
 /// upsampled 8x for the benchmarks.
 pub fn problems(seed: u64, bench: bool) -> Vec<Problem> {
     let mut rng = Rng(seed | 1);
-    let shapes: Vec<(usize, usize, usize, usize, usize)> =
-        if bench { vec![(21, 33, 33, 257, 257)] } else { (0..8).map(|_| (rng.range(1, 5), rng.range(1, 9), rng.range(1, 9), rng.range(1, 17), rng.range(1, 17))).collect() };
+    let shapes: Vec<(usize, usize, usize, usize, usize)> = if bench {
+        vec![(21, 33, 33, 257, 257)]
+    } else {
+        // the last four upsample rows of at least a quarter workgroup (`bilinear_rows`), two
+        // of them by a scale near or at 1 (a source column for each output)
+        (0..12)
+            .map(|i| match i {
+                0..8 => (rng.range(1, 5), rng.range(1, 9), rng.range(1, 9), rng.range(1, 17), rng.range(1, 17)),
+                8 | 9 => (rng.range(1, 4), rng.range(1, 9), rng.range(1, 40), rng.range(1, 9), rng.range(64, 200)),
+                _ => {
+                    let ow = rng.range(64, 200);
+                    (rng.range(1, 4), rng.range(1, 9), ow - rng.range(0, 3), rng.range(1, 9), ow)
+                }
+            })
+            .collect()
+    };
     let mut out = vec![];
     for (i, (c, ih, iw, oh, ow)) in shapes.into_iter().enumerate() {
         let mut g = Graph::new(1, 1, 1);
