@@ -166,6 +166,22 @@ pub fn blocks_per_invocation(ocb: usize) -> usize {
         .expect("four candidates")
 }
 
+/// The workgroup shape (`WG_X`, `WG_Y`) of `conv2d` for `ow4` invocations per output row (4 pixels
+/// each) and `oh` rows. On a software adapter an idle invocation is a masked SIMD lane that costs
+/// as much as a busy one: 8 x 8 on a 24-pixel-wide map (6 invocations a row) idles a quarter of
+/// the grid, and a flattened pointwise convolution is one row. Of the shapes of 64, 32 and 16
+/// invocations, the one that leaves the fewest invocations idle (ties to the larger workgroup)
+/// replaces 8 x 8 where it shrinks the grid by more than a tenth: smaller workgroups cost more
+/// per workgroup, and their other tap ranges skip differently, which measured about even on
+/// ESPNet's 45 x 60 and 180 x 240 maps (8 x 8 idles 12% and 6% there).
+pub fn workgroup_shape(ow4: usize, oh: usize) -> (u32, u32) {
+    const SHAPES: [(usize, usize); 15] = [(8, 8), (16, 4), (4, 16), (32, 2), (2, 32), (64, 1), (1, 64), (8, 4), (4, 8), (16, 2), (2, 16), (32, 1), (4, 4), (8, 2), (2, 8)];
+    let grid = |&(x, y): &(usize, usize)| ow4.div_ceil(x) * x * oh.div_ceil(y) * y;
+    let best = SHAPES.iter().min_by_key(|s| grid(s)).expect("shapes");
+    let (x, y) = if 10 * grid(best) < 9 * grid(&SHAPES[0]) { *best } else { SHAPES[0] };
+    (x as u32, y as u32)
+}
+
 /// Input channels per f16 partial sum (`CHUNK` in the shader) for a kernel of `taps` taps: about
 /// 8 products per chunk (1 channel of a 3x3, 8 of a 1x1). Measured on the reference cases
 /// (tests/half.rs): one running f16 sum flipped up to 0.6% of ESPNet's and 1.2% of
@@ -216,16 +232,24 @@ pub fn prepare_conv2d(op: &Conv2d, x_off: u32, y_off: u32, add: AddFrom, tiles: 
     };
     let z = check_groups("conv2d", z)?;
     let (mut params, prm) = finish(params, w, b, s);
-    let groups = [(ow.div_ceil(4) as u32).div_ceil(WG.0), (oh as u32).div_ceil(WG.1), z];
     let chunk = if f16_math { f16_chunk(g.k_h * g.k_w) } else { 0 };
-    let constants = if depthwise { vec![] } else { vec![("NB", nb as f64), ("CHUNK", chunk as f64)] };
-    let entry = match tile_for(g) {
-        Some((tw, th, tc)) if tiles && !depthwise => {
-            (params.tile_w, params.tile_h, params.tile_c) = (tw as u32, th as u32, tc as u32);
-            "conv2d_tiled"
-        }
-        _ => entry,
-    };
+    let mut constants = if depthwise { vec![] } else { vec![("NB", nb as f64), ("CHUNK", chunk as f64)] };
+    if let Some((tw, th, tc)) = tile_for(g).filter(|_| tiles && !depthwise) {
+        (params.tile_w, params.tile_h, params.tile_c) = (tw as u32, th as u32, tc as u32);
+        let groups = [(ow.div_ceil(4) as u32).div_ceil(WG.0), (oh as u32).div_ceil(WG.1), z];
+        return Ok(Prepared { entry: "conv2d_tiled", params, prm, groups, constants });
+    }
+    // a pointwise convolution that reads each input pixel at its own position is the same
+    // computation over one row of oh * ow pixels: no row of the grid is partly idle
+    let flat = g.k_h == 1 && g.k_w == 1 && g.stride_h == 1 && g.stride_w == 1 && g.pad == Pad::default() && !depthwise;
+    let (oh, ow) = if flat { (1, oh * ow) } else { (oh, ow) };
+    if flat {
+        (params.in_h, params.in_w, params.out_h, params.out_w) = (1, (oh * ow) as u32, 1, (oh * ow) as u32);
+    }
+    // (the depthwise kernel's invocations are too light for a smaller workgroup to pay)
+    let (wx, wy) = if depthwise { WG } else { workgroup_shape(ow.div_ceil(4), oh) };
+    constants.extend([("WG_X", wx as f64), ("WG_Y", wy as f64)]);
+    let groups = [(ow.div_ceil(4) as u32).div_ceil(wx), (oh as u32).div_ceil(wy), z];
     Ok(Prepared { entry, params, prm, groups, constants })
 }
 
@@ -255,4 +279,22 @@ pub fn prepare_conv_t2d(op: &ConvT2d, x_off: u32, y_off: u32, add: AddFrom) -> R
 
 fn slope_of(act: &Act, oc: usize) -> f32 {
     act.slopes().map_or(0.0, |s| s[oc])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::workgroup_shape;
+
+    #[test]
+    fn workgroup_shapes_leave_few_invocations_idle() {
+        // wide maps keep 8 x 8
+        assert_eq!(workgroup_shape(120, 360), (8, 8));
+        // a 24 x 24 map: 6 invocations a row fit 2 x 8 exactly
+        assert_eq!(workgroup_shape(6, 24), (2, 8));
+        // a flattened 24 x 24 pointwise convolution: one row of 144 invocations
+        assert_eq!(workgroup_shape(144, 1), (32, 1));
+        // ESPNet's 45 x 60 and 180 x 240 maps: 8 x 8 idles 12% and 6%, kept
+        assert_eq!(workgroup_shape(15, 45), (8, 8));
+        assert_eq!(workgroup_shape(60, 180), (8, 8));
+    }
 }
