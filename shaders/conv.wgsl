@@ -113,8 +113,8 @@ fn epilogue(a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>, blk: u32
     store_px(a3 + bias, oc0, nlanes, oy, ox0 + 3u, slope);
 }
 
-// Number of 4-channel output blocks one invocation of `conv2d` accumulates (1 to 4), chosen per
-// layer by the host (`kernels::conv::blocks_per_invocation`).
+// Number of 4-channel output blocks one invocation of `conv2d` accumulates (1 to 8), chosen per
+// layer by the host (`kernels::conv::blocks_per_invocation`; the tile holds 8).
 override NB: u32 = 1u;
 // Input channels whose products `conv2d` / `conv2d_tiled` sum in C before adding the partial sum
 // to an f32 total (0: one running sum in C). The f16-arithmetic variant gets chunks of about 8
@@ -133,15 +133,15 @@ fn ends_chunk(ic: u32) -> bool {
 // each of 4 pixels (index 4 block + pixel), the running sum in C and, with CHUNK, the f32 total of
 // the chunks summed so far.
 struct Tile {
-    a: array<vec4<C>, 16>,
-    t: array<vec4<f32>, 16>,
+    a: array<vec4<C>, 32>,
+    t: array<vec4<f32>, 32>,
 }
 
 // One tap: inputs v0-v3 of the 4 pixels times the weight vectors of the NB blocks (block j's at
-// `wi + off[j - 1]`), added to the tile.
-fn mac(acc: ptr<function, Tile>, wi: u32, off: vec3<u32>, v0: vec4<C>, v1: vec4<C>, v2: vec4<C>, v3: vec4<C>) {
+// `wi + min(j ws, last)`, see `weight_offsets`), added to the tile.
+fn mac(acc: ptr<function, Tile>, wi: u32, ws: u32, last: u32, v0: vec4<C>, v1: vec4<C>, v2: vec4<C>, v3: vec4<C>) {
     for (var j = 0u; j < NB; j++) {
-        let w = vec4<C>(prm[wi + select(0u, off[max(j, 1u) - 1u], j > 0u)]);
+        let w = vec4<C>(prm[wi + min(j * ws, last)]);
         (*acc).a[4u * j] = fma(w, v0, (*acc).a[4u * j]);
         (*acc).a[4u * j + 1u] = fma(w, v1, (*acc).a[4u * j + 1u]);
         (*acc).a[4u * j + 2u] = fma(w, v2, (*acc).a[4u * j + 2u]);
@@ -157,13 +157,13 @@ fn flush(acc: ptr<function, Tile>) {
     }
 }
 
-// The first weight vector of block b0 of group `grp` (x), and where blocks b0 + 1 to b0 + 3 start
-// relative to it (yzw; `ws` vec4s a block). Blocks past the group's end (when NB does not divide
-// ocb_pg) read the last block's weights; their sums are not stored.
-fn weight_offsets(grp: u32, b0: u32, ws: u32) -> vec4<u32> {
+// The first weight vector of block b0 of group `grp` (x), and where the group's last block starts
+// relative to it (y): block b0 + j starts at x + min(j ws, y) (`ws` vec4s a block), so blocks past
+// the group's end (when NB does not divide ocb_pg) read the last block's weights; their sums are
+// not stored.
+fn weight_offsets(grp: u32, b0: u32, ws: u32) -> vec2<u32> {
     let wb = p.w_off + (grp * p.ocb_pg + b0) * ws;
-    let last = p.w_off + (grp * p.ocb_pg + p.ocb_pg - 1u) * ws - wb;
-    return vec4<u32>(wb, min(ws, last), min(2u * ws, last), min(3u * ws, last));
+    return vec2<u32>(wb, p.w_off + (grp * p.ocb_pg + p.ocb_pg - 1u) * ws - wb);
 }
 
 // The epilogue of every block of the tile.
@@ -243,7 +243,7 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) 
                 let v1 = tap(rbase, ix + sx, yok);
                 let v2 = tap(rbase, ix + 2 * sx, yok);
                 let v3 = tap(rbase, ix + 3 * sx, yok);
-                mac(&acc, wi, wo.yzw, v0, v1, v2, v3);
+                mac(&acc, wi, ws, wo.y, v0, v1, v2, v3);
                 wi += 1u;
             }
         }
@@ -313,7 +313,7 @@ fn conv2d_tiled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgrou
                     let v1 = vec4<C>(C(tile[at + sx]));
                     let v2 = vec4<C>(C(tile[at + 2u * sx]));
                     let v3 = vec4<C>(C(tile[at + 3u * sx]));
-                    mac(&acc, wi, wo.yzw, v0, v1, v2, v3);
+                    mac(&acc, wi, ws, wo.y, v0, v1, v2, v3);
                     wi += 1u;
                 }
             }

@@ -150,21 +150,29 @@ fn params_of(g: &Conv2dGeom, (oh, ow): (usize, usize), act: &Act, x_off: u32, y_
     p
 }
 
-/// How many 4-channel output blocks one invocation of `conv2d` accumulates (its `NB`), for `ocb`
-/// blocks per group. Per tap, an invocation loads 4 input values (one per pixel; on a software
-/// adapter each is a per-lane load, the dearest operation) and NB weight vectors (uniform), and
-/// does 4 NB vector multiply-adds; blocks past the group's end are computed and thrown away. The
-/// cost model `ceil(ocb / NB) * (4 + 1.5 NB)` (input loads, weight loads and multiply-adds of one
-/// workgroup slice, weighed as measured on lavapipe) picks the largest NB that wastes little:
-/// 12 channels -> 3, 25-28 -> 4, 8 -> 2.
-pub fn blocks_per_invocation(ocb: usize) -> usize {
-    (1..=4)
+/// How many 4-channel output blocks one invocation of `conv2d` accumulates (its `NB`, at most
+/// `max_nb`), for `ocb` blocks per group. Per tap, an invocation loads 4 input values (one per
+/// pixel; on a software adapter each is a per-lane load, the dearest operation) and NB weight
+/// vectors (uniform), and does 4 NB vector multiply-adds; blocks past the group's end are computed
+/// and thrown away. The cost model `ceil(ocb / NB) * (4 + 1.5 NB)` (input loads, weight loads and
+/// multiply-adds of one workgroup slice, weighed as measured on lavapipe) picks the largest NB
+/// that wastes little: 12 channels -> 3, 25-28 -> 7, 8 -> 2, 64 -> 8. On lavapipe 7 blocks for
+/// ESPNet's 25-28 channels ran its convolutions 1.2x faster than 4 + 3 (the accumulators spill
+/// from registers either way; the input loads halve). GPUs get at most 4 (`MAX_NB_GPU`): 8 blocks
+/// are 128 accumulator registers a thread, which would cut occupancy (not measured: no GPU).
+pub fn blocks_per_invocation(ocb: usize, max_nb: usize) -> usize {
+    (1..=max_nb.clamp(1, MAX_NB))
         .min_by(|&a, &b| {
             let cost = |nb: usize| ocb.div_ceil(nb) as f64 * (4.0 + 1.5 * nb as f64);
             cost(a).total_cmp(&cost(b)).then(b.cmp(&a))
         })
-        .expect("four candidates")
+        .expect("at least one candidate")
 }
+
+/// The shader's register tile holds 8 blocks (`struct Tile`).
+pub const MAX_NB: usize = 8;
+/// The most blocks per invocation on a GPU (see [`blocks_per_invocation`]).
+pub const MAX_NB_GPU: usize = 4;
 
 /// The workgroup shape (`WG_X`, `WG_Y`) of `conv2d` for `ow4` invocations per output row (4 pixels
 /// each) and `oh` rows. On a software adapter an idle invocation is a masked SIMD lane that costs
@@ -221,7 +229,8 @@ pub fn prepare_conv2d(op: &Conv2d, x_off: u32, y_off: u32, add: AddFrom, tiles: 
     let wt = |oc: usize, ic: usize, ky: usize, kx: usize| op.weight[((oc * icpg + ic) * g.k_h + ky) * g.k_w + kx];
     let bias = |oc: usize| op.bias.as_ref().map_or(0.0, |b| b[oc]);
     let slope = |oc: usize| slope_of(&op.act, oc);
-    let nb = blocks_per_invocation(ocpg.div_ceil(4));
+    // `tiles` is allowed on GPUs (and where a caller forces it): their register budget
+    let nb = blocks_per_invocation(ocpg.div_ceil(4), if tiles { MAX_NB_GPU } else { MAX_NB });
     let (entry, w, b, s, z) = if depthwise {
         // blocks run over all output channels, regardless of group
         let w = pack_blocks(1, g.out_c, 1, g.k_h, g.k_w, |oc, _, ky, kx| wt(oc, 0, ky, kx));
