@@ -304,9 +304,11 @@ pub fn problems(seed: u64, bench: bool) -> Vec<Problem> {
             .chain([
                 // channel counts where the blocks per invocation (NB) do not divide the blocks of
                 // a group, so the last invocation computes blocks past the group's end: 25 channels
-                // (7 blocks, NB 4) and two groups of 20 (5 blocks each, NB 3)
+                // (7 blocks: NB 4 on GPUs), two groups of 20 (5 blocks each: NB 4 on GPUs) and 33
+                // channels (9 blocks: NB 5 on CPU adapters)
                 (Conv2dGeom::new(5, 9, 11, 25, 3, 1, 2, 2, 1), true),
                 (Conv2dGeom::new(6, 7, 10, 40, 3, 2, 1, 1, 2), false),
+                (Conv2dGeom::new(4, 9, 11, 33, 3, 1, 1, 1, 1), false),
                 // maps larger than a workgroup (8 rows, 32 columns) with wide dilations, where
                 // whole workgroups skip the taps that only read padding (DeepLab's ASPP)
                 (Conv2dGeom::new(3, 21, 41, 5, 3, 1, 12, 12, 1), true),
