@@ -1,7 +1,7 @@
 // Pooling family: average pooling (PyTorch semantics: padding counted or not, ceil mode), max
 // pooling over a window with stride and padding, and adaptive average pooling (PyTorch's windows
 // [floor(i*n/m), ceil((i+1)*n/m)); global average pooling is the 1x1 case). One invocation per
-// output element.
+// output element (see out_pos for the two grids).
 
 // Also: max pooling that returns PyTorch's indices, max unpooling from them (windows of kernel =
 // stride, as MaxUnpool2d(2, 2) uses), and a spatial crop.
@@ -15,6 +15,7 @@ struct Pool {
     k_h: u32, k_w: u32, stride_h: u32, stride_w: u32,
     pad_h: u32, pad_w: u32, row: u32, aux_off: u32, // row: invocations per gid.y step; aux_off: indices
     pad_b: u32, pad_r: u32, dil_h: u32, dil_w: u32, // padding after; window dilation
+    rows: u32, _p0: u32, _p1: u32, _p2: u32, // rows: the grid is (columns, rows, channels), see out_pos
 };
 
 @group(0) @binding(0) var<storage, read_write> src: array<E>;
@@ -27,7 +28,10 @@ struct Pool {
 override WG: u32 = 64u;
 
 // Output element `i` of this invocation (one per element of `c x out_h x out_w`) and its
-// channel, row and column; `ok` is false past the end.
+// channel, row and column; `ok` is false past the end. With `p.rows` the grid is x: columns,
+// y: rows, z: channels, so the row and channel (and the window's rows) are the same for every
+// invocation of a workgroup (one load of them, no divisions, on a software adapter); else a
+// 1-D grid over all elements.
 struct Pos {
     i: u32,
     c: u32,
@@ -36,7 +40,10 @@ struct Pos {
     ok: bool,
 };
 
-fn out_pos(gid: vec3<u32>) -> Pos {
+fn out_pos(gid: vec3<u32>, wid: vec3<u32>) -> Pos {
+    if (p.rows != 0u) {
+        return Pos((wid.z * p.out_h + wid.y) * p.out_w + gid.x, wid.z, wid.y, gid.x, gid.x < p.out_w);
+    }
     let i = gid.x + gid.y * p.row;
     let ohw = p.out_h * p.out_w;
     return Pos(i, i / max(ohw, 1u), (i % max(ohw, 1u)) / max(p.out_w, 1u), i % max(p.out_w, 1u), i < p.c * ohw);
@@ -59,8 +66,8 @@ fn taps(o: u32, k: u32, s: u32, d: u32, pad: u32, pad_end: u32, n: u32) -> vec3<
 
 
 @compute @workgroup_size(WG, 1, 1)
-fn pool2d(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let q = out_pos(gid);
+fn pool2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let q = out_pos(gid, wid);
     if (!q.ok) {
         return;
     }
@@ -103,8 +110,8 @@ fn pool2d(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 
 @compute @workgroup_size(WG, 1, 1)
-fn adaptive_avg_pool2d(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let q = out_pos(gid);
+fn adaptive_avg_pool2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let q = out_pos(gid, wid);
     if (!q.ok) {
         return;
     }
@@ -134,8 +141,8 @@ fn is_nan(v: f32) -> bool {
 // PyTorch's max_pool2d_with_indices: the first maximum in row-major window order; NaN wins (the
 // last NaN); a window of -inf keeps its first index.
 @compute @workgroup_size(WG, 1, 1)
-fn max_pool2d_idx(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let q = out_pos(gid);
+fn max_pool2d_idx(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let q = out_pos(gid, wid);
     if (!q.ok) {
         return;
     }
@@ -167,8 +174,8 @@ fn max_pool2d_idx(@builtin(global_invocation_id) gid: vec3<u32>) {
 // and takes its value where that window's index points here, else 0. Exact for indices from a
 // pool whose kernel equals its stride (non-overlapping windows, no padding).
 @compute @workgroup_size(WG, 1, 1)
-fn max_unpool2d(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let q = out_pos(gid);
+fn max_unpool2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let q = out_pos(gid, wid);
     if (!q.ok) {
         return;
     }
@@ -190,8 +197,8 @@ fn max_unpool2d(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 // y[c, oy, ox] = x[c, oy + pad_h, ox + pad_w]: a crop at offset (pad_h, pad_w).
 @compute @workgroup_size(WG, 1, 1)
-fn crop(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let q = out_pos(gid);
+fn crop(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let q = out_pos(gid, wid);
     if (!q.ok) {
         return;
     }

@@ -1,6 +1,6 @@
 //! Wrapper of `shaders/pool.wgsl`.
 
-use super::grid_1d;
+use super::{grid_1d, MAX_GROUPS};
 use crate::error::Result;
 use crate::ops::{AdaptiveAvgPool, Pool2d};
 use crate::shape::PoolKind;
@@ -29,13 +29,30 @@ crate::param_block! {
         pub pad_r: u32,
         pub dil_h: u32,
         pub dil_w: u32,
+        pub rows: u32,
+        pub _p0: u32,
+        pub _p1: u32,
+        pub _p2: u32,
     }
 }
 
-pub fn prepare(op: &Pool2d, x_off: u32, y_off: u32) -> Result<(PoolParams, [u32; 3])> {
+/// The grid of `c x oh x ow` outputs, its `row` parameter and the `rows` flag: (columns, rows,
+/// channels) where `by_rows` and the rows are at least half a workgroup wide (so that the window's
+/// rows and the channel are uniform over each workgroup), else 1-D over all outputs.
+fn grid(c: usize, oh: usize, ow: usize, by_rows: bool) -> ([u32; 3], u32, u32) {
+    if by_rows && ow >= (WG / 2) as usize && oh <= MAX_GROUPS as usize && c <= MAX_GROUPS as usize {
+        ([ow.div_ceil(WG as usize) as u32, oh as u32, c as u32], 0, 1)
+    } else {
+        let (groups, row) = grid_1d(c * oh * ow, WG);
+        (groups, row, 0)
+    }
+}
+
+/// `by_rows`: the entry takes the grid of rows where it fits (see `grid`).
+pub fn prepare(op: &Pool2d, x_off: u32, y_off: u32, by_rows: bool) -> Result<(PoolParams, [u32; 3])> {
     let g = &op.geom;
     let (oh, ow) = g.out_hw()?;
-    let (groups, row) = grid_1d(g.c * oh * ow, WG);
+    let (groups, row, rows) = grid(g.c, oh, ow, by_rows);
     let mode = match op.kind {
         PoolKind::Avg { count_include_pad: true } => 0,
         PoolKind::Avg { count_include_pad: false } => 1,
@@ -62,6 +79,8 @@ pub fn prepare(op: &Pool2d, x_off: u32, y_off: u32) -> Result<(PoolParams, [u32;
         pad_r: g.pad_r as u32,
         dil_h: g.dil_h as u32,
         dil_w: g.dil_w as u32,
+        rows,
+        ..Default::default()
     };
     Ok((p, groups))
 }
@@ -76,7 +95,7 @@ pub fn per_element(c: usize, (ih, iw): (usize, usize), (oh, ow): (usize, usize),
 
 /// Adaptive average pooling from `ih x iw` to `oh x ow`.
 pub fn prepare_adaptive(op: &AdaptiveAvgPool, (ih, iw): (usize, usize), (oh, ow): (usize, usize), x_off: u32, y_off: u32) -> (PoolParams, [u32; 3]) {
-    let (groups, row) = grid_1d(op.x.c * oh * ow, WG);
-    let p = PoolParams { c: op.x.c as u32, in_h: ih as u32, in_w: iw as u32, in_off: x_off, out_h: oh as u32, out_w: ow as u32, out_off: y_off, row, ..Default::default() };
+    let (groups, row, rows) = grid(op.x.c, oh, ow, true);
+    let p = PoolParams { c: op.x.c as u32, in_h: ih as u32, in_w: iw as u32, in_off: x_off, out_h: oh as u32, out_w: ow as u32, out_off: y_off, row, rows, ..Default::default() };
     (p, groups)
 }

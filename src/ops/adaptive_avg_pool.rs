@@ -67,8 +67,20 @@ pub fn reference(x: &[f32], c: usize, ih: usize, iw: usize, oh: usize, ow: usize
 /// (MobileNetV3's head) for the benchmarks.
 pub fn problems(seed: u64, bench: bool) -> Vec<Problem> {
     let mut rng = Rng(seed | 1);
-    let shapes: Vec<(usize, usize, usize, usize, usize)> =
-        if bench { vec![(960, 33, 33, 1, 1)] } else { (0..6).map(|i| (rng.range(1, 5), rng.range(1, 13), rng.range(1, 13), if i % 2 == 0 { 1 } else { rng.range(1, 6) }, rng.range(1, 6))).collect() };
+    let shapes: Vec<(usize, usize, usize, usize, usize)> = if bench {
+        vec![(960, 33, 33, 1, 1)]
+    } else {
+        (0..8)
+            .map(|i| match i {
+                0..6 => (rng.range(1, 5), rng.range(1, 13), rng.range(1, 13), if i % 2 == 0 { 1 } else { rng.range(1, 6) }, rng.range(1, 6)),
+                // rows of half a workgroup or more (the grid of rows)
+                _ => {
+                    let iw = rng.range(40, 90);
+                    (rng.range(1, 4), rng.range(1, 13), iw, rng.range(1, 6), rng.range(32, iw))
+                }
+            })
+            .collect()
+    };
     let mut out = vec![];
     for (c, ih, iw, oh, ow) in shapes {
         let mut g = Graph::new(1, 1, 1);

@@ -76,7 +76,7 @@ impl Operator for MaxPool2dIdx {
     fn encode(&self, cx: &EncodeCx<'_, '_>, name: &str) -> Result<Encoded> {
         let ((xs, xo), (ys, yo), (is, io)) = (cx.resolve(self.x)?, cx.resolve(self.y)?, cx.resolve(self.idx)?);
         let probe = crate::ops::Pool2d { x: self.x, y: self.y, geom: self.geom, kind: crate::shape::PoolKind::Max };
-        let (mut pp, groups) = pool::prepare(&probe, xo, yo).map_err(|e| Error::op(name, e.to_string()))?;
+        let (mut pp, groups) = pool::prepare(&probe, xo, yo, false).map_err(|e| Error::op(name, e.to_string()))?;
         pp.aux_off = io;
         let u = cx.uniform(&pp);
         let dispatch = cx.dispatch(Shader::Pool, "max_pool2d_idx", &[xs, ys, Slot::whole(&u), is], groups, name, self.flops(cx.graph), cx.act_bytes(self));

@@ -58,7 +58,7 @@ impl Operator for Pool2d {
     }
     fn encode(&self, cx: &EncodeCx<'_, '_>, name: &str) -> Result<Encoded> {
         let ((xs, xo), (ys, yo)) = (cx.resolve(self.x)?, cx.resolve(self.y)?);
-        let (pp, groups) = pool::prepare(self, xo, yo).map_err(|e| Error::op(name, e.to_string()))?;
+        let (pp, groups) = pool::prepare(self, xo, yo, true).map_err(|e| Error::op(name, e.to_string()))?;
         let u = cx.uniform(&pp);
         let dispatch = cx.dispatch(Shader::Pool, "pool2d", &[xs, ys, Slot::whole(&u), cx.dummy()], groups, name, self.flops(cx.graph), cx.act_bytes(self));
         Ok(Encoded { dispatch, buffers: vec![u] })
@@ -114,7 +114,8 @@ pub fn problems(seed: u64, bench: bool) -> Vec<Problem> {
     let geoms: Vec<(Pool2dGeom, PoolKind)> = if bench {
         vec![(Pool2dGeom::new(3, 360, 480, 3, 2, 1, false), PoolKind::Avg { count_include_pad: true })]
     } else {
-        (0..16)
+        // the last three have rows of half a workgroup or more (the grid of rows)
+        (0..19)
             .map(|i| {
                 let k = rng.range(1, 4);
                 let kind = match i % 3 {
@@ -122,8 +123,9 @@ pub fn problems(seed: u64, bench: bool) -> Vec<Problem> {
                     1 => PoolKind::Avg { count_include_pad: true },
                     _ => PoolKind::Avg { count_include_pad: false },
                 };
-                let mut g = Pool2dGeom::new(rng.range(1, 6), rng.range(k, 13), rng.range(k, 14), k, rng.range(1, 3), rng.range(0, k / 2), rng.range(0, 1) == 1);
-                if i >= 10 {
+                let w = if i >= 16 { rng.range(70, 140) } else { rng.range(k, 14) };
+                let mut g = Pool2dGeom::new(rng.range(1, 6), rng.range(k, 13), w, k, rng.range(1, 3), rng.range(0, k / 2), rng.range(0, 1) == 1);
+                if (10..16).contains(&i) {
                     // ONNX's pools: padding up to the window on either side, dilation
                     (g.dil_h, g.dil_w) = (rng.range(1, 3), rng.range(1, 2));
                     let (eh, ew) = ((k - 1) * g.dil_h + 1, (k - 1) * g.dil_w + 1);
