@@ -84,8 +84,10 @@ impl Gpu {
         if !pick.get_downlevel_capabilities().flags.contains(wgpu::DownlevelFlags::COMPUTE_SHADERS) {
             return Err(Error::NoAdapter { backends: format!("{backends:?}"), hint: format!("adapter {} has no compute shaders", describe(&info)) });
         }
-        // SHADER_F16 where the adapter has it: sessions of f16 precision need it
-        let features = pick.features() & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES | wgpu::Features::SHADER_F16);
+        // SHADER_F16 where the adapter has it: sessions of f16 precision need it; SUBGROUP for the
+        // kernels with a subgroup variant
+        let features =
+            pick.features() & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES | wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP);
         let (device, queue) = pick
             .request_device(&wgpu::DeviceDescriptor { label: Some("atrous"), required_features: features, required_limits: pick.limits(), ..Default::default() })
             .await
@@ -134,6 +136,11 @@ impl Gpu {
     /// Whether the device can run f16 kernels (`SHADER_F16` enabled on it).
     pub fn has_f16(&self) -> bool {
         self.device.features().contains(wgpu::Features::SHADER_F16)
+    }
+
+    /// Whether the device has subgroup operations (kernels with a subgroup variant use it).
+    pub fn has_subgroups(&self) -> bool {
+        self.device.features().contains(wgpu::Features::SUBGROUP)
     }
 
     /// Whether the adapter is a CPU (software) one, as far as it is known.

@@ -264,6 +264,10 @@ enum Cmd {
         /// GPUs, where the tile pays), on (wherever it pays, also on a CPU adapter), off.
         #[arg(long, default_value = "auto", value_parser = ["auto", "on", "off"])]
         conv_tiles: String,
+        /// Kernels with a subgroup variant (global average pooling): auto (where the device has
+        /// subgroup operations), off (their workgroup-memory variant).
+        #[arg(long, default_value = "auto", value_parser = ["auto", "off"])]
+        subgroups: String,
     },
 }
 
@@ -347,7 +351,7 @@ fn main() -> ExitCode {
         Cmd::Models { fetch } => models(&fetch).map(|_| ExitCode::SUCCESS),
         Cmd::Inspect { model, arch, size, json, precision } => inspect(model.as_deref(), arch.as_deref(), size.as_deref(), json, &precision).map(|_| ExitCode::SUCCESS),
         Cmd::Run { model, input, output, overwrite } => run(&model, &input, &output, overwrite).map(|_| ExitCode::SUCCESS),
-        Cmd::Bench { model, size, iters, crf, json, precision, conv_tiles } => bench(&model, size.as_deref(), iters, crf, json, &precision, &conv_tiles).map(|_| ExitCode::SUCCESS),
+        Cmd::Bench { model, size, iters, crf, json, precision, conv_tiles, subgroups } => bench(&model, size.as_deref(), iters, crf, json, &precision, &conv_tiles, subgroups == "off").map(|_| ExitCode::SUCCESS),
     };
     let stdout_failed = {
         use std::io::Write as _;
@@ -1020,7 +1024,7 @@ fn run(model_arg: &str, input: &Path, output: &Path, overwrite: bool) -> Result<
 }
 
 #[allow(clippy::too_many_arguments)]
-fn bench(model_arg: &str, size: Option<&str>, iters: usize, crf: Option<atrous::crf::CrfParams>, json: bool, precision: &str, conv_tiles: &str) -> Result<()> {
+fn bench(model_arg: &str, size: Option<&str>, iters: usize, crf: Option<atrous::crf::CrfParams>, json: bool, precision: &str, conv_tiles: &str, no_subgroups: bool) -> Result<()> {
     use atrous::session::{median, percentile};
     let iters = iters.max(1);
     let model = load_model(model_arg)?;
@@ -1033,7 +1037,7 @@ fn bench(model_arg: &str, size: Option<&str>, iters: usize, crf: Option<atrous::
         "off" => Some(false),
         _ => None,
     };
-    let mut s = Session::with_options(&gpu, &g, SessionOptions { normalize: model.info.pixel_head(), precision, crf, conv_tiles, ..Default::default() })?;
+    let mut s = Session::with_options(&gpu, &g, SessionOptions { normalize: model.info.pixel_head(), precision, crf, conv_tiles, no_subgroups, ..Default::default() })?;
     eprintln!("bench {} ({}) at {w}x{h} on {}: {:.3} GFLOP per image, {} dispatches", model.info.name, precision.name(), gpu.describe(), g.flops() as f64 / 1e9, s.dispatches.len());
     // a deterministic, textured test image
     let rgb: Vec<u8> = (0..h * w * 3).map(|i| ((i * 2654435761usize) >> 13) as u8).collect();

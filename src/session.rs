@@ -109,6 +109,9 @@ pub struct SessionOptions {
     /// Stage convolution inputs through workgroup memory (`conv2d_tiled`) where that pays:
     /// `None` decides by adapter ([`Kernels::tiles_for`]: GPUs yes, CPU adapters no).
     pub conv_tiles: Option<bool>,
+    /// Turn off the subgroup variants of kernels that have one (global average pooling), which
+    /// run by default where the device has subgroup operations.
+    pub no_subgroups: bool,
 }
 
 /// How a session stores its tensors.
@@ -343,7 +346,7 @@ impl Session {
         }
         let limits = options.limits.unwrap_or_else(|| PlanLimits::from_device(&gpu.limits()));
         let plan = Plan::new(&graph, limits)?;
-        let kernels = Kernels::new(dev).with_arith(options.precision.arith()).with_tiles(options.conv_tiles.unwrap_or_else(|| Kernels::tiles_for(gpu)));
+        let kernels = Kernels::new(dev).with_arith(options.precision.arith()).with_tiles(options.conv_tiles.unwrap_or_else(|| Kernels::tiles_for(gpu))).with_subgroups(!options.no_subgroups);
         let arenas: Vec<wgpu::Buffer> = plan
             .arenas
             .iter()
@@ -1004,6 +1007,11 @@ impl OpRunner {
     /// (the op tests run the GPU variants on a software adapter this way).
     pub fn with_variants(gpu: &Gpu, arith: crate::kernels::Arith, tiles: bool) -> Self {
         OpRunner { gpu: gpu.clone(), kernels: Kernels::new(&gpu.device).with_arith(arith).with_tiles(tiles) }
+    }
+
+    /// The same runner with the plain variants of kernels that have a subgroup one.
+    pub fn without_subgroups(self) -> Self {
+        OpRunner { kernels: self.kernels.with_subgroups(false), ..self }
     }
 
     /// Uploads the node's tensors and builds its dispatch. `data` holds the initial contents of

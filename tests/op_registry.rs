@@ -164,3 +164,35 @@ fn convolutions_with_workgroup_tiles_match_their_reference() {
     eprintln!("{total} convolution problems with tiles allowed, {tiled} ran conv2d_tiled");
     assert!(tiled >= 10, "only {tiled} problems ran the tiled kernel");
 }
+
+/// Kernels with a subgroup variant (global average pooling: `mean_subgroup.wgsl`), which the
+/// other tests run where the adapter has subgroups (lavapipe does), run here in their plain
+/// variant (`mean.wgsl`, a tree in workgroup memory) against the same references.
+#[test]
+fn kernels_without_subgroups_match_their_reference() {
+    let Some(gpu) = common::gpu() else { return };
+    let with = atrous::session::OpRunner::new(&gpu);
+    let without = atrous::session::OpRunner::new(&gpu).without_subgroups();
+    let (mut plain, mut subgroup) = (0, 0);
+    for &(kind, make) in atrous::ops::REGISTRY.iter().filter(|(k, _)| *k == "adaptive_avg_pool2d") {
+        for seed in [1u64, 0x9e37_79b9, 0xdead_beef] {
+            for p in make(seed, false) {
+                for runner in [&with, &without] {
+                    let entry = runner.prepare(&p.graph, p.node, &p.data).unwrap_or_else(|e| panic!("{kind} {}: {e}", p.name)).dispatch.entry;
+                    plain += usize::from(entry == "plane_mean");
+                    subgroup += usize::from(entry == "plane_mean_subgroup");
+                    let got = runner.run(&p.graph, p.node, &p.data).unwrap_or_else(|e| panic!("{kind} {}: {e}", p.name));
+                    for (i, (g, w)) in got.iter().zip(&p.expected()).enumerate() {
+                        let tol = p.abs_tol + p.rel_tol * w.abs();
+                        assert!(w.is_nan() && g.is_nan() || (g - w).abs() <= tol, "{} ({entry}): element {i}: gpu {g} vs reference {w} (tol {tol})", p.name);
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("global pooling: {plain} problems ran plane_mean, {subgroup} plane_mean_subgroup");
+    assert!(plain >= 6, "only {plain} problems ran the plain variant");
+    if gpu.has_subgroups() {
+        assert!(subgroup >= 6, "only {subgroup} problems ran the subgroup variant");
+    }
+}

@@ -34,6 +34,8 @@ pub enum Shader {
     Cast,
     Crf,
     Regions,
+    Mean,
+    MeanSubgroup,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,8 +53,22 @@ pub enum Bind {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 12] =
-        [Shader::Conv, Shader::Pool, Shader::Eltwise, Shader::Argmax, Shader::Preprocess, Shader::Resize, Shader::Softmax, Shader::TextureInput, Shader::Overlay, Shader::Cast, Shader::Crf, Shader::Regions];
+    pub const ALL: [Shader; 14] = [
+        Shader::Conv,
+        Shader::Pool,
+        Shader::Eltwise,
+        Shader::Argmax,
+        Shader::Preprocess,
+        Shader::Resize,
+        Shader::Softmax,
+        Shader::TextureInput,
+        Shader::Overlay,
+        Shader::Cast,
+        Shader::Crf,
+        Shader::Regions,
+        Shader::Mean,
+        Shader::MeanSubgroup,
+    ];
 
     pub fn file(self) -> &'static str {
         match self {
@@ -68,6 +84,8 @@ impl Shader {
             Shader::Cast => "cast.wgsl",
             Shader::Crf => "crf.wgsl",
             Shader::Regions => "regions.wgsl",
+            Shader::Mean => "mean.wgsl",
+            Shader::MeanSubgroup => "mean_subgroup.wgsl",
         }
     }
 
@@ -85,6 +103,8 @@ impl Shader {
             Shader::Cast => include_str!("../../shaders/cast.wgsl"),
             Shader::Crf => include_str!("../../shaders/crf.wgsl"),
             Shader::Regions => include_str!("../../shaders/regions.wgsl"),
+            Shader::Mean => include_str!("../../shaders/mean.wgsl"),
+            Shader::MeanSubgroup => include_str!("../../shaders/mean_subgroup.wgsl"),
         }
     }
 
@@ -154,6 +174,7 @@ impl Shader {
             Shader::Cast => cast::CastParams::FIELDS,
             Shader::Crf => crf::CrfBlock::FIELDS,
             Shader::Regions => regions::RegionsParams::FIELDS,
+            Shader::Mean | Shader::MeanSubgroup => pool::MeanParams::FIELDS,
         }
     }
 
@@ -166,7 +187,7 @@ impl Shader {
             Shader::Argmax => &[Storage, Storage, Uniform, Storage],
             Shader::Pool => &[Storage, Storage, Uniform, Storage],
             Shader::Resize => &[Storage, Storage, Uniform, StorageRead],
-            Shader::Preprocess | Shader::Softmax | Shader::Cast => &[Storage, Storage, Uniform],
+            Shader::Preprocess | Shader::Softmax | Shader::Cast | Shader::Mean | Shader::MeanSubgroup => &[Storage, Storage, Uniform],
             Shader::TextureInput => &[Texture, Storage, Uniform],
             Shader::Overlay => &[Texture, Storage, StorageRead, StorageTextureRgba8, Uniform],
             Shader::Crf => &[Storage, Storage, Storage, Storage, Storage, Storage, Storage, Storage, Uniform],
@@ -251,6 +272,8 @@ pub struct Kernels {
     arith: Arith,
     /// Whether convolutions stage their input through workgroup memory ([`Kernels::with_tiles`]).
     tiles: bool,
+    /// Whether kernels with a subgroup variant use it ([`Kernels::with_subgroups`]).
+    subgroups: bool,
 }
 
 #[derive(Default)]
@@ -263,7 +286,8 @@ struct Cache {
 impl Kernels {
     pub fn new(device: &wgpu::Device) -> Self {
         let dummy = device.create_buffer(&wgpu::BufferDescriptor { label: Some("atrous dummy"), size: 256, usage: wgpu::BufferUsages::STORAGE, mapped_at_creation: false });
-        Kernels { device: device.clone(), inner: Arc::new(Mutex::new(Cache::default())), dummy, arith: Arith::F32, tiles: false }
+        let subgroups = device.features().contains(wgpu::Features::SUBGROUP);
+        Kernels { device: device.clone(), inner: Arc::new(Mutex::new(Cache::default())), dummy, arith: Arith::F32, tiles: false, subgroups }
     }
 
     pub fn dummy(&self) -> Slot<'_> {
@@ -294,6 +318,17 @@ impl Kernels {
 
     pub fn tiles(&self) -> bool {
         self.tiles
+    }
+
+    /// The same cache, with the subgroup variants of the kernels that have one (`mean_subgroup.wgsl`)
+    /// where `on` and the device has the SUBGROUP feature (the default), else their plain variants.
+    pub fn with_subgroups(&self, on: bool) -> Self {
+        Kernels { subgroups: on && self.device.features().contains(wgpu::Features::SUBGROUP), ..self.clone() }
+    }
+
+    /// Whether kernels with a subgroup variant use it.
+    pub fn subgroups(&self) -> bool {
+        self.subgroups
     }
 
     /// The default choice of kernel variants for an adapter: workgroup tiles on GPUs, where

@@ -99,3 +99,27 @@ pub fn prepare_adaptive(op: &AdaptiveAvgPool, (ih, iw): (usize, usize), (oh, ow)
     let p = PoolParams { c: op.x.c as u32, in_h: ih as u32, in_w: iw as u32, in_off: x_off, out_h: oh as u32, out_w: ow as u32, out_off: y_off, row, rows, ..Default::default() };
     (p, groups)
 }
+
+crate::param_block! {
+    pub struct MeanParams {
+        pub c: u32,
+        pub hw: u32,
+        pub in_off: u32,
+        pub out_off: u32,
+        pub row: u32,
+        pub _p0: u32,
+        pub _p1: u32,
+        pub _p2: u32,
+    }
+}
+
+/// Workgroup size of `plane_mean` / `plane_mean_subgroup` (their `WG` default).
+pub const MEAN_WG: u32 = 64;
+
+/// Global average pooling of `c` planes of `hw` values: the parameter block and the grid, one
+/// workgroup per channel (x, then y beyond the dispatch limit).
+pub fn prepare_mean(c: usize, hw: usize, x_off: u32, y_off: u32) -> (MeanParams, [u32; 3]) {
+    let gx = c.clamp(1, MAX_GROUPS as usize);
+    let p = MeanParams { c: c as u32, hw: hw as u32, in_off: x_off, out_off: y_off, row: gx as u32, ..Default::default() };
+    (p, [gx as u32, c.div_ceil(gx) as u32, 1])
+}

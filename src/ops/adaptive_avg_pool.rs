@@ -34,7 +34,16 @@ impl Operator for AdaptiveAvgPool {
     }
     fn encode(&self, cx: &EncodeCx<'_, '_>, name: &str) -> Result<Encoded> {
         let ((xs, xo), (ys, yo)) = (cx.resolve(self.x)?, cx.resolve(self.y)?);
-        let (pp, groups) = pool::prepare_adaptive(self, cx.graph.hw(self.x), cx.graph.hw(self.y), xo, yo);
+        let ((ih, iw), (oh, ow)) = (cx.graph.hw(self.x), cx.graph.hw(self.y));
+        if (oh, ow) == (1, 1) {
+            // global pooling: a workgroup per channel, with subgroup operations where the device has them
+            let (mp, groups) = pool::prepare_mean(self.x.c, ih * iw, xo, yo);
+            let u = cx.uniform(&mp);
+            let (shader, entry) = if cx.kernels.subgroups() { (Shader::MeanSubgroup, "plane_mean_subgroup") } else { (Shader::Mean, "plane_mean") };
+            let dispatch = cx.dispatch(shader, entry, &[xs, ys, Slot::whole(&u)], groups, name, self.flops(cx.graph), cx.act_bytes(self));
+            return Ok(Encoded { dispatch, buffers: vec![u] });
+        }
+        let (pp, groups) = pool::prepare_adaptive(self, (ih, iw), (oh, ow), xo, yo);
         let u = cx.uniform(&pp);
         let dispatch = cx.dispatch(Shader::Pool, "adaptive_avg_pool2d", &[xs, ys, Slot::whole(&u), cx.dummy()], groups, name, self.flops(cx.graph), cx.act_bytes(self));
         Ok(Encoded { dispatch, buffers: vec![u] })
@@ -70,9 +79,12 @@ pub fn problems(seed: u64, bench: bool) -> Vec<Problem> {
     let shapes: Vec<(usize, usize, usize, usize, usize)> = if bench {
         vec![(960, 33, 33, 1, 1)]
     } else {
-        (0..8)
+        (0..10)
             .map(|i| match i {
                 0..6 => (rng.range(1, 5), rng.range(1, 13), rng.range(1, 13), if i % 2 == 0 { 1 } else { rng.range(1, 6) }, rng.range(1, 6)),
+                // global pooling (a workgroup per channel) over planes smaller and larger than it
+                6 => (rng.range(1, 4), rng.range(1, 7), rng.range(1, 9), 1, 1),
+                7 => (rng.range(1, 4), rng.range(9, 40), rng.range(9, 40), 1, 1),
                 // rows of half a workgroup or more (the grid of rows)
                 _ => {
                     let iw = rng.range(40, 90);
