@@ -51,6 +51,22 @@ fn erf1(x: f32) -> f32 {
 }
 
 
+// The run of 4 elements of one channel's plane that an invocation of a `_planes` entry handles:
+// channel c (wid.y + wid.z * p.row, the same for the whole workgroup), its first element `first`
+// within the plane, and `base` = c * hw + first; `ok` is false for channels past the end.
+struct Run {
+    c: u32,
+    first: u32,
+    base: u32,
+    ok: bool,
+};
+
+fn plane_run(gid: vec3<u32>, wid: vec3<u32>) -> Run {
+    let c = wid.y + wid.z * p.row;
+    let first = gid.x * 4u;
+    return Run(c, first, c * p.hw + first, c < p.c);
+}
+
 // 4 consecutive elements per invocation (the per-invocation cost dominates on software adapters).
 // For small planes: the channel differs between invocations of a workgroup.
 @compute @workgroup_size(WG, 1, 1)
@@ -73,17 +89,17 @@ fn affine(@builtin(global_invocation_id) gid: vec3<u32>) {
 // SIMD lanes) and no invocation divides by the plane size. 4 consecutive elements per invocation.
 @compute @workgroup_size(WG, 1, 1)
 fn affine_planes(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let c = wid.y + wid.z * p.row;
-    if (c >= p.c) {
+    let r = plane_run(gid, wid);
+    if (!r.ok) {
         return;
     }
+    let c = r.c;
+    let base = r.base;
     let scale = prm[p.scale_off + c];
     let shift = prm[p.shift_off + c];
     let slope = prm[p.slope_off + c];
-    let j0 = gid.x * 4u;
-    let base = c * p.hw + j0;
     for (var k = 0u; k < 4u; k++) {
-        if (j0 + k < p.hw) {
+        if (r.first + k < p.hw) {
             var v = f32(src[p.x_off + base + k]);
             if (p.has_add != 0u) {
                 v += f32(addsrc[p.add_off + base + k]);
@@ -110,14 +126,14 @@ fn mul(@builtin(global_invocation_id) gid: vec3<u32>) {
 // per-channel multiplier is then one load for the whole workgroup.
 @compute @workgroup_size(WG, 1, 1)
 fn mul_planes(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let c = wid.y + wid.z * p.row;
-    if (c >= p.c) {
+    let r = plane_run(gid, wid);
+    if (!r.ok) {
         return;
     }
-    let j0 = gid.x * 4u;
-    let base = c * p.hw + j0;
+    let c = r.c;
+    let base = r.base;
     for (var k = 0u; k < 4u; k++) {
-        if (j0 + k < p.hw) {
+        if (r.first + k < p.hw) {
             var s: E;
             if (p.per_channel != 0u) {
                 s = addsrc[p.add_off + c];
@@ -209,16 +225,14 @@ fn gather(@builtin(global_invocation_id) gid: vec3<u32>) {
 // workgroup copies a run of one source plane.
 @compute @workgroup_size(WG, 1, 1)
 fn gather_planes(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let c = wid.y + wid.z * p.row;
-    if (c >= p.c) {
+    let r = plane_run(gid, wid);
+    if (!r.ok) {
         return;
     }
-    let j0 = gid.x * 4u;
-    let first = u32(prm[p.scale_off + c]) * p.hw + j0;
-    let base = c * p.hw + j0;
+    let from_base = u32(prm[p.scale_off + r.c]) * p.hw + r.first;
     for (var k = 0u; k < 4u; k++) {
-        if (j0 + k < p.hw) {
-            dst[p.y_off + base + k] = src[p.x_off + first + k];
+        if (r.first + k < p.hw) {
+            dst[p.y_off + r.base + k] = src[p.x_off + from_base + k];
         }
     }
 }
