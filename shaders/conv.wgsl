@@ -447,9 +447,10 @@ fn conv_transpose2d(@builtin(global_invocation_id) gid: vec3<u32>) {
 // the kernel footprints tile the output without overlap, so each output pixel reads exactly one
 // input pixel, through tap (oy % stride, ox % stride). ESPNet's 2x2 stride-2 upsamplers.
 @compute @workgroup_size(WG_X, WG_Y, 1)
-fn conv_transpose2d_tiled(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn conv_transpose2d_tiled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wg: vec3<u32>) {
     let ox0 = gid.x * 4u;
-    let oy = gid.y;
+    // dispatched with WG_Y = 1: the output row, and so the row of taps, is the workgroup's
+    let oy = wg.y;
     if (ox0 >= p.out_w || oy >= p.out_h) {
         return;
     }
@@ -462,25 +463,44 @@ fn conv_transpose2d_tiled(@builtin(global_invocation_id) gid: vec3<u32>) {
     let plane = p.in_h * p.in_w;
     let iy = oy / p.stride_h;
     let ky = oy % p.stride_h;
-    // input column and tap of each of the 4 pixels (clamped past the right edge; not stored)
-    var ix: array<u32, 4>;
-    var kx: array<u32, 4>;
-    for (var j = 0u; j < 4u; j++) {
-        let ox = min(ox0 + j, p.out_w - 1u);
-        ix[j] = ox / p.stride_w;
-        kx[j] = ox % p.stride_w;
-    }
     var a0 = vec4<C>(0.0);
     var a1 = vec4<C>(0.0);
     var a2 = vec4<C>(0.0);
     var a3 = vec4<C>(0.0);
-    for (var ic = 0u; ic < p.icpg; ic++) {
-        let row = p.in_off + (grp * p.icpg + ic) * plane + iy * p.in_w;
-        let wrow = p.w_off + (blk * p.icpg + ic) * khw + ky * p.k_w;
-        a0 += vec4<C>(prm[wrow + kx[0]]) * C(src[row + ix[0]]);
-        a1 += vec4<C>(prm[wrow + kx[1]]) * C(src[row + ix[1]]);
-        a2 += vec4<C>(prm[wrow + kx[2]]) * C(src[row + ix[2]]);
-        a3 += vec4<C>(prm[wrow + kx[3]]) * C(src[row + ix[3]]);
+    if (p.stride_w == 2u) {
+        // ox0 is even: the 4 pixels use taps 0, 1, 0, 1 (weights the same for the whole
+        // workgroup) of input columns ox0 / 2 and ox0 / 2 + 1 (each loaded once)
+        let i0 = ox0 / 2u;
+        let i1 = min(i0 + 1u, p.in_w - 1u);
+        for (var ic = 0u; ic < p.icpg; ic++) {
+            let row = p.in_off + (grp * p.icpg + ic) * plane + iy * p.in_w;
+            let wrow = p.w_off + (blk * p.icpg + ic) * khw + ky * p.k_w;
+            let w0 = vec4<C>(prm[wrow]);
+            let w1 = vec4<C>(prm[wrow + 1u]);
+            let x0 = C(src[row + i0]);
+            let x1 = C(src[row + i1]);
+            a0 = fma(w0, vec4<C>(x0), a0);
+            a1 = fma(w1, vec4<C>(x0), a1);
+            a2 = fma(w0, vec4<C>(x1), a2);
+            a3 = fma(w1, vec4<C>(x1), a3);
+        }
+    } else {
+        // input column and tap of each of the 4 pixels (clamped past the right edge; not stored)
+        var ix: array<u32, 4>;
+        var kx: array<u32, 4>;
+        for (var j = 0u; j < 4u; j++) {
+            let ox = min(ox0 + j, p.out_w - 1u);
+            ix[j] = ox / p.stride_w;
+            kx[j] = ox % p.stride_w;
+        }
+        for (var ic = 0u; ic < p.icpg; ic++) {
+            let row = p.in_off + (grp * p.icpg + ic) * plane + iy * p.in_w;
+            let wrow = p.w_off + (blk * p.icpg + ic) * khw + ky * p.k_w;
+            a0 += vec4<C>(prm[wrow + kx[0]]) * C(src[row + ix[0]]);
+            a1 += vec4<C>(prm[wrow + kx[1]]) * C(src[row + ix[1]]);
+            a2 += vec4<C>(prm[wrow + kx[2]]) * C(src[row + ix[2]]);
+            a3 += vec4<C>(prm[wrow + kx[3]]) * C(src[row + ix[3]]);
+        }
     }
     epilogue(vec4<f32>(a0), vec4<f32>(a1), vec4<f32>(a2), vec4<f32>(a3), blk, oc0, nlanes, oy, ox0);
 }

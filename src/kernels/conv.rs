@@ -282,8 +282,14 @@ pub fn prepare_conv_t2d(op: &ConvT2d, x_off: u32, y_off: u32, add: AddFrom) -> R
     let (params, prm) = finish(params, w, b, s);
     let groups = [(ow.div_ceil(4) as u32).div_ceil(WG.0), (oh as u32).div_ceil(WG.1), z];
     let tiled = g.stride_h == g.k_h && g.stride_w == g.k_w && g.dil_h == 1 && g.dil_w == 1 && g.pad == Pad::default() && g.out_pad_h == 0 && g.out_pad_w == 0;
-    let entry = if tiled { "conv_transpose2d_tiled" } else { "conv_transpose2d" };
-    Ok(Prepared { entry, params, prm, groups, constants: vec![] })
+    if tiled {
+        // one output row per workgroup row (the entry reads its row from the workgroup id)
+        let ow4 = ow.div_ceil(4);
+        let wx = if ow4.div_ceil(32) * 32 < ow4.div_ceil(64) * 64 { 32 } else { 64 };
+        let groups = [(ow4 as u32).div_ceil(wx), oh as u32, z];
+        return Ok(Prepared { entry: "conv_transpose2d_tiled", params, prm, groups, constants: vec![("WG_X", wx as f64), ("WG_Y", 1.0)] });
+    }
+    Ok(Prepared { entry: "conv_transpose2d", params, prm, groups, constants: vec![] })
 }
 
 fn slope_of(act: &Act, oc: usize) -> f32 {

@@ -175,6 +175,27 @@ pub fn problems(seed: u64, bench: bool) -> Vec<Problem> {
                     groups,
                 }
             })
+            .chain(
+                // the tiled kernel (kernel = stride, no padding or dilation): stride 2 (its
+                // uniform-tap path: ESPNet's 2x2 upsampling) on odd widths, one wider than a
+                // workgroup, grouped; strides 3 and 1 (its general path)
+                [(5, 7, 9, 6, 2, 1), (3, 4, 150, 5, 2, 1), (4, 5, 7, 6, 2, 2), (3, 4, 5, 5, 3, 1), (6, 3, 13, 3, 1, 3)].map(|(in_c, in_h, in_w, out_c, k, groups)| ConvT2dGeom {
+                    in_c,
+                    in_h,
+                    in_w,
+                    out_c,
+                    k_h: k,
+                    k_w: k,
+                    stride_h: k,
+                    stride_w: k,
+                    dil_h: 1,
+                    dil_w: 1,
+                    pad: Pad::default(),
+                    out_pad_h: 0,
+                    out_pad_w: 0,
+                    groups,
+                }),
+            )
             .collect()
     };
     for geom in geoms {
