@@ -253,7 +253,7 @@ pub fn prepare_conv2d(op: &Conv2d, x_off: u32, y_off: u32, add: AddFrom, tiles: 
     let flat = g.k_h == 1 && g.k_w == 1 && g.stride_h == 1 && g.stride_w == 1 && g.pad == Pad::default() && !depthwise;
     let (oh, ow) = if flat { (1, oh * ow) } else { (oh, ow) };
     if flat {
-        (params.in_h, params.in_w, params.out_h, params.out_w) = (1, (oh * ow) as u32, 1, (oh * ow) as u32);
+        (params.in_h, params.in_w, params.out_h, params.out_w) = (1, ow as u32, 1, ow as u32);
     }
     // (the depthwise kernel's invocations are too light for a smaller workgroup to pay)
     let (wx, wy) = if depthwise { WG } else { workgroup_shape(ow.div_ceil(4), oh) };
@@ -280,7 +280,6 @@ pub fn prepare_conv_t2d(op: &ConvT2d, x_off: u32, y_off: u32, add: AddFrom) -> R
     let s = pack_channels(g.groups, ocpg, |oc| slope_of(&op.act, oc));
     let z = check_groups("conv_transpose2d", g.groups * ocpg.div_ceil(4))?;
     let (params, prm) = finish(params, w, b, s);
-    let groups = [(ow.div_ceil(4) as u32).div_ceil(WG.0), (oh as u32).div_ceil(WG.1), z];
     let tiled = g.stride_h == g.k_h && g.stride_w == g.k_w && g.dil_h == 1 && g.dil_w == 1 && g.pad == Pad::default() && g.out_pad_h == 0 && g.out_pad_w == 0;
     if tiled {
         // one output row per workgroup row (the entry reads its row from the workgroup id)
@@ -289,6 +288,7 @@ pub fn prepare_conv_t2d(op: &ConvT2d, x_off: u32, y_off: u32, add: AddFrom) -> R
         let groups = [(ow4 as u32).div_ceil(wx), oh as u32, z];
         return Ok(Prepared { entry: "conv_transpose2d_tiled", params, prm, groups, constants: vec![("WG_X", wx as f64), ("WG_Y", 1.0)] });
     }
+    let groups = [(ow.div_ceil(4) as u32).div_ceil(WG.0), (oh as u32).div_ceil(WG.1), z];
     Ok(Prepared { entry: "conv_transpose2d", params, prm, groups, constants: vec![] })
 }
 

@@ -23,11 +23,11 @@ crate::param_block! {
     }
 }
 
-/// Returns the parameter block, the packed scale/shift/slope array and the grid. `add_off` is the
+/// Returns the parameter block, the packed scale/shift/slope array, the grid and the entry. `add_off` is the
 /// addend's element offset in its binding, when there is one.
-pub fn prepare(op: &Affine, hw: usize, x_off: u32, y_off: u32, add_off: Option<u32>) -> (AffineParams, Vec<f32>, [u32; 3]) {
+pub fn prepare(op: &Affine, hw: usize, x_off: u32, y_off: u32, add_off: Option<u32>) -> (AffineParams, Vec<f32>, [u32; 3], &'static str) {
     let c = op.x.c;
-    let (groups, row) = grid(c, hw, 4);
+    let (groups, row, entry) = grid(c, hw, 4, ("affine", "affine_planes"));
     let mut prm = Vec::with_capacity(3 * c);
     prm.extend_from_slice(&op.scale);
     prm.extend_from_slice(&op.shift);
@@ -49,7 +49,7 @@ pub fn prepare(op: &Affine, hw: usize, x_off: u32, y_off: u32, add_off: Option<u
         slope_off: 2 * c as u32,
         per_channel: 0,
     };
-    (p, prm, groups)
+    (p, prm, groups, entry)
 }
 
 /// Planes of at least this many elements run the `_planes` entries (`affine_planes`,
@@ -61,43 +61,32 @@ fn by_planes(hw: usize) -> bool {
     hw >= PLANE_MIN && hw.div_ceil(PLANE_MIN) <= MAX_GROUPS as usize
 }
 
-/// The entry for `base` (`affine`, `mul` or `gather`) over a `c x hw` tensor.
-pub fn entry(base: &str, hw: usize) -> &'static str {
-    match (base, by_planes(hw)) {
-        ("affine", false) => "affine",
-        ("affine", true) => "affine_planes",
-        ("mul", false) => "mul",
-        ("mul", true) => "mul_planes",
-        ("gather", false) => "gather",
-        _ => "gather_planes",
-    }
-}
-
-/// The grid of `entry(base, hw)`, and its `row` parameter. The `_planes` entries: x covers a
-/// plane, y and z the channels (`row` = channels per z step). The plain entries: a 1-D grid over
-/// all elements, `per_invocation` each (4 for `affine`, 1 for the others).
-fn grid(c: usize, hw: usize, per_invocation: usize) -> ([u32; 3], u32) {
+/// The grid for a `c x hw` tensor, its `row` parameter, and the entry: `planes` (x covers a plane,
+/// y and z the channels, `row` = channels per z step) where [`by_planes`], else `plain` (a 1-D grid
+/// over all elements, `per_invocation` each: 4 for `affine`, 1 for the others).
+fn grid(c: usize, hw: usize, per_invocation: usize, (plain, planes): (&'static str, &'static str)) -> ([u32; 3], u32, &'static str) {
     if by_planes(hw) {
         let gx = hw.div_ceil(PLANE_MIN) as u32;
         let gy = c.min(MAX_GROUPS as usize) as u32;
-        ([gx, gy, c.div_ceil(gy as usize) as u32], gy)
+        ([gx, gy, c.div_ceil(gy as usize) as u32], gy, planes)
     } else {
-        grid_1d((c * hw).div_ceil(per_invocation), WG)
+        let (groups, row) = grid_1d((c * hw).div_ceil(per_invocation), WG);
+        (groups, row, plain)
     }
 }
 
 /// `mul`: `s_off` is the multiplier's element offset in its binding.
-pub fn prepare_mul(op: &Mul, hw: usize, s_hw: usize, x_off: u32, y_off: u32, s_off: u32) -> (AffineParams, [u32; 3]) {
+pub fn prepare_mul(op: &Mul, hw: usize, s_hw: usize, x_off: u32, y_off: u32, s_off: u32) -> (AffineParams, [u32; 3], &'static str) {
     let c = op.x.c;
-    let (groups, row) = grid(c, hw, 1);
+    let (groups, row, entry) = grid(c, hw, 1, ("mul", "mul_planes"));
     let p = AffineParams { c: c as u32, hw: hw as u32, x_off, y_off, add_off: s_off, has_add: 1, row, per_channel: (s_hw == 1 && hw != 1) as u32, ..Default::default() };
-    (p, groups)
+    (p, groups, entry)
 }
 
 /// `gather`: the permutation goes into the parameter array as float indices (exact below 2^24).
-pub fn prepare_gather(op: &Gather, hw: usize, x_off: u32, y_off: u32) -> (AffineParams, Vec<f32>, [u32; 3]) {
+pub fn prepare_gather(op: &Gather, hw: usize, x_off: u32, y_off: u32) -> (AffineParams, Vec<f32>, [u32; 3], &'static str) {
     let c = op.y.c;
-    let (groups, row) = grid(c, hw, 1);
+    let (groups, row, entry) = grid(c, hw, 1, ("gather", "gather_planes"));
     let p = AffineParams { c: c as u32, hw: hw as u32, x_off, y_off, row, ..Default::default() };
-    (p, op.perm.iter().map(|&i| i as f32).collect(), groups)
+    (p, op.perm.iter().map(|&i| i as f32).collect(), groups, entry)
 }

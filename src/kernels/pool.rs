@@ -113,9 +113,6 @@ crate::param_block! {
     }
 }
 
-/// Workgroup size of `plane_mean` / `plane_mean_subgroup` (their `WG` default).
-pub const MEAN_WG: u32 = 64;
-
 /// Global average pooling of `c` planes of `hw` values: the parameter block and the grid, one
 /// workgroup per channel (x, then y beyond the dispatch limit).
 pub fn prepare_mean(c: usize, hw: usize, x_off: u32, y_off: u32) -> (MeanParams, [u32; 3]) {

@@ -82,11 +82,11 @@ impl Operator for Affine {
         if add.as_ref().is_some_and(|(s, _)| super::same_slot(s, &xs) || super::same_slot(s, &ys)) {
             return Err(Error::op(name, "the addend shares a binding with the input or output; the affine kernel binds them separately"));
         }
-        let (ap, prm, groups) = eltwise::prepare(self, h * w, xo, yo, add.as_ref().map(|a| a.1));
+        let (ap, prm, groups, entry) = eltwise::prepare(self, h * w, xo, yo, add.as_ref().map(|a| a.1));
         let prm = cx.storage(name, &prm)?;
         let u = cx.uniform(&ap);
         let slots = [xs, Slot::whole(&prm), ys, add.map(|a| a.0).unwrap_or(cx.dummy()), Slot::whole(&u)];
-        let dispatch = cx.dispatch(Shader::Eltwise, eltwise::entry("affine", h * w), &slots, groups, name, self.flops(cx.graph), cx.act_bytes(self) + prm.size());
+        let dispatch = cx.dispatch(Shader::Eltwise, entry, &slots, groups, name, self.flops(cx.graph), cx.act_bytes(self) + prm.size());
         Ok(Encoded { dispatch, buffers: vec![prm, u] })
     }
     boxed_op!();

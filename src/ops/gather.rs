@@ -66,11 +66,11 @@ impl Operator for Gather {
     fn encode(&self, cx: &EncodeCx<'_, '_>, name: &str) -> Result<Encoded> {
         let ((xs, xo), (ys, yo)) = (cx.resolve(self.x)?, cx.resolve(self.y)?);
         let (h, w) = cx.graph.hw(self.x);
-        let (gp, prm, groups) = eltwise::prepare_gather(self, h * w, xo, yo);
+        let (gp, prm, groups, entry) = eltwise::prepare_gather(self, h * w, xo, yo);
         let prm = cx.storage(name, &prm)?;
         let u = cx.uniform(&gp);
         let slots = [xs, Slot::whole(&prm), ys, cx.dummy(), Slot::whole(&u)];
-        let dispatch = cx.dispatch(Shader::Eltwise, eltwise::entry("gather", h * w), &slots, groups, name, self.flops(cx.graph), cx.act_bytes(self));
+        let dispatch = cx.dispatch(Shader::Eltwise, entry, &slots, groups, name, self.flops(cx.graph), cx.act_bytes(self));
         Ok(Encoded { dispatch, buffers: vec![prm, u] })
     }
     boxed_op!();

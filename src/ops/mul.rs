@@ -62,11 +62,11 @@ impl Operator for Mul {
         }
         let (h, w) = cx.graph.hw(self.x);
         let (sh, sw) = cx.graph.hw(self.s);
-        let (mp, groups) = eltwise::prepare_mul(self, h * w, sh * sw, xo, yo, so);
+        let (mp, groups, entry) = eltwise::prepare_mul(self, h * w, sh * sw, xo, yo, so);
         let u = cx.uniform(&mp);
         // `mul` reads no parameters
         let slots = [xs, cx.dummy(), ys, ss, Slot::whole(&u)];
-        let dispatch = cx.dispatch(Shader::Eltwise, eltwise::entry("mul", h * w), &slots, groups, name, self.flops(cx.graph), cx.act_bytes(self));
+        let dispatch = cx.dispatch(Shader::Eltwise, entry, &slots, groups, name, self.flops(cx.graph), cx.act_bytes(self));
         Ok(Encoded { dispatch, buffers: vec![u] })
     }
     boxed_op!();
