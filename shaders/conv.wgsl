@@ -381,6 +381,114 @@ fn conv2d_dw(@builtin(global_invocation_id) gid: vec3<u32>) {
     epilogue(vec4<f32>(a0), vec4<f32>(a1), vec4<f32>(a2), vec4<f32>(a3), blk, oc0, nlanes, oy, ox0);
 }
 
+// Kernel width, stride and dilation along x of `conv2d_planes`, fixed per pipeline so that its
+// window of input columns is indexed by constants (registers, not per-lane memory).
+override KW: u32 = 3u;
+override SW: u32 = 1u;
+override DW: u32 = 1u;
+// Input columns the 8 pixels of an invocation read: [ix0, ix0 + WIN_N). Up to WIN_MAX of them are
+// loaded once into a window; wider footprints load every tap's inputs directly.
+const WIN_MAX: u32 = 24u;
+override WIN_N: u32 = 7u * SW + (KW - 1u) * DW + 1u;
+
+// One input value at column `ix` of the row at `rbase`, or 0 outside the input (clamped address
+// and a select, as `tap`).
+fn tap1(rbase: u32, ix: i32) -> C {
+    let ok = ix >= 0 && ix < i32(p.in_w);
+    return select(C(0.0), C(src[rbase + u32(clamp(ix, 0, i32(p.in_w) - 1))]), ok);
+}
+
+// Weight `i` (in output channel order [oc][ic][ky][kx]) of the scalar-packed `conv2d_planes`.
+fn weight1(i: u32) -> C {
+    return C(prm[p.w_off + i / 4u][i % 4u]);
+}
+
+fn planes_store(v: vec4<f32>, oc: u32, oy: u32, ox0: u32) {
+    let bias = prm[p.b_off + oc / 4u][oc % 4u];
+    let slope = prm[p.s_off + oc / 4u][oc % 4u];
+    let hw = p.out_h * p.out_w;
+    let pix = oc * hw + oy * p.out_w + ox0;
+    var r = v + bias;
+    if (p.add_mode != 0u) {
+        var ad = vec4<f32>(0.0);
+        for (var j = 0u; j < 4u; j++) {
+            if (ox0 + j < p.out_w) {
+                ad[j] = addend(pix + j);
+            }
+        }
+        r += ad;
+    }
+    r = activate(r, vec4<f32>(slope));
+    for (var j = 0u; j < 4u; j++) {
+        if (ox0 + j < p.out_w) {
+            dst[p.out_off + pix + j] = E(r[j]);
+        }
+    }
+}
+
+// Convolution one output channel at a time: groups with a single output channel (where a
+// 4-channel block of `conv2d` would leave 3 lanes idle) and depthwise convolutions whose input
+// columns overlap enough (`kernels::conv::planes`). One output channel per workgroup (wg.z), so
+// its weights are the same for every invocation of a workgroup (uniform loads); each invocation
+// computes 8 consecutive pixels of a row and loads each input column they share once (a 3-wide
+// stride-1 kernel: 10 loads a row instead of 24). Products are summed in C per input channel and
+// the channels' sums in f32 (the f16-arithmetic variant's chunk is one input channel).
+@compute @workgroup_size(WG_X, WG_Y, 1)
+fn conv2d_planes(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wg: vec3<u32>) {
+    let oc = wg.z;
+    let oy = gid.y;
+    let ox0 = gid.x * 8u;
+    if (ox0 >= p.out_w || oy >= p.out_h) {
+        return;
+    }
+    let grp = oc / p.ocpg;
+    let plane = p.in_h * p.in_w;
+    let ix0 = i32(ox0 * SW) - i32(p.pad_l);
+    let iy0 = i32(oy * p.stride_h) - i32(p.pad_t);
+    var t0 = vec4<f32>(0.0);
+    var t1 = vec4<f32>(0.0);
+    var wi = oc * p.icpg * p.k_h * KW;
+    var cbase = p.in_off + grp * p.icpg * plane;
+    for (var ic = 0u; ic < p.icpg; ic++) {
+        var a0 = vec4<C>(0.0);
+        var a1 = vec4<C>(0.0);
+        for (var ky = 0u; ky < p.k_h; ky++) {
+            let iy = iy0 + i32(ky * p.dil_h);
+            if (iy < 0 || iy >= i32(p.in_h)) {
+                wi += KW;
+                continue;
+            }
+            let rbase = cbase + u32(iy) * p.in_w;
+            if (WIN_N <= WIN_MAX) {
+                var win: array<C, WIN_MAX>;
+                for (var t = 0u; t < WIN_N; t++) {
+                    win[t] = tap1(rbase, ix0 + i32(t));
+                }
+                for (var kx = 0u; kx < KW; kx++) {
+                    let o = kx * DW;
+                    let w = vec4<C>(weight1(wi + kx));
+                    a0 = fma(w, vec4<C>(win[o], win[o + SW], win[o + 2u * SW], win[o + 3u * SW]), a0);
+                    a1 = fma(w, vec4<C>(win[o + 4u * SW], win[o + 5u * SW], win[o + 6u * SW], win[o + 7u * SW]), a1);
+                }
+            } else {
+                let sx = i32(SW);
+                for (var kx = 0u; kx < KW; kx++) {
+                    let ix = ix0 + i32(kx * DW);
+                    let w = vec4<C>(weight1(wi + kx));
+                    a0 = fma(w, vec4<C>(tap1(rbase, ix), tap1(rbase, ix + sx), tap1(rbase, ix + 2 * sx), tap1(rbase, ix + 3 * sx)), a0);
+                    a1 = fma(w, vec4<C>(tap1(rbase, ix + 4 * sx), tap1(rbase, ix + 5 * sx), tap1(rbase, ix + 6 * sx), tap1(rbase, ix + 7 * sx)), a1);
+                }
+            }
+            wi += KW;
+        }
+        t0 += vec4<f32>(a0);
+        t1 += vec4<f32>(a1);
+        cbase += plane;
+    }
+    planes_store(t0, oc, oy, ox0);
+    planes_store(t1, oc, oy, ox0 + 4u);
+}
+
 // Input contribution of tap (ky, kx) to output pixel (oy, ox) of a transposed convolution:
 // the input pixel i with i * stride + k * dil - pad == o, if any.
 fn convt_src(o: u32, k: u32, stride: u32, dil: u32, pad: u32, n: u32) -> i32 {

@@ -321,6 +321,15 @@ pub fn problems(seed: u64, bench: bool) -> Vec<Problem> {
                 // tile loads (11 > the 9 that fit), stride 2
                 (Conv2dGeom::new(11, 20, 70, 6, 3, 1, 2, 2, 1), true),
                 (Conv2dGeom::new(5, 37, 75, 9, 3, 2, 1, 1, 1), false),
+                // `conv2d_planes` (kernels::conv::planes): groups of one output channel (3x3 with a
+                // partial last invocation of 8 pixels; 1x1; stride 2 with a 5-wide kernel at
+                // dilation 4, whose 31 columns exceed the window and are loaded tap by tap), and
+                // depthwise 3x3 at dilation 2, with a channel multiplier of 2
+                (Conv2dGeom::new(15, 13, 37, 3, 3, 1, 1, 1, 3), true),
+                (Conv2dGeom::new(12, 9, 20, 4, 1, 1, 0, 1, 4), false),
+                (Conv2dGeom::new(8, 30, 45, 2, 5, 2, 8, 4, 2), false),
+                (Conv2dGeom::new(10, 19, 53, 10, 3, 1, 2, 2, 10), true),
+                (Conv2dGeom::new(4, 11, 21, 8, 3, 1, 1, 1, 4), false),
             ])
             .collect()
     };
