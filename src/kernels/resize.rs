@@ -1,4 +1,5 @@
-//! Wrapper of `shaders/resize.wgsl` (bilinear: `bilinear_rows` for upsampling rows, `bilinear`).
+//! Wrapper of `shaders/resize.wgsl` (bilinear: `bilinear_rows` / `bilinear_rows8` for upsampling
+//! rows, `bilinear`).
 
 use super::{grid_1d, MAX_GROUPS};
 use crate::ops::Resize;
@@ -43,25 +44,48 @@ pub fn scale(n_in: usize, n_out: usize, align_corners: bool) -> f32 {
 /// Whether `bilinear_rows` computes this resize: upsampling along x whose consecutive outputs'
 /// lower source columns differ by at most 1 even after float32 rounding (the exact step is the
 /// scale; each computed coordinate is within about `2 * in * 2^-24` of the exact one, so a scale
-/// below 1 by more than twice that, or exactly 1, is safe); rows at least a quarter of the
-/// workgroup's 4 * WG outputs wide; and a grid of (rows, channels) within the dispatch limits.
+/// below 1 by more than twice that, or exactly 1, is safe); rows of at least 32 outputs (8
+/// invocations: the workgroup is sized to the row, 8 to 64 invocations); and a grid of (rows, channels) within the dispatch limits.
 pub fn by_rows(c: usize, iw: usize, (oh, ow): (usize, usize), align_corners: bool) -> bool {
     let s = scale(iw, ow, align_corners) as f64;
     let slack = 4.0 * iw as f64 / (1u64 << 24) as f64;
     let safe = s == 1.0 || s + slack < 1.0;
-    safe && iw > 0 && ow >= WG as usize && oh <= MAX_GROUPS as usize && c <= MAX_GROUPS as usize
+    safe && iw > 0 && ow >= 32 && oh <= MAX_GROUPS as usize && c <= MAX_GROUPS as usize
 }
 
-/// The bilinear entry and its grid: `bilinear_rows` (x over a row, 4 outputs per invocation; y
-/// the output rows; z the channels) where [`by_rows`] allows, else `bilinear` (1-D, one output
-/// per invocation).
-pub fn prepare(op: &Resize, (ih, iw): (usize, usize), (oh, ow): (usize, usize), x_off: u32, y_off: u32) -> (ResizeParams, &'static str, [u32; 3]) {
+/// Whether a [`by_rows`] resize runs `bilinear_rows8` (8 outputs per invocation reading 6
+/// source columns): 7 steps of the scale, plus the float32 slack of [`by_rows`], stay below 4
+/// columns (upsampling by at least 7/4: ESPNetv2's and DeepLab's 2x to 8x logits), on rows of at
+/// least 64 outputs (8 invocations).
+pub fn by_8(iw: usize, ow: usize, align_corners: bool) -> bool {
+    let s = scale(iw, ow, align_corners) as f64;
+    let slack = 4.0 * iw as f64 / (1u64 << 24) as f64;
+    7.0 * (s + slack) < 4.0 && ow >= 64
+}
+
+/// The bilinear entry, its grid and its override constants: `bilinear_rows8` / `bilinear_rows`
+/// (x over a row, 8 / 4 outputs per invocation, the workgroup (`WG`) sized to the row; y the
+/// output rows; z the channels) where [`by_8`] / [`by_rows`] allow, else `bilinear` (1-D, one
+/// output per invocation).
+pub fn prepare(op: &Resize, (ih, iw): (usize, usize), (oh, ow): (usize, usize), x_off: u32, y_off: u32) -> (ResizeParams, &'static str, [u32; 3], Vec<(&'static str, f64)>) {
     let c = op.x.c;
-    let (entry, groups, row) = if by_rows(c, iw, (oh, ow), op.align_corners) {
-        ("bilinear_rows", [ow.div_ceil(4 * WG as usize) as u32, oh as u32, c as u32], 0)
+    // rows: 64 invocations a workgroup, fewer (down to 8) on rows shorter than that. Not the
+    // size that idles the fewest: on lavapipe a workgroup costs more than idle lanes (ESPNetv2's
+    // 192 -> 288 rows, 72 invocations: 2.5 ms in 2 workgroups of 64 a row, 3.2 ms in 9 of 8)
+    let rows = |per: usize| {
+        let n = ow.div_ceil(per);
+        let wg = n.next_power_of_two().clamp(8, 64);
+        ([n.div_ceil(wg) as u32, oh as u32, c as u32], vec![("WG", wg as f64)])
+    };
+    let (entry, groups, row, constants) = if by_rows(c, iw, (oh, ow), op.align_corners) && by_8(iw, ow, op.align_corners) {
+        let (groups, k) = rows(8);
+        ("bilinear_rows8", groups, 0, k)
+    } else if by_rows(c, iw, (oh, ow), op.align_corners) {
+        let (groups, k) = rows(4);
+        ("bilinear_rows", groups, 0, k)
     } else {
         let (groups, row) = grid_1d(c * oh * ow, WG);
-        ("bilinear", groups, row)
+        ("bilinear", groups, row, vec![])
     };
     let p = ResizeParams {
         c: op.x.c as u32,
@@ -77,7 +101,7 @@ pub fn prepare(op: &Resize, (ih, iw): (usize, usize), (oh, ow): (usize, usize), 
         scale_w: scale(iw, ow, op.align_corners),
         ..Default::default()
     };
-    (p, entry, groups)
+    (p, entry, groups, constants)
 }
 
 #[cfg(test)]
@@ -92,8 +116,22 @@ mod tests {
         assert!(by_rows(3, 48, (96, 96), true));
         // a scale within float32 rounding of 1 on a wide row: a step of 2 columns could be computed
         assert!(!by_rows(3, 3000, (10, 3001), true));
-        // downsampling, and rows narrower than a quarter workgroup
+        // downsampling, and rows narrower than 32 outputs
         assert!(!by_rows(3, 100, (10, 90), true));
-        assert!(!by_rows(3, 10, (10, 32), true));
+        assert!(!by_rows(3, 10, (10, 31), true));
+    }
+
+    #[test]
+    fn eight_outputs_only_where_they_read_six_columns() {
+        use super::by_8;
+        // 2x (align_corners: 191/383 < 4/7), 8x, and 4/7 less a little (73/130)
+        assert!(by_8(192, 384, true));
+        assert!(by_8(64, 512, false));
+        assert!(by_8(73, 130, false));
+        // 4/7 exactly (7 steps can reach 4 columns after rounding), and 2/3 (192 -> 288)
+        assert!(!by_8(64, 112, false));
+        assert!(!by_8(192, 288, true));
+        // rows narrower than 64 outputs
+        assert!(!by_8(10, 63, true));
     }
 }

@@ -38,9 +38,9 @@ impl Operator for Resize {
     }
     fn encode(&self, cx: &EncodeCx<'_, '_>, name: &str) -> Result<Encoded> {
         let ((xs, xo), (ys, yo)) = (cx.resolve(self.x)?, cx.resolve(self.y)?);
-        let (rp, entry, groups) = resize::prepare(self, cx.graph.hw(self.x), cx.graph.hw(self.y), xo, yo);
+        let (rp, entry, groups, constants) = resize::prepare(self, cx.graph.hw(self.x), cx.graph.hw(self.y), xo, yo);
         let u = cx.uniform(&rp);
-        let dispatch = cx.dispatch(Shader::Resize, entry, &[xs, ys, Slot::whole(&u), cx.dummy()], groups, name, self.flops(cx.graph), cx.act_bytes(self));
+        let dispatch = cx.dispatch_specialized(Shader::Resize, entry, &constants, &[xs, ys, Slot::whole(&u), cx.dummy()], groups, name, self.flops(cx.graph), cx.act_bytes(self));
         Ok(Encoded { dispatch, buffers: vec![u] })
     }
     boxed_op!();
@@ -86,7 +86,8 @@ pub fn problems(seed: u64, bench: bool) -> Vec<Problem> {
     let shapes: Vec<(usize, usize, usize, usize, usize)> = if bench {
         vec![(21, 33, 33, 257, 257)]
     } else {
-        // the last four upsample rows of at least a quarter workgroup (`bilinear_rows`), two
+        // the last four upsample rows of at least 64 outputs (`bilinear_rows`, some of them
+        // `bilinear_rows8`, in workgroups of 8 to 64 invocations), two
         // of them by a scale near or at 1 (a source column for each output)
         (0..12)
             .map(|i| match i {
@@ -97,6 +98,9 @@ pub fn problems(seed: u64, bench: bool) -> Vec<Problem> {
                     (rng.range(1, 4), rng.range(1, 9), ow - rng.range(0, 3), rng.range(1, 9), ow)
                 }
             })
+            // `bilinear_rows8` (kernels::resize::by_8): 8x with a partial last invocation, and a
+            // scale just below 4/7 (8 outputs reading exactly 6 columns)
+            .chain([(2, 5, 19, 7, 139), (1, 3, 73, 4, 130), (2, 4, 74, 5, 131)])
             .collect()
     };
     let mut out = vec![];
