@@ -112,6 +112,10 @@ pub struct SessionOptions {
     /// Turn off the subgroup variants of kernels that have one (global average pooling), which
     /// run by default where the device has subgroup operations.
     pub no_subgroups: bool,
+    /// Compute the class map from the stored full-resolution logits even where the network's
+    /// final bilinear upsampling and the argmax run fused ([`crate::ops::ResizeArgmax`], the
+    /// default where it applies): for comparisons.
+    pub unfused_head: bool,
 }
 
 /// How a session stores its tensors.
@@ -236,8 +240,21 @@ pub enum TextureOutput<'a> {
 
 const NO_PIXELS: &str = "this session was built without a normalisation, so it takes tensors only";
 
+/// Where the class map can come straight from the logits' final upsampling
+/// ([`crate::ops::ResizeArgmax`]): the logits are written by one bilinear [`Resize`](crate::ops::Resize)
+/// that `resize_argmax` computes ([`crate::kernels::argmax::fuses_resize`]), whose input fits one
+/// binding. Returns that input and the corner convention.
+fn fusable_upsampling(g: &Graph, logits: TensorId, limits: &PlanLimits) -> Option<(View, bool)> {
+    let mut writers = g.nodes.iter().filter(|n| n.op.outputs().iter().any(|v| v.tensor == logits));
+    let (Some(n), None) = (writers.next(), writers.next()) else { return None };
+    let r = n.op.as_any().downcast_ref::<crate::ops::Resize>()?;
+    let whole = r.y.c0 == 0 && r.y.c == g.tensors[logits].c;
+    let fits = crate::kernels::argmax::fuses_resize(r.x.c, g.hw(r.x), g.hw(r.y), r.align_corners) && g.view_bytes(r.x) <= limits.max_binding;
+    (whole && fits).then_some((r.x, r.align_corners))
+}
+
 /// The network plus its heads.
-fn with_heads(network: &Graph, options: &SessionOptions) -> Result<(Graph, Ids)> {
+fn with_heads(network: &Graph, options: &SessionOptions, limits: &PlanLimits) -> Result<(Graph, Ids)> {
     let mut g = match options.precision {
         Precision::F32 => network.clone(),
         Precision::F16 | Precision::F16Compute => crate::passes::half_precision(network)?,
@@ -257,7 +274,18 @@ fn with_heads(network: &Graph, options: &SessionOptions) -> Result<(Graph, Ids)>
         }
     };
     let scores = marginals.map_or(lv, |q| g.all(q));
-    let (classes, _) = crate::ops::argmax::attach(&mut g, scores, binary)?;
+    // the class map from the low-resolution logits where the upsampling fuses with the argmax
+    // (the full-resolution logits are then computed only when asked for)
+    let fused = if binary || marginals.is_some() || options.unfused_head { None } else { fusable_upsampling(&g, logits, limits) };
+    let classes = match fused {
+        Some((x, align_corners)) => {
+            let (h, w) = g.hw(lv);
+            let classes = g.tensor_of("classes", crate::graph::DType::U8, 1, h, w);
+            g.push("argmax", crate::ops::ResizeArgmax { x, y: g.all(classes), align_corners })?;
+            classes
+        }
+        None => crate::ops::argmax::attach(&mut g, scores, binary)?.0,
+    };
     g.add_output(classes);
     let probs = if let Some(q) = marginals {
         g.add_output(q);
@@ -340,11 +368,11 @@ impl Session {
 
     fn build(gpu: &Gpu, network: &Graph, options: SessionOptions) -> Result<Self> {
         let dev = &gpu.device;
-        let (graph, ids) = with_heads(network, &options)?;
+        let limits = options.limits.unwrap_or_else(|| PlanLimits::from_device(&gpu.limits()));
+        let (graph, ids) = with_heads(network, &options, &limits)?;
         if graph.tensors.iter().any(|t| t.dtype == crate::graph::DType::F16) && !gpu.has_f16() {
             return Err(Error::F16Unsupported { adapter: gpu.describe() });
         }
-        let limits = options.limits.unwrap_or_else(|| PlanLimits::from_device(&gpu.limits()));
         let plan = Plan::new(&graph, limits)?;
         let kernels = Kernels::new(dev).with_arith(options.precision.arith()).with_tiles(options.conv_tiles.unwrap_or_else(|| Kernels::tiles_for(gpu))).with_subgroups(!options.no_subgroups);
         let arenas: Vec<wgpu::Buffer> = plan

@@ -26,6 +26,7 @@ pub mod pool2d;
 pub mod preprocess;
 pub mod resample;
 pub mod resize;
+pub mod resize_argmax;
 pub mod softmax;
 pub mod upsample;
 
@@ -54,6 +55,7 @@ pub use pool2d::Pool2d;
 pub use preprocess::Preprocess;
 pub use resample::Resample;
 pub use resize::Resize;
+pub use resize_argmax::ResizeArgmax;
 pub use softmax::Softmax;
 pub use upsample::UpsampleNearest;
 
@@ -408,6 +410,7 @@ pub const REGISTRY: &[(&str, MakeProblems)] = &[
     ("concat", concat::problems),
     ("preprocess", preprocess::problems),
     ("argmax", argmax::problems),
+    ("resize_argmax", resize_argmax::problems),
     ("softmax", softmax::problems),
     ("max_pool2d_idx", max_pool_idx::problems),
     ("max_unpool2d", max_unpool::problems),
