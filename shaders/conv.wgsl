@@ -403,6 +403,40 @@ fn weight1(i: u32) -> C {
     return C(prm[p.w_off + i / 4u][i % 4u]);
 }
 
+// Output rows of one invocation of `conv2d_planes`: 1, or 2 where the host checked stride and
+// dilation 1 along y and a window of input columns (`kernels::conv::planes_rows`): the input rows
+// the two output rows share are loaded once (a 3x3 kernel: 4 rows for 2 output rows, not 6).
+override RH: u32 = 1u;
+
+// Sums of 8 pixels (lo: the first 4, hi: the next 4) in C, and in f32.
+struct Acc8 {
+    lo: vec4<C>,
+    hi: vec4<C>,
+}
+struct Sum8 {
+    lo: vec4<f32>,
+    hi: vec4<f32>,
+}
+
+// The WIN_N input columns from `ix0` of the row at `rbase` (0 outside the input).
+fn window(rbase: u32, ix0: i32) -> array<C, WIN_MAX> {
+    var win: array<C, WIN_MAX>;
+    for (var t = 0u; t < WIN_N; t++) {
+        win[t] = tap1(rbase, ix0 + i32(t));
+    }
+    return win;
+}
+
+// One kernel row (weights from `wrow`) over a window, for 8 pixels.
+fn window_mac(acc: ptr<function, Acc8>, win: ptr<function, array<C, WIN_MAX>>, wrow: u32) {
+    for (var kx = 0u; kx < KW; kx++) {
+        let o = kx * DW;
+        let w = vec4<C>(weight1(wrow + kx));
+        (*acc).lo = fma(w, vec4<C>((*win)[o], (*win)[o + SW], (*win)[o + 2u * SW], (*win)[o + 3u * SW]), (*acc).lo);
+        (*acc).hi = fma(w, vec4<C>((*win)[o + 4u * SW], (*win)[o + 5u * SW], (*win)[o + 6u * SW], (*win)[o + 7u * SW]), (*acc).hi);
+    }
+}
+
 fn planes_store(v: vec4<f32>, oc: u32, oy: u32, ox0: u32) {
     let bias = prm[p.b_off + oc / 4u][oc % 4u];
     let slope = prm[p.s_off + oc / 4u][oc % 4u];
@@ -436,7 +470,7 @@ fn planes_store(v: vec4<f32>, oc: u32, oy: u32, ox0: u32) {
 @compute @workgroup_size(WG_X, WG_Y, 1)
 fn conv2d_planes(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wg: vec3<u32>) {
     let oc = wg.z;
-    let oy = gid.y;
+    let oy = gid.y * RH;
     let ox0 = gid.x * 8u;
     if (ox0 >= p.out_w || oy >= p.out_h) {
         return;
@@ -445,48 +479,62 @@ fn conv2d_planes(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgro
     let plane = p.in_h * p.in_w;
     let ix0 = i32(ox0 * SW) - i32(p.pad_l);
     let iy0 = i32(oy * p.stride_h) - i32(p.pad_t);
-    var t0 = vec4<f32>(0.0);
-    var t1 = vec4<f32>(0.0);
-    var wi = oc * p.icpg * p.k_h * KW;
+    var t0 = Sum8(vec4<f32>(0.0), vec4<f32>(0.0));
+    var t1 = t0;
     var cbase = p.in_off + grp * p.icpg * plane;
     for (var ic = 0u; ic < p.icpg; ic++) {
-        var a0 = vec4<C>(0.0);
-        var a1 = vec4<C>(0.0);
-        for (var ky = 0u; ky < p.k_h; ky++) {
-            let iy = iy0 + i32(ky * p.dil_h);
-            if (iy < 0 || iy >= i32(p.in_h)) {
-                wi += KW;
-                continue;
-            }
-            let rbase = cbase + u32(iy) * p.in_w;
-            if (WIN_N <= WIN_MAX) {
-                var win: array<C, WIN_MAX>;
-                for (var t = 0u; t < WIN_N; t++) {
-                    win[t] = tap1(rbase, ix0 + i32(t));
+        let wbase = (oc * p.icpg + ic) * p.k_h * KW;
+        var a0 = Acc8(vec4<C>(0.0), vec4<C>(0.0));
+        var a1 = a0;
+        if (RH == 1u) {
+            for (var ky = 0u; ky < p.k_h; ky++) {
+                let iy = iy0 + i32(ky * p.dil_h);
+                if (iy < 0 || iy >= i32(p.in_h)) {
+                    continue;
                 }
-                for (var kx = 0u; kx < KW; kx++) {
-                    let o = kx * DW;
-                    let w = vec4<C>(weight1(wi + kx));
-                    a0 = fma(w, vec4<C>(win[o], win[o + SW], win[o + 2u * SW], win[o + 3u * SW]), a0);
-                    a1 = fma(w, vec4<C>(win[o + 4u * SW], win[o + 5u * SW], win[o + 6u * SW], win[o + 7u * SW]), a1);
-                }
-            } else {
-                let sx = i32(SW);
-                for (var kx = 0u; kx < KW; kx++) {
-                    let ix = ix0 + i32(kx * DW);
-                    let w = vec4<C>(weight1(wi + kx));
-                    a0 = fma(w, vec4<C>(tap1(rbase, ix), tap1(rbase, ix + sx), tap1(rbase, ix + 2 * sx), tap1(rbase, ix + 3 * sx)), a0);
-                    a1 = fma(w, vec4<C>(tap1(rbase, ix + 4 * sx), tap1(rbase, ix + 5 * sx), tap1(rbase, ix + 6 * sx), tap1(rbase, ix + 7 * sx)), a1);
+                let rbase = cbase + u32(iy) * p.in_w;
+                if (WIN_N <= WIN_MAX) {
+                    var win = window(rbase, ix0);
+                    window_mac(&a0, &win, wbase + ky * KW);
+                } else {
+                    let sx = i32(SW);
+                    for (var kx = 0u; kx < KW; kx++) {
+                        let ix = ix0 + i32(kx * DW);
+                        let w = vec4<C>(weight1(wbase + ky * KW + kx));
+                        a0.lo = fma(w, vec4<C>(tap1(rbase, ix), tap1(rbase, ix + sx), tap1(rbase, ix + 2 * sx), tap1(rbase, ix + 3 * sx)), a0.lo);
+                        a0.hi = fma(w, vec4<C>(tap1(rbase, ix + 4 * sx), tap1(rbase, ix + 5 * sx), tap1(rbase, ix + 6 * sx), tap1(rbase, ix + 7 * sx)), a0.hi);
+                    }
                 }
             }
-            wi += KW;
+        } else {
+            // two output rows (stride and dilation 1 along y): input row r feeds kernel row r of
+            // the first and kernel row r - 1 of the second, loaded once for both
+            for (var r = 0u; r <= p.k_h; r++) {
+                let iy = iy0 + i32(r);
+                if (iy < 0 || iy >= i32(p.in_h)) {
+                    continue;
+                }
+                var win = window(cbase + u32(iy) * p.in_w, ix0);
+                if (r < p.k_h) {
+                    window_mac(&a0, &win, wbase + r * KW);
+                }
+                if (r >= 1u) {
+                    window_mac(&a1, &win, wbase + (r - 1u) * KW);
+                }
+            }
         }
-        t0 += vec4<f32>(a0);
-        t1 += vec4<f32>(a1);
+        t0.lo += vec4<f32>(a0.lo);
+        t0.hi += vec4<f32>(a0.hi);
+        t1.lo += vec4<f32>(a1.lo);
+        t1.hi += vec4<f32>(a1.hi);
         cbase += plane;
     }
-    planes_store(t0, oc, oy, ox0);
-    planes_store(t1, oc, oy, ox0 + 4u);
+    planes_store(t0.lo, oc, oy, ox0);
+    planes_store(t0.hi, oc, oy, ox0 + 4u);
+    if (RH == 2u && oy + 1u < p.out_h) {
+        planes_store(t1.lo, oc, oy + 1u, ox0);
+        planes_store(t1.hi, oc, oy + 1u, ox0 + 4u);
+    }
 }
 
 // Input contribution of tap (ky, kx) to output pixel (oy, ox) of a transposed convolution:

@@ -241,9 +241,10 @@ pub fn prepare_conv2d(op: &Conv2d, x_off: u32, y_off: u32, add: AddFrom, tiles: 
         let z = check_groups("conv2d", g.out_c)?;
         let (params, prm) = finish(params, w, b, s);
         let ow4 = ow.div_ceil(8);
-        let (wx, wy) = workgroup_shape(ow4, oh);
-        let constants = vec![("WG_X", wx as f64), ("WG_Y", wy as f64), ("KW", g.k_w as f64), ("SW", g.stride_w as f64), ("DW", g.dil_w as f64)];
-        let groups = [(ow4 as u32).div_ceil(wx), (oh as u32).div_ceil(wy), z];
+        let rh = planes_rows(g);
+        let (wx, wy) = workgroup_shape(ow4, oh.div_ceil(rh));
+        let constants = vec![("WG_X", wx as f64), ("WG_Y", wy as f64), ("KW", g.k_w as f64), ("SW", g.stride_w as f64), ("DW", g.dil_w as f64), ("RH", rh as f64)];
+        let groups = [(ow4 as u32).div_ceil(wx), (oh.div_ceil(rh) as u32).div_ceil(wy), z];
         return Ok(Prepared { entry: "conv2d_planes", params, prm, groups, constants });
     }
     let depthwise = icpg == 1 && g.groups > 1;
@@ -321,6 +322,18 @@ pub fn prepare_conv_t2d(op: &ConvT2d, x_off: u32, y_off: u32, add: AddFrom) -> R
 pub fn planes(g: &Conv2dGeom) -> bool {
     let window = 7 * g.stride_w + (g.k_w - 1) * g.dil_w + 1;
     g.groups > 1 && ((g.ocpg() == 1 && g.icpg() > 1) || (g.icpg() == 1 && 2 * window <= 8 * g.k_w))
+}
+
+/// Output rows per invocation of `conv2d_planes` (its `RH`): 2 where the kernel's stride and
+/// dilation along y are 1 and its columns fit the window, so that the rows the two output rows
+/// share are loaded once; else 1.
+pub fn planes_rows(g: &Conv2dGeom) -> usize {
+    let window = 7 * g.stride_w + (g.k_w - 1) * g.dil_w + 1;
+    if g.stride_h == 1 && g.dil_h == 1 && window <= 24 {
+        2
+    } else {
+        1
+    }
 }
 
 /// `v` padded with zeros to whole vec4s.
