@@ -81,6 +81,27 @@ fn bilinear(@builtin(global_invocation_id) gid: vec3<u32>) {
     dst[p.out_off + i] = E((1.0 - ly) * top + ly * bot);
 }
 
+// The two source rows of output row `oy` of channel `c` (element offsets), their blend weight, and
+// the lower source column of output column `ox0`: what `bilinear_rows` and `bilinear_rows8` share.
+struct RowSources {
+    r0: u32,
+    r1: u32,
+    ly: f32,
+    first: u32,
+};
+
+fn row_sources(oy: u32, c: u32, ox0: u32) -> RowSources {
+    let sy = source(oy, p.scale_h, p.in_h);
+    let base = p.in_off + c * p.in_h * p.in_w;
+    return RowSources(base + u32(sy.x) * p.in_w, base + u32(sy.y) * p.in_w, sy.z, u32(source(ox0, p.scale_w, p.in_w).x));
+}
+
+// The two rows blended at column `first + k` (clamped to the last column).
+fn blend(rs: RowSources, k: u32) -> f32 {
+    let x = min(rs.first + k, p.in_w - 1u);
+    return mix(f32(src[rs.r0 + x]), f32(src[rs.r1 + x]), rs.ly);
+}
+
 // Bilinear upsampling along x (host-checked: consecutive outputs' lower source columns differ
 // by at most 1, so 4 consecutive outputs read at most 5 consecutive source columns). One output
 // row of one channel per workgroup row of the grid (row = workgroup_id.y, channel =
@@ -95,21 +116,14 @@ fn bilinear_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgro
     if (ox0 >= p.out_w) {
         return;
     }
-    let sy = source(oy, p.scale_h, p.in_h);
-    let base = p.in_off + c * p.in_h * p.in_w;
-    let r0 = base + u32(sy.x) * p.in_w;
-    let r1 = base + u32(sy.y) * p.in_w;
-    let ly = sy.z;
-    let first = u32(source(ox0, p.scale_w, p.in_w).x);
-    let last = p.in_w - 1u;
-    let xs = min(vec4<u32>(first) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(last));
-    let x4 = min(first + 4u, last);
+    let rs = row_sources(oy, c, ox0);
+    let first = rs.first;
     // the rows blended at the 5 columns
-    let v0 = mix(f32(src[r0 + xs.x]), f32(src[r1 + xs.x]), ly);
-    let v1 = mix(f32(src[r0 + xs.y]), f32(src[r1 + xs.y]), ly);
-    let v2 = mix(f32(src[r0 + xs.z]), f32(src[r1 + xs.z]), ly);
-    let v3 = mix(f32(src[r0 + xs.w]), f32(src[r1 + xs.w]), ly);
-    let v4 = mix(f32(src[r0 + x4]), f32(src[r1 + x4]), ly);
+    let v0 = blend(rs, 0u);
+    let v1 = blend(rs, 1u);
+    let v2 = blend(rs, 2u);
+    let v3 = blend(rs, 3u);
+    let v4 = blend(rs, 4u);
     for (var j = 0u; j < 4u; j++) {
         let ox = ox0 + j;
         if (ox < p.out_w) {
@@ -135,22 +149,15 @@ fn bilinear_rows8(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgr
     if (ox0 >= p.out_w) {
         return;
     }
-    let sy = source(oy, p.scale_h, p.in_h);
-    let base = p.in_off + c * p.in_h * p.in_w;
-    let r0 = base + u32(sy.x) * p.in_w;
-    let r1 = base + u32(sy.y) * p.in_w;
-    let ly = sy.z;
-    let first = u32(source(ox0, p.scale_w, p.in_w).x);
-    let last = p.in_w - 1u;
-    // the rows blended at the 6 columns (clamped to the last one)
-    let xa = min(vec3<u32>(first) + vec3<u32>(0u, 1u, 2u), vec3<u32>(last));
-    let xb = min(vec3<u32>(first) + vec3<u32>(3u, 4u, 5u), vec3<u32>(last));
-    let v0 = mix(f32(src[r0 + xa.x]), f32(src[r1 + xa.x]), ly);
-    let v1 = mix(f32(src[r0 + xa.y]), f32(src[r1 + xa.y]), ly);
-    let v2 = mix(f32(src[r0 + xa.z]), f32(src[r1 + xa.z]), ly);
-    let v3 = mix(f32(src[r0 + xb.x]), f32(src[r1 + xb.x]), ly);
-    let v4 = mix(f32(src[r0 + xb.y]), f32(src[r1 + xb.y]), ly);
-    let v5 = mix(f32(src[r0 + xb.z]), f32(src[r1 + xb.z]), ly);
+    let rs = row_sources(oy, c, ox0);
+    let first = rs.first;
+    // the rows blended at the 6 columns
+    let v0 = blend(rs, 0u);
+    let v1 = blend(rs, 1u);
+    let v2 = blend(rs, 2u);
+    let v3 = blend(rs, 3u);
+    let v4 = blend(rs, 4u);
+    let v5 = blend(rs, 5u);
     let row = p.out_off + (c * p.out_h + oy) * p.out_w;
     for (var j = 0u; j < 8u; j++) {
         let ox = ox0 + j;
