@@ -174,12 +174,18 @@ fn store_tile(acc: ptr<function, Tile>, grp: u32, b0: u32, oy: u32, ox0: u32) {
     }
 }
 
-// Input value of a tap, or 0 outside the input. The address is clamped and the value selected
-// rather than branched around: on a software adapter (one SIMD lane per invocation) a branch
-// around a load is a per-lane branch, and the select keeps the loop free of divergent control flow.
+// One input value at column `ix` of the row at `rbase`, or 0 outside the input. The address is
+// clamped and the value selected rather than branched around: on a software adapter (one SIMD
+// lane per invocation) a branch around a load is a per-lane branch, and the select keeps the loop
+// free of divergent control flow.
+fn tap1(rbase: u32, ix: i32) -> C {
+    let ok = ix >= 0 && ix < i32(p.in_w);
+    return select(C(0.0), C(src[rbase + u32(clamp(ix, 0, i32(p.in_w) - 1))]), ok);
+}
+
+// `tap1` of a row that is inside the input (`yok`), broadcast to the 4 lanes of a block.
 fn tap(rbase: u32, ix: i32, yok: bool) -> vec4<C> {
-    let ok = yok && ix >= 0 && ix < i32(p.in_w);
-    return vec4<C>(select(C(0.0), C(src[rbase + u32(clamp(ix, 0, i32(p.in_w) - 1))]), ok));
+    return vec4<C>(select(C(0.0), tap1(rbase, ix), yok));
 }
 
 // Taps [lo, hi) of one axis whose input coordinate `o * stride - pad + k * dil` is inside
@@ -386,17 +392,11 @@ fn conv2d_dw(@builtin(global_invocation_id) gid: vec3<u32>) {
 override KW: u32 = 3u;
 override SW: u32 = 1u;
 override DW: u32 = 1u;
-// Input columns the 8 pixels of an invocation read: [ix0, ix0 + WIN_N). Up to WIN_MAX of them are
-// loaded once into a window; wider footprints load every tap's inputs directly.
+// Input columns the 8 pixels of an invocation read: [ix0, ix0 + WIN_N). Up to WIN_MAX
+// (kernels::conv::PLANES_WINDOW_MAX) of them are loaded once into a window; wider footprints load
+// every tap's inputs directly.
 const WIN_MAX: u32 = 24u;
 override WIN_N: u32 = 7u * SW + (KW - 1u) * DW + 1u;
-
-// One input value at column `ix` of the row at `rbase`, or 0 outside the input (clamped address
-// and a select, as `tap`).
-fn tap1(rbase: u32, ix: i32) -> C {
-    let ok = ix >= 0 && ix < i32(p.in_w);
-    return select(C(0.0), C(src[rbase + u32(clamp(ix, 0, i32(p.in_w) - 1))]), ok);
-}
 
 // Weight `i` (in output channel order [oc][ic][ky][kx]) of the scalar-packed `conv2d_planes`.
 fn weight1(i: u32) -> C {

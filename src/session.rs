@@ -248,9 +248,8 @@ fn fusable_upsampling(g: &Graph, logits: TensorId, limits: &PlanLimits) -> Optio
     let mut writers = g.nodes.iter().filter(|n| n.op.outputs().iter().any(|v| v.tensor == logits));
     let (Some(n), None) = (writers.next(), writers.next()) else { return None };
     let r = n.op.as_any().downcast_ref::<crate::ops::Resize>()?;
-    let whole = r.y.c0 == 0 && r.y.c == g.tensors[logits].c;
     let fits = crate::kernels::argmax::fuses_resize(r.x.c, g.hw(r.x), g.hw(r.y), r.align_corners) && g.view_bytes(r.x) <= limits.max_binding;
-    (whole && fits).then_some((r.x, r.align_corners))
+    (r.y == g.all(logits) && fits).then_some((r.x, r.align_corners))
 }
 
 /// The network plus its heads.

@@ -50,7 +50,7 @@ pub fn fuses_resize(c: usize, (ih, iw): (usize, usize), (oh, ow): (usize, usize)
 /// workgroup size (`WG`, 8 to 64: fewer on rows shorter than 64 invocations).
 pub fn prepare_resize(c: usize, (ih, iw): (usize, usize), (oh, ow): (usize, usize), x_off: u32, align_corners: bool) -> (ArgmaxParams, [u32; 3], Vec<(&'static str, f64)>) {
     let n = ow.div_ceil(8);
-    let wg = n.next_power_of_two().clamp(8, 64);
+    let wg = super::resize::row_workgroup(n);
     let p = ArgmaxParams {
         c: c as u32,
         hw: (oh * ow) as u32,

@@ -320,16 +320,23 @@ pub fn prepare_conv_t2d(op: &ConvT2d, x_off: u32, y_off: u32, add: AddFrom) -> R
 /// dilations or stride 2 the window saves too little and `conv2d_dw`, whose invocations each
 /// produce 16 values, was faster (48 x 48 at dilation 4: 0.89 -> 1.01 ms).
 pub fn planes(g: &Conv2dGeom) -> bool {
-    let window = 7 * g.stride_w + (g.k_w - 1) * g.dil_w + 1;
-    g.groups > 1 && ((g.ocpg() == 1 && g.icpg() > 1) || (g.icpg() == 1 && 2 * window <= 8 * g.k_w))
+    g.groups > 1 && ((g.ocpg() == 1 && g.icpg() > 1) || (g.icpg() == 1 && 2 * planes_window(g) <= 8 * g.k_w))
 }
+
+/// Input columns the 8 pixels of a `conv2d_planes` invocation read (the shader's `WIN_N`).
+fn planes_window(g: &Conv2dGeom) -> usize {
+    7 * g.stride_w + (g.k_w - 1) * g.dil_w + 1
+}
+
+/// The most columns `conv2d_planes` loads into its window (the shader's `WIN_MAX`); wider
+/// footprints load each tap's inputs directly.
+const PLANES_WINDOW_MAX: usize = 24;
 
 /// Output rows per invocation of `conv2d_planes` (its `RH`): 2 where the kernel's stride and
 /// dilation along y are 1 and its columns fit the window, so that the rows the two output rows
 /// share are loaded once; else 1.
 pub fn planes_rows(g: &Conv2dGeom) -> usize {
-    let window = 7 * g.stride_w + (g.k_w - 1) * g.dil_w + 1;
-    if g.stride_h == 1 && g.dil_h == 1 && window <= 24 {
+    if g.stride_h == 1 && g.dil_h == 1 && planes_window(g) <= PLANES_WINDOW_MAX {
         2
     } else {
         1

@@ -41,14 +41,27 @@ pub fn scale(n_in: usize, n_out: usize, align_corners: bool) -> f32 {
     }
 }
 
+/// The x scale and the float32 slack of the computed source columns (`4 * in * 2^-24`, see
+/// [`by_rows`]).
+fn scale_and_slack(iw: usize, ow: usize, align_corners: bool) -> (f64, f64) {
+    (scale(iw, ow, align_corners) as f64, 4.0 * iw as f64 / (1u64 << 24) as f64)
+}
+
+/// Workgroup size of a row kernel with `n` invocations a row: 64, fewer (down to 8) on rows
+/// shorter than that. Not the size that idles the fewest: on lavapipe a workgroup costs more than
+/// idle lanes (ESPNetv2's 192 -> 288 rows, 72 invocations: 2.5 ms in 2 workgroups of 64 a row,
+/// 3.2 ms in 9 of 8).
+pub fn row_workgroup(n: usize) -> usize {
+    n.next_power_of_two().clamp(8, 64)
+}
+
 /// Whether `bilinear_rows` computes this resize: upsampling along x whose consecutive outputs'
 /// lower source columns differ by at most 1 even after float32 rounding (the exact step is the
 /// scale; each computed coordinate is within about `2 * in * 2^-24` of the exact one, so a scale
 /// below 1 by more than twice that, or exactly 1, is safe); rows of at least 32 outputs (8
 /// invocations: the workgroup is sized to the row, 8 to 64 invocations); and a grid of (rows, channels) within the dispatch limits.
 pub fn by_rows(c: usize, iw: usize, (oh, ow): (usize, usize), align_corners: bool) -> bool {
-    let s = scale(iw, ow, align_corners) as f64;
-    let slack = 4.0 * iw as f64 / (1u64 << 24) as f64;
+    let (s, slack) = scale_and_slack(iw, ow, align_corners);
     let safe = s == 1.0 || s + slack < 1.0;
     safe && iw > 0 && ow >= 32 && oh <= MAX_GROUPS as usize && c <= MAX_GROUPS as usize
 }
@@ -58,8 +71,7 @@ pub fn by_rows(c: usize, iw: usize, (oh, ow): (usize, usize), align_corners: boo
 /// columns (upsampling by at least 7/4: ESPNetv2's and DeepLab's 2x to 8x logits), on rows of at
 /// least 64 outputs (8 invocations).
 pub fn by_8(iw: usize, ow: usize, align_corners: bool) -> bool {
-    let s = scale(iw, ow, align_corners) as f64;
-    let slack = 4.0 * iw as f64 / (1u64 << 24) as f64;
+    let (s, slack) = scale_and_slack(iw, ow, align_corners);
     7.0 * (s + slack) < 4.0 && ow >= 64
 }
 
@@ -69,18 +81,16 @@ pub fn by_8(iw: usize, ow: usize, align_corners: bool) -> bool {
 /// output per invocation).
 pub fn prepare(op: &Resize, (ih, iw): (usize, usize), (oh, ow): (usize, usize), x_off: u32, y_off: u32) -> (ResizeParams, &'static str, [u32; 3], Vec<(&'static str, f64)>) {
     let c = op.x.c;
-    // rows: 64 invocations a workgroup, fewer (down to 8) on rows shorter than that. Not the
-    // size that idles the fewest: on lavapipe a workgroup costs more than idle lanes (ESPNetv2's
-    // 192 -> 288 rows, 72 invocations: 2.5 ms in 2 workgroups of 64 a row, 3.2 ms in 9 of 8)
     let rows = |per: usize| {
         let n = ow.div_ceil(per);
-        let wg = n.next_power_of_two().clamp(8, 64);
+        let wg = row_workgroup(n);
         ([n.div_ceil(wg) as u32, oh as u32, c as u32], vec![("WG", wg as f64)])
     };
-    let (entry, groups, row, constants) = if by_rows(c, iw, (oh, ow), op.align_corners) && by_8(iw, ow, op.align_corners) {
+    let by_rows = by_rows(c, iw, (oh, ow), op.align_corners);
+    let (entry, groups, row, constants) = if by_rows && by_8(iw, ow, op.align_corners) {
         let (groups, k) = rows(8);
         ("bilinear_rows8", groups, 0, k)
-    } else if by_rows(c, iw, (oh, ow), op.align_corners) {
+    } else if by_rows {
         let (groups, k) = rows(4);
         ("bilinear_rows", groups, 0, k)
     } else {
